@@ -1,0 +1,130 @@
+//! Planar flow (Rezende & Mohamed 2015, §4.1).
+//!
+//! # Math
+//! Forward: `f(z) = z + û · h(wᵀz + b)` with `h = tanh`, parameters `u, w ∈ ℝᵈ`, `b ∈ ℝ`.
+//!
+//! Log-determinant (matrix determinant lemma): with `ψ(z) = h'(wᵀz + b) · w`,
+//! `ln|det ∂f/∂z| = ln|1 + ûᵀψ(z)| = ln|1 + h'(wᵀz + b) · wᵀû|`.
+//!
+//! Invertibility: `f` is invertible iff `wᵀû ≥ −1` (for `h = tanh`). The constraint is built
+//! in: `û = u + (m(wᵀu) − wᵀu) · w / ‖w‖²` with `m(a) = −1 + softplus(a)`, so that
+//! `wᵀû = m(wᵀu) > −1` for every `u, w`.
+//!
+//! Inverse: not analytic (a 1-D root find along `w`), so [`Planar`] implements
+//! [`Transform`] only.
+
+use burn::{
+    config::Config,
+    module::{Module, Param},
+    tensor::{Distribution, Tensor, backend::Backend},
+};
+
+use crate::{
+    error::FlowError,
+    ops::{dot_rows, softplus},
+    transform::Transform,
+};
+
+/// Guards `w / ‖w‖²` at `w = 0`, where the map is a translation and û does not matter.
+const W_NORM_EPS: f64 = 1e-12;
+/// Guards `ln|·|` when `1 + h'·wᵀû` rounds to zero in f32.
+const LADJ_EPS: f64 = 1e-12;
+
+/// The planar kernel with batched or broadcast parameters.
+///
+/// Shapes: `z: [n, d]`; `u, w: [m, d]`; `b: [m, 1]` with `m ∈ {1, n}` (one parameter set for
+/// the batch, or one per row, as produced by an amortizing encoder).
+/// Returns `(f(z): [n, d], ln|det ∂f/∂z|: [n])`. The invertibility constraint on `u` is
+/// applied here, so any raw `u` gives an invertible map.
+pub fn planar<B: Backend>(
+    z: Tensor<B, 2>,
+    u: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    b: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let [n, _] = z.dims();
+    let wu = dot_rows(w.clone(), u.clone());
+    let w_sq = dot_rows(w.clone(), w.clone()).add_scalar(W_NORM_EPS);
+    // m(wᵀu) = softplus(wᵀu) − 1 is exactly wᵀû.
+    let w_dot_u_hat = softplus(wu.clone()).sub_scalar(1.0);
+    let u_hat = u + w.clone() * ((w_dot_u_hat.clone() - wu) / w_sq);
+    let h = (dot_rows(z.clone(), w) + b).tanh();
+    let h_prime = h.clone().square().neg().add_scalar(1.0);
+    let ladj = (h_prime * w_dot_u_hat)
+        .add_scalar(1.0)
+        .abs()
+        .add_scalar(LADJ_EPS)
+        .log()
+        .reshape([n]);
+    (z + u_hat * h, ladj)
+}
+
+/// Configuration of a [`Planar`] layer.
+#[derive(Config, Debug)]
+pub struct PlanarConfig {
+    /// Feature dimension `d`.
+    pub dim: usize,
+    /// Standard deviation of the initial `u` and `w` (`b` starts at 0). Small values start
+    /// the flow near the identity.
+    #[config(default = 0.01)]
+    pub init_std: f64,
+}
+
+impl PlanarConfig {
+    /// Builds one planar layer with global (learned, not amortized) parameters.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> crate::Result<Planar<B>> {
+        if self.dim == 0 {
+            return Err(FlowError::InvalidConfig("planar flow needs dim ≥ 1".into()));
+        }
+        if !(self.init_std.is_finite() && self.init_std >= 0.0) {
+            return Err(FlowError::InvalidConfig(format!(
+                "planar init_std must be finite and ≥ 0, got {}",
+                self.init_std
+            )));
+        }
+        let normal = Distribution::Normal(0.0, self.init_std);
+        Ok(Planar {
+            u: Param::from_tensor(Tensor::random([1, self.dim], normal, device)),
+            w: Param::from_tensor(Tensor::random([1, self.dim], normal, device)),
+            b: Param::from_tensor(Tensor::zeros([1, 1], device)),
+        })
+    }
+
+    /// Builds `k ≥ 1` planar layers, applied in order.
+    pub fn init_stack<B: Backend>(
+        &self,
+        k: usize,
+        device: &B::Device,
+    ) -> crate::Result<Vec<Planar<B>>> {
+        if k == 0 {
+            return Err(FlowError::InvalidConfig(
+                "a planar flow of length K = 0 is the identity; use K ≥ 1".into(),
+            ));
+        }
+        (0..k).map(|_| self.init(device)).collect()
+    }
+}
+
+/// A planar layer with learned parameters; see the [module docs](self) for the math.
+#[derive(Module, Debug)]
+pub struct Planar<B: Backend> {
+    /// Raw `u`, `[1, d]` (constrained to û inside the kernel).
+    pub u: Param<Tensor<B, 2>>,
+    /// `w`, `[1, d]`.
+    pub w: Param<Tensor<B, 2>>,
+    /// `b`, `[1, 1]`.
+    pub b: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Transform<B> for Planar<B> {
+    fn dim(&self) -> usize {
+        self.w.dims()[1]
+    }
+    fn forward(
+        &self,
+        z: Tensor<B, 2>,
+        _context: Option<&Tensor<B, 2>>,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        planar(z, self.u.val(), self.w.val(), self.b.val())
+    }
+}

@@ -1,0 +1,45 @@
+//! Backends the property tests run on, and a macro that instantiates a generic test on
+//! each of them: ndarray always, wgpu with `--features wgpu` (in CI: Mesa's lavapipe).
+
+#![allow(dead_code, unused_imports)]
+
+pub use burn::backend::{Autodiff, NdArray};
+pub use burn::tensor::{
+    Tensor,
+    backend::{AutodiffBackend, Backend},
+};
+
+/// CPU backend with autodiff, f32.
+pub type NdAd = Autodiff<NdArray<f32>>;
+/// CPU backend in f64, for central-difference Jacobians.
+pub type Nd64 = NdArray<f64>;
+/// GPU backend with autodiff, f32.
+#[cfg(feature = "wgpu")]
+pub type WgAd = Autodiff<burn::backend::Wgpu>;
+
+/// f32 tolerance on ladj and round trips (relative, floor 1 near zero).
+pub const TOL: f64 = 1e-4;
+
+/// Reads a tensor back as `Vec<f64>` (test code only).
+pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().into_vec::<f64>().unwrap()
+}
+
+/// `on_backends! { name => generic_fn; ... }` makes `ndarray::name` and `wgpu::name` tests
+/// calling `generic_fn::<Backend>(&device)`.
+#[macro_export]
+macro_rules! on_backends {
+    ($($name:ident => $body:ident;)*) => {
+        mod ndarray {
+            #[allow(unused_imports)]
+            use super::*;
+            $( #[test] fn $name() { $body::<common::NdAd>(&Default::default()); } )*
+        }
+        #[cfg(feature = "wgpu")]
+        mod wgpu {
+            #[allow(unused_imports)]
+            use super::*;
+            $( #[test] fn $name() { $body::<common::WgAd>(&Default::default()); } )*
+        }
+    };
+}

@@ -1,0 +1,56 @@
+//! An independent second reference for every layer: central differences in f64.
+//!
+//! This file is its own test binary on purpose: burn 0.21 keys a device's default float
+//! dtype by device, and `NdArray<f32>` and `NdArray<f64>` share the CPU device, so f64
+//! tensors created in a process that already made f32 ones silently hold f32 data.
+
+mod common;
+
+use common::*;
+use flow_core::{
+    ActNormConfig, CouplingConfig, CouplingKind, Inverse, Permutation, PlanarConfig, RadialConfig,
+    testing::{self, randomize, standard_inputs},
+};
+
+/// An independent second reference: central differences in f64 for every layer.
+#[test]
+fn ladj_matches_central_differences_in_f64() {
+    let device = Default::default();
+    let x = standard_inputs::<Nd64>(6, 4, 11, &device).mul_scalar(1.3);
+    let tol = 1e-7;
+    let h = 1e-5;
+    let planar = randomize(
+        PlanarConfig::new(4)
+            .with_init_std(0.7)
+            .init::<Nd64>(&device)
+            .unwrap(),
+        0.3,
+    );
+    testing::check_ladj_finite_diff(&planar, x.clone(), None, h, tol).unwrap();
+    let radial = randomize(
+        RadialConfig::new(4)
+            .with_init_std(0.8)
+            .init::<Nd64>(&device)
+            .unwrap(),
+        0.3,
+    );
+    testing::check_ladj_finite_diff(&radial, x.clone(), None, h, tol).unwrap();
+    for kind in [CouplingKind::Additive, CouplingKind::Affine] {
+        let coupling = randomize(
+            CouplingConfig::new(4, kind)
+                .with_hidden(8)
+                .with_context_dim(2)
+                .init::<Nd64>(&device)
+                .unwrap(),
+            0.3,
+        );
+        let ctx = standard_inputs::<Nd64>(6, 2, 12, &device);
+        testing::check_ladj_finite_diff(&coupling, x.clone(), Some(&ctx), h, tol).unwrap();
+        let inverse = Inverse::new(coupling);
+        testing::check_ladj_finite_diff(&inverse, x.clone(), Some(&ctx), h, tol).unwrap();
+    }
+    let actnorm = randomize(ActNormConfig::new(4).init::<Nd64>(&device).unwrap(), 0.5);
+    testing::check_ladj_finite_diff(&actnorm, x.clone(), None, h, tol).unwrap();
+    let perm = Permutation::<Nd64>::random(4, 3, &device).unwrap();
+    testing::check_ladj_finite_diff(&perm, x, None, h, tol).unwrap();
+}

@@ -1,0 +1,93 @@
+//! The harness must be able to fail: transforms with deliberately wrong log-determinants
+//! are rejected.
+
+mod common;
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use common::*;
+use flow_core::{
+    Coupling, CouplingConfig, CouplingKind, Invertible, Planar, PlanarConfig, Transform,
+    testing::{check_invertible, check_transform, randomize, standard_inputs},
+};
+
+/// An affine coupling whose ladj has the wrong sign.
+#[derive(Module, Debug)]
+struct FlippedSign<B: Backend> {
+    inner: Coupling<B>,
+}
+
+impl<B: Backend> Transform<B> for FlippedSign<B> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn forward(&self, x: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (y, l) = self.inner.forward(x, c);
+        (y, l.neg())
+    }
+}
+
+impl<B: Backend> Invertible<B> for FlippedSign<B> {
+    fn inverse(&self, y: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (x, l) = self.inner.inverse(y, c);
+        (x, l.neg())
+    }
+}
+
+/// A planar layer that forgets the `h'` factor in `ln|1 + h'(wᵀz + b) wᵀû|`.
+#[derive(Module, Debug)]
+struct MissingTerm<B: Backend> {
+    inner: Planar<B>,
+}
+
+impl<B: Backend> Transform<B> for MissingTerm<B> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn forward(&self, z: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (y, _) = self.inner.forward(z.clone(), c);
+        let w = self.inner.w.val();
+        let u = self.inner.u.val();
+        let wu = (w.clone() * u).sum_dim(1);
+        let w_dot_u_hat = flow_core::ops::softplus(wu).sub_scalar(1.0);
+        let [n, _] = z.dims();
+        let wrong = w_dot_u_hat
+            .add_scalar(1.0)
+            .abs()
+            .log()
+            .expand([n, 1])
+            .reshape([n]);
+        (y, wrong)
+    }
+}
+
+fn flipped_sign_fails<B: AutodiffBackend>(device: &B::Device) {
+    let inner = randomize(
+        CouplingConfig::new(4, CouplingKind::Affine)
+            .init::<B>(device)
+            .unwrap(),
+        0.3,
+    );
+    let x = standard_inputs::<B>(8, 4, 1, device);
+    // The honest layer passes...
+    check_invertible(&inner, x.clone(), None, TOL).unwrap();
+    // ...the same layer with a flipped ladj does not.
+    let err = check_invertible(&FlippedSign { inner }, x, None, TOL).unwrap_err();
+    assert!(err.check.contains("ladj"), "{err}");
+}
+
+fn missing_term_fails<B: AutodiffBackend>(device: &B::Device) {
+    let inner = PlanarConfig::new(3)
+        .with_init_std(0.8)
+        .init::<B>(device)
+        .unwrap();
+    let x = standard_inputs::<B>(8, 3, 2, device);
+    check_transform(&inner, x.clone(), None, TOL).unwrap();
+    let err = check_transform(&MissingTerm { inner }, x, None, TOL).unwrap_err();
+    assert!(err.check.contains("ladj"), "{err}");
+}
+
+on_backends! {
+    harness_rejects_flipped_ladj => flipped_sign_fails;
+    harness_rejects_missing_ladj_term => missing_term_fails;
+}

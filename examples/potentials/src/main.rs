@@ -1,0 +1,524 @@
+//! Variational inference on the four 2-D potentials of Rezende & Mohamed (2015).
+//!
+//! For each target `p(z) ∝ exp(−U(z))` and each flow, minimise the annealed free energy
+//! `E_q[ln q(z) + β_t U(z)]`, `β_t = min(1, 0.01 + t/10⁴)`, with Adam; then report, with
+//! `10⁵` fresh samples, `KL(q‖p) = E_q[ln q + U] + ln Z` for `U₁` (with `ln Z` from a
+//! 2001 × 2001 grid over `[−8, 8]²`) and the free energy `E_q[ln q + U]` for `U₂`–`U₄`,
+//! which have no finite normalizer. Writes a markdown table, a JSONL file and a PNG like
+//! the paper's Figure 3.
+//!
+//! ```text
+//! cargo run --release -p potentials -- --out-dir docs/potentials
+//! cargo run --release -p potentials --features wgpu -- --steps 2000
+//! ```
+
+mod backend;
+mod plot;
+mod targets;
+
+use std::{fmt::Write as _, path::PathBuf, time::Instant};
+
+use burn::{
+    module::AutodiffModule,
+    optim::{AdamConfig, GradientsParams, Optimizer},
+    tensor::{Tensor, TensorData, backend::Backend},
+};
+use clap::Parser;
+use flow_core::{
+    CouplingConfig, CouplingKind, DiagNormal, DiagNormalConfig, Flow, Permutation, PlanarConfig,
+    RadialConfig, Transform, ops::logsumexp,
+};
+use tracing::info;
+
+use backend::{Inner, Train};
+use plot::Panel;
+use targets::Target;
+
+/// A flow family and its length K.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Spec {
+    Planar(usize),
+    Radial(usize),
+    /// K affine coupling layers, each followed by a reversal of the two coordinates.
+    RealNvp(usize),
+}
+
+impl Spec {
+    fn family(self) -> &'static str {
+        match self {
+            Spec::Planar(_) => "planar",
+            Spec::Radial(_) => "radial",
+            Spec::RealNvp(_) => "realnvp",
+        }
+    }
+    fn k(self) -> usize {
+        match self {
+            Spec::Planar(k) | Spec::Radial(k) | Spec::RealNvp(k) => k,
+        }
+    }
+}
+
+fn parse_spec(s: &str) -> Result<Spec, String> {
+    let (family, k) = s
+        .split_once(':')
+        .ok_or_else(|| format!("flow spec `{s}` must look like planar:32"))?;
+    let k: usize = k
+        .parse()
+        .map_err(|_| format!("flow spec `{s}`: K must be a whole number"))?;
+    if k == 0 {
+        return Err(format!(
+            "flow spec `{s}`: K = 0 is the identity flow; use K ≥ 1"
+        ));
+    }
+    match family {
+        "planar" => Ok(Spec::Planar(k)),
+        "radial" => Ok(Spec::Radial(k)),
+        "realnvp" => Ok(Spec::RealNvp(k)),
+        other => Err(format!("unknown flow `{other}` (planar, radial, realnvp)")),
+    }
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    match s.trim() {
+        "1" | "2" | "3" | "4" => Ok(Target(s.trim().parse().unwrap_or(1))),
+        other => Err(format!("unknown target `{other}`: use 1, 2, 3 or 4")),
+    }
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("`{s}` must be a whole number ≥ 1")),
+        Ok(v) => Ok(v),
+    }
+}
+
+fn learning_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("learning rate `{s}` must be a finite number > 0")),
+    }
+}
+
+/// Fit flows to Rezende & Mohamed's four potentials and report KL / free energy.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Targets to fit (comma-separated, from 1..4).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4", value_parser = parse_target)]
+    targets: Vec<Target>,
+    /// Flows to fit, as family:K (planar, radial, realnvp).
+    #[arg(long, value_delimiter = ',', default_value = "planar:2,planar:8,planar:32,radial:32,realnvp:8", value_parser = parse_spec)]
+    flows: Vec<Spec>,
+    /// Adam steps per fit.
+    #[arg(long, default_value_t = 20_000, value_parser = positive)]
+    steps: usize,
+    /// Samples per step.
+    #[arg(long, default_value_t = 256, value_parser = positive)]
+    batch: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3, value_parser = learning_rate)]
+    lr: f64,
+    /// Samples for the final KL / free-energy estimate.
+    #[arg(long, default_value_t = 100_000, value_parser = positive)]
+    eval_samples: usize,
+    /// Samples histogrammed for each flow's density panel.
+    #[arg(long, default_value_t = 1_000_000, value_parser = positive)]
+    plot_samples: usize,
+    /// Pixels per side of each density panel.
+    #[arg(long, default_value_t = 160, value_parser = positive)]
+    resolution: usize,
+    /// Seed of the backend's random generator and of the initial parameters.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where the table, JSONL and PNG go.
+    #[arg(long, default_value = "runs/potentials")]
+    out_dir: PathBuf,
+    /// Log the training loss every this many steps.
+    #[arg(long, default_value_t = 2_000, value_parser = positive)]
+    log_every: usize,
+}
+
+/// What one fit produced.
+struct Outcome {
+    target: Target,
+    spec: Spec,
+    /// `E_q[ln q + U]` in nats.
+    free_energy: f64,
+    /// `KL(q‖p)` in nats, when the target is normalizable.
+    kl: Option<f64>,
+    seconds: f64,
+    histogram: Vec<f64>,
+}
+
+type Base<B> = DiagNormal<B>;
+
+/// Trains `flow` by annealed reverse KL, then evaluates it without autodiff.
+fn fit<T>(
+    flow: Flow<Base<Train>, T>,
+    target: Target,
+    spec: Spec,
+    args: &Args,
+    log_z: Option<f64>,
+) -> Result<Outcome, String>
+where
+    T: Transform<Train> + AutodiffModule<Train>,
+    T::InnerModule: Transform<Inner>,
+{
+    let device = backend::device();
+    let mut flow = flow;
+    let mut optim = AdamConfig::new().init();
+    let started = Instant::now();
+    for step in 0..args.steps {
+        let beta = (0.01 + step as f64 / 1e4).min(1.0);
+        let (z, log_q) = flow
+            .sample_with_log_prob(args.batch, None, &device)
+            .map_err(|e| e.to_string())?;
+        let loss = (log_q + target.energy(z).mul_scalar(beta)).mean();
+        // Read the loss back only at logging steps: a sync, not part of each step.
+        if (step + 1) % args.log_every == 0 || step + 1 == args.steps {
+            let value: f64 = loss.clone().into_scalar().into();
+            if !value.is_finite() {
+                return Err(format!(
+                    "U{} {}:{} diverged at step {}: loss is {value}; try a smaller --lr",
+                    target.0,
+                    spec.family(),
+                    spec.k(),
+                    step + 1
+                ));
+            }
+            info!(
+                target = target.0,
+                flow = spec.family(),
+                k = spec.k(),
+                step = step + 1,
+                beta,
+                loss = value,
+                "training"
+            );
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &flow);
+        flow = optim.step(args.lr, flow, grads);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let flow = flow.valid();
+    let free_energy = free_energy(&flow, target, args.eval_samples)?;
+    let histogram = histogram(&flow, args.plot_samples, args.resolution)?;
+    Ok(Outcome {
+        target,
+        spec,
+        free_energy,
+        kl: log_z.map(|lz| free_energy + lz),
+        seconds,
+        histogram,
+    })
+}
+
+const CHUNK: usize = 20_000;
+
+fn chunks(total: usize) -> impl Iterator<Item = usize> {
+    (0..total.div_ceil(CHUNK)).map(move |i| CHUNK.min(total - i * CHUNK))
+}
+
+fn host(t: Tensor<Inner, 1>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .into_vec()
+        .expect("float data")
+}
+
+/// Monte Carlo `E_q[ln q(z) + U(z)]` over `n` samples.
+fn free_energy<T: Transform<Inner>>(
+    flow: &Flow<Base<Inner>, T>,
+    target: Target,
+    n: usize,
+) -> Result<f64, String> {
+    let device = backend::device();
+    let mut total = 0.0;
+    for m in chunks(n) {
+        let (z, log_q) = flow
+            .sample_with_log_prob(m, None, &device)
+            .map_err(|e| e.to_string())?;
+        total += host((log_q + target.energy(z)).sum()).iter().sum::<f64>();
+    }
+    let value = total / n as f64;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("free energy is {value}"))
+    }
+}
+
+/// Normalised 2-D histogram of `n` samples on `[−4, 4]²`, `res × res`, row = z₂ bin.
+fn histogram<T: Transform<Inner>>(
+    flow: &Flow<Base<Inner>, T>,
+    n: usize,
+    res: usize,
+) -> Result<Vec<f64>, String> {
+    let device = backend::device();
+    let mut counts = vec![0.0; res * res];
+    for m in chunks(n) {
+        let z = flow.sample(m, None, &device).map_err(|e| e.to_string())?;
+        let z: Vec<f64> = z
+            .into_data()
+            .convert::<f64>()
+            .into_vec()
+            .expect("float data");
+        for p in z.chunks_exact(2) {
+            let bin = |v: f64| ((v + 4.0) / 8.0 * res as f64).floor();
+            let (j, i) = (bin(p[0]), bin(p[1]));
+            if (0.0..res as f64).contains(&i) && (0.0..res as f64).contains(&j) {
+                counts[i as usize * res + j as usize] += 1.0;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Points of a `res × res` grid of cell centres on `[lo, hi]²`, row = z₂, as `[res², 2]`.
+fn grid(lo: f64, hi: f64, res: usize, rows: std::ops::Range<usize>) -> Vec<f32> {
+    let h = (hi - lo) / res as f64;
+    rows.flat_map(|k| {
+        let (i, j) = (k / res, k % res);
+        [
+            (lo + (j as f64 + 0.5) * h) as f32,
+            (lo + (i as f64 + 0.5) * h) as f32,
+        ]
+    })
+    .collect()
+}
+
+/// `−U` on the cells of a `res × res` grid over `[lo, hi]²`, computed in chunks.
+fn neg_energy_grid(target: Target, lo: f64, hi: f64, res: usize) -> Vec<f64> {
+    let device = backend::device();
+    let total = res * res;
+    let mut out = Vec::with_capacity(total);
+    let mut start = 0;
+    for m in chunks(total) {
+        let pts = grid(lo, hi, res, start..start + m);
+        let z = Tensor::<Inner, 2>::from_data(TensorData::new(pts, [m, 2]), &device);
+        out.extend(host(target.energy(z).neg()));
+        start += m;
+    }
+    out
+}
+
+/// `ln Z = ln ∫ exp(−U)` by the midpoint rule on a 2001² grid over `[−8, 8]²` (holds the
+/// mass of `U₁`: its ring has radius 2 and width 0.4). The log-sum-exp runs on the device
+/// per chunk; chunks are combined in f64.
+fn log_normalizer(target: Target) -> f64 {
+    let device = backend::device();
+    let (lo, hi, res) = (-8.0, 8.0, 2001usize);
+    let cell = ((hi - lo) / res as f64).powi(2);
+    let mut partial = Vec::new();
+    let mut start = 0;
+    for m in chunks(res * res) {
+        let pts = grid(lo, hi, res, start..start + m);
+        let z = Tensor::<Inner, 2>::from_data(TensorData::new(pts, [m, 2]), &device);
+        let neg_u = target.energy(z).neg().reshape([1, m]);
+        partial.extend(host(logsumexp(neg_u, 1).reshape([1])));
+        start += m;
+    }
+    let max = partial.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    max + partial.iter().map(|p| (p - max).exp()).sum::<f64>().ln() + cell.ln()
+}
+
+fn run_spec(
+    spec: Spec,
+    target: Target,
+    args: &Args,
+    log_z: Option<f64>,
+) -> Result<Outcome, String> {
+    let device = backend::device();
+    let err = |e: flow_core::FlowError| e.to_string();
+    let base = DiagNormalConfig::new(2)
+        .init::<Train>(&device)
+        .map_err(err)?;
+    match spec {
+        Spec::Planar(k) => {
+            let layers = PlanarConfig::new(2).init_stack(k, &device).map_err(err)?;
+            fit(
+                Flow::new(base, layers).map_err(err)?,
+                target,
+                spec,
+                args,
+                log_z,
+            )
+        }
+        Spec::Radial(k) => {
+            let layers = RadialConfig::new(2).init_stack(k, &device).map_err(err)?;
+            fit(
+                Flow::new(base, layers).map_err(err)?,
+                target,
+                spec,
+                args,
+                log_z,
+            )
+        }
+        Spec::RealNvp(k) => {
+            let layers = (0..k)
+                .map(|_| {
+                    let coupling = CouplingConfig::new(2, CouplingKind::Affine)
+                        .with_hidden(32)
+                        .init(&device)?;
+                    Ok((coupling, Permutation::reverse(2, &device)?))
+                })
+                .collect::<flow_core::Result<Vec<_>>>()
+                .map_err(err)?;
+            fit(
+                Flow::new(base, layers).map_err(err)?,
+                target,
+                spec,
+                args,
+                log_z,
+            )
+        }
+    }
+}
+
+fn spec_label(spec: Spec) -> String {
+    format!("{} K={}", spec.family(), spec.k())
+}
+
+fn write_reports(
+    args: &Args,
+    outcomes: &[Outcome],
+    log_zs: &[(Target, f64)],
+) -> Result<(), String> {
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Rezende & Mohamed (2015) potentials: variational inference results\n\n\
+         Backend `{}`; {} Adam steps (lr {}), batch {}, annealing β_t = min(1, 0.01 + t/10⁴), seed {}; \
+         metrics from {} fresh samples.\n\n\
+         U1 is a proper density: the metric is KL(q‖p) in nats, absolute (ln Z by the midpoint rule on a \
+         2001² grid over [−8, 8]²). U2–U4 do not decay along z1 and have no finite normalizer: the metric \
+         is the free energy E_q[ln q + U] in nats (lower is better, comparable only within a target).\n",
+        backend::NAME,
+        args.steps,
+        args.lr,
+        args.batch,
+        args.seed,
+        args.eval_samples
+    );
+    for (t, lz) in log_zs {
+        let _ = writeln!(md, "ln Z(U{}) = {lz:.5}\n", t.0);
+    }
+    let _ = writeln!(
+        md,
+        "| target | flow | K | metric | value (nats) | train time (s) |\n|---|---|---|---|---|---|"
+    );
+    let mut jsonl = String::new();
+    for o in outcomes {
+        let (metric, value) = match o.kl {
+            Some(kl) => ("KL(q‖p)", kl),
+            None => ("free energy", o.free_energy),
+        };
+        let _ = writeln!(
+            md,
+            "| U{} | {} | {} | {metric} | {value:.4} | {:.1} |",
+            o.target.0,
+            o.spec.family(),
+            o.spec.k(),
+            o.seconds
+        );
+        let _ = writeln!(
+            jsonl,
+            "{{\"target\":{},\"flow\":\"{}\",\"k\":{},\"free_energy\":{},\"kl\":{},\"steps\":{},\"seconds\":{:.2},\"backend\":\"{}\"}}",
+            o.target.0,
+            o.spec.family(),
+            o.spec.k(),
+            o.free_energy,
+            o.kl.map_or("null".into(), |v| v.to_string()),
+            args.steps,
+            o.seconds,
+            backend::NAME
+        );
+    }
+    let write = |name: &str, text: &str| {
+        let path = args.out_dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write("results.md", &md)?;
+    write("results.jsonl", &jsonl)?;
+
+    let res = args.resolution;
+    let rows: Vec<(String, Vec<Panel>)> = args
+        .targets
+        .iter()
+        .map(|&t| {
+            let mut panels = vec![Panel {
+                values: neg_energy_grid(t, -4.0, 4.0, res)
+                    .into_iter()
+                    .map(f64::exp)
+                    .collect(),
+                title: "exp(-U)".into(),
+            }];
+            panels.extend(outcomes.iter().filter(|o| o.target == t).map(|o| Panel {
+                values: o.histogram.clone(),
+                title: spec_label(o.spec),
+            }));
+            (format!("U{}", t.0), panels)
+        })
+        .collect();
+    plot::write_grid(&args.out_dir.join("potentials.png"), res, &rows)?;
+    info!(dir = %args.out_dir.display(), "wrote results.md, results.jsonl, potentials.png");
+    print!("{md}");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let device = backend::device();
+    Inner::seed(&device, args.seed);
+    info!(
+        backend = backend::NAME,
+        targets = args.targets.len(),
+        flows = args.flows.len(),
+        "starting"
+    );
+    let mut outcomes = Vec::new();
+    let mut log_zs = Vec::new();
+    for &target in &args.targets {
+        let log_z = target.normalizable().then(|| log_normalizer(target));
+        if let Some(lz) = log_z {
+            info!(
+                target = target.0,
+                log_z = lz,
+                "normalizer by grid integration"
+            );
+            log_zs.push((target, lz));
+        }
+        for &spec in &args.flows {
+            Inner::seed(&device, args.seed);
+            let outcome = run_spec(spec, target, args, log_z)?;
+            info!(
+                target = target.0,
+                flow = spec.family(),
+                k = spec.k(),
+                free_energy = outcome.free_energy,
+                kl = ?outcome.kl,
+                seconds = outcome.seconds,
+                "fitted"
+            );
+            outcomes.push(outcome);
+        }
+    }
+    write_reports(args, &outcomes, &log_zs)
+}

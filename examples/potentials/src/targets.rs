@@ -1,0 +1,56 @@
+//! The four unnormalized 2-D densities `p(z) ∝ exp(−U(z))` of Rezende & Mohamed (2015),
+//! Table 1, as tensor functions `[n, 2] -> [n]`.
+//!
+//! With `w₁ = sin(2πz₁/4)`, `w₂ = 3 exp(−½((z₁−1)/0.6)²)`, `w₃ = 3 σ((z₁−1)/0.3)`:
+//! - `U₁ = ½((‖z‖−2)/0.4)² − ln(e^{−½((z₁−2)/0.6)²} + e^{−½((z₁+2)/0.6)²})`
+//! - `U₂ = ½((z₂−w₁)/0.4)²`
+//! - `U₃ = −ln(e^{−½((z₂−w₁)/0.35)²} + e^{−½((z₂−w₁+w₂)/0.35)²})`
+//! - `U₄ = −ln(e^{−½((z₂−w₁)/0.4)²} + e^{−½((z₂−w₁+w₃)/0.35)²})`
+//!
+//! Only `U₁` decays in every direction; `U₂`–`U₄` are constant along `z₁` far from the
+//! origin, so `exp(−U)` has no finite integral for them.
+
+use burn::tensor::{Tensor, activation::sigmoid, backend::Backend};
+use flow_core::ops::logaddexp;
+
+/// One of the four targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target(pub u8);
+
+impl Target {
+    /// Whether `exp(−U)` is integrable (only `U₁`).
+    pub fn normalizable(self) -> bool {
+        self.0 == 1
+    }
+
+    /// `U(z)`: `[n, 2] -> [n]`.
+    pub fn energy<B: Backend>(self, z: Tensor<B, 2>) -> Tensor<B, 1> {
+        let [n, _] = z.dims();
+        let z1 = z.clone().narrow(1, 0, 1);
+        let z2 = z.clone().narrow(1, 1, 1);
+        let gauss = |x: Tensor<B, 2>, s: f64| x.div_scalar(s).square().mul_scalar(-0.5);
+        let w1 = z1.clone().mul_scalar(std::f64::consts::PI / 2.0).sin();
+        let u = match self.0 {
+            1 => {
+                let r = z.square().sum_dim(1).sqrt();
+                gauss(r.sub_scalar(2.0), 0.4).neg()
+                    - logaddexp(
+                        gauss(z1.clone().sub_scalar(2.0), 0.6),
+                        gauss(z1.add_scalar(2.0), 0.6),
+                    )
+            }
+            2 => gauss(z2 - w1, 0.4).neg(),
+            3 => {
+                let w2 = gauss(z1.sub_scalar(1.0), 0.6).exp().mul_scalar(3.0);
+                let d = z2 - w1;
+                logaddexp(gauss(d.clone(), 0.35), gauss(d + w2, 0.35)).neg()
+            }
+            _ => {
+                let w3 = sigmoid(z1.sub_scalar(1.0).div_scalar(0.3)).mul_scalar(3.0);
+                let d = z2 - w1;
+                logaddexp(gauss(d.clone(), 0.4), gauss(d + w3, 0.35)).neg()
+            }
+        };
+        u.reshape([n])
+    }
+}
