@@ -61,4 +61,4 @@ pub use flow::{Flow, first_non_finite_row};
 pub use permutation::Permutation;
 pub use planar::{Planar, PlanarConfig, planar};
 pub use radial::{Radial, RadialConfig, radial};
-pub use transform::{Inverse, Invertible, Transform};
+pub use transform::{Inverse, Invertible, TrainableTransform, Transform};

@@ -64,6 +64,11 @@ pub struct Report {
     pub params_checked: usize,
 }
 
+/// `err ≤ tol`, false for NaN (a NaN error must fail a check).
+fn within(err: f64, tol: f64) -> bool {
+    err <= tol
+}
+
 fn fail(check: &'static str, detail: String) -> CheckFailure {
     CheckFailure { check, detail }
 }
@@ -155,7 +160,7 @@ fn check_ladj_against(
     for (i, &l) in ladj.iter().enumerate() {
         let reference = log_abs_det(&jacobians[i * d * d..(i + 1) * d * d], d);
         let err = (l - reference).abs() / reference.abs().max(1.0);
-        if !(err <= tol) {
+        if !within(err, tol) {
             return Err(fail(
                 check,
                 format!(
@@ -283,14 +288,14 @@ pub fn check_round_trip<B: Backend, T: Invertible<B>>(
     let (y, ladj) = t.forward(x.clone(), context);
     let (x_back, ladj_back) = t.inverse(y, context);
     let err = scaled_max_diff(&host(x_back), &host(x));
-    if !(err <= tol) {
+    if !within(err, tol) {
         return Err(fail(
             "round trip",
             format!("|f⁻¹(f(x)) − x| scaled error {err:.2e} > {tol:.1e}"),
         ));
     }
     let ladj_err = scaled_max_diff(&host(ladj_back.neg()), &host(ladj));
-    if !(ladj_err <= tol) {
+    if !within(ladj_err, tol) {
         return Err(fail(
             "round trip",
             format!(
@@ -431,7 +436,7 @@ pub fn check_batch_consistency<B: Backend, T: Transform<B>>(
         let (yi, li) = t.forward(xi, ci.as_ref());
         let err = scaled_max_diff(&host(yi), &y[i * d..(i + 1) * d])
             .max(scaled_max_diff(&host(li), &ladj[i..i + 1]));
-        if !(err <= tol) {
+        if !within(err, tol) {
             return Err(fail(
                 "batch of one",
                 format!("row {i} alone differs from the batch: {err:.2e}"),

@@ -19,8 +19,11 @@
 use core::marker::PhantomData;
 
 use burn::{
-    module::Module,
-    tensor::{Tensor, backend::Backend},
+    module::{AutodiffModule, Module, ModuleDisplay},
+    tensor::{
+        Tensor,
+        backend::{AutodiffBackend, Backend},
+    },
 };
 
 use crate::error::{FlowError, Result};
@@ -293,3 +296,22 @@ macro_rules! tuple_transform {
 tuple_transform!(T0: 0, T1: 1; 1, 0);
 tuple_transform!(T0: 0, T1: 1, T2: 2; 2, 1, 0);
 tuple_transform!(T0: 0, T1: 1, T2: 2, T3: 3; 3, 2, 1, 0);
+
+/// A [`Transform`] that can be trained with burn's optimizers and evaluated without
+/// autodiff afterwards (through [`burn::module::AutodiffModule::valid`]).
+///
+/// Blanket-implemented for every module that qualifies; it exists so that training code
+/// can write one bound instead of five.
+pub trait TrainableTransform<B: AutodiffBackend>:
+    Transform<B>
+    + AutodiffModule<B, InnerModule: Transform<B::InnerBackend> + ModuleDisplay>
+    + ModuleDisplay
+{
+}
+
+impl<B: AutodiffBackend, T> TrainableTransform<B> for T where
+    T: Transform<B>
+        + AutodiffModule<B, InnerModule: Transform<B::InnerBackend> + ModuleDisplay>
+        + ModuleDisplay
+{
+}

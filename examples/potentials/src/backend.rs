@@ -21,6 +21,6 @@ pub const NAME: &str = if cfg!(feature = "wgpu") {
 };
 
 /// The default device of the backend.
-pub fn device() -> <Inner as burn::tensor::backend::Backend>::Device {
+pub fn device() -> burn::tensor::Device<Inner> {
     Default::default()
 }

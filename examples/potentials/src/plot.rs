@@ -2,20 +2,28 @@
 
 use std::path::Path;
 
-use plotters::{
-    prelude::*,
-    style::colors::colormaps::{ColorMap, ViridisRGB},
-};
+use plotters::{prelude::*, style::colors::colormaps::ViridisRGB};
 
 static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");
 
 /// A `res × res` image of non-negative values on `[−4, 4]²`, row-major with `z₂` growing
 /// upward from row 0 at the bottom and `z₁` growing to the right.
 pub struct Panel {
-    /// Values (scaled to their own maximum when drawn).
+    /// Values (scaled to their own 99.5th percentile when drawn).
     pub values: Vec<f64>,
     /// Title shown above the panel.
     pub title: String,
+}
+
+/// The 99.5th percentile of the positive values: a few spiky histogram bins must not
+/// wash out the rest of the panel.
+fn robust_max(values: &[f64]) -> f64 {
+    let mut positive: Vec<f64> = values.iter().copied().filter(|v| *v > 0.0).collect();
+    if positive.is_empty() {
+        return 1.0;
+    }
+    positive.sort_by(f64::total_cmp);
+    positive[(positive.len() - 1) * 995 / 1000]
 }
 
 /// Writes `rows` (label, panels) as one PNG; every row must have the same number of panels.
@@ -48,12 +56,7 @@ pub fn write_grid(path: &Path, res: usize, rows: &[(String, Vec<Panel>)]) -> Res
                 (left as i32 + 4, top as i32 + 4),
             )
             .map_err(|e| e.to_string())?;
-            let max = panel
-                .values
-                .iter()
-                .cloned()
-                .fold(0.0f64, f64::max)
-                .max(1e-300);
+            let max = robust_max(&panel.values);
             for i in 0..res {
                 for j in 0..res {
                     let v = (panel.values[i * res + j] / max).clamp(0.0, 1.0);
