@@ -15,7 +15,7 @@
 //!   inverse is analytic);
 //! - composition: `Vec<T>` and tuples of transforms are transforms; [`Inverse`] flips one;
 //! - [`Distribution`]s: [`StandardNormal`], [`DiagNormal`];
-//! - [`testing`] (feature `testing`): the verification harness every layer passes.
+//! - `testing` (feature `testing`): the verification harness every layer passes.
 //!
 //! Everything runs on the backend's device: no kernel reads tensors back to the host.
 //!
@@ -33,11 +33,13 @@
 //!     .collect::<flow_core::Result<_>>()
 //!     .unwrap();
 //! let flow = Flow::new(StandardNormal::new(2).unwrap(), layers).unwrap();
-//! let (x, log_q) = flow.sample_with_log_prob::<B>(5, None, &device).unwrap();
+//! let (x, log_q) = flow.sample_with_log_prob(5, None, &device).unwrap();
 //! let log_p = flow.log_prob(x, None).unwrap(); // equals log_q up to rounding
 //! # let err: f32 = (log_p - log_q).abs().max().into_scalar();
 //! # assert!(err < 1e-4);
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod actnorm;
 pub mod coupling;
