@@ -17,7 +17,6 @@ use burn::{
 
 use crate::{
     coupling::{affine, affine_inverse},
-    error::FlowError,
     transform::{Invertible, Transform},
 };
 
@@ -34,9 +33,7 @@ pub struct ActNormConfig {
 impl ActNormConfig {
     /// Builds the layer at the identity (`m = 0`, `s = 0`).
     pub fn init<B: Backend>(&self, device: &B::Device) -> crate::Result<ActNorm<B>> {
-        if self.dim == 0 {
-            return Err(FlowError::InvalidConfig("actnorm needs dim ≥ 1".into()));
-        }
+        crate::error::check_dim("actnorm", self.dim)?;
         Ok(ActNorm {
             shift: Param::from_tensor(Tensor::zeros([1, self.dim], device)),
             log_scale: Param::from_tensor(Tensor::zeros([1, self.dim], device)),

@@ -6,10 +6,7 @@ use burn::{
     tensor::{Distribution as Sampler, Tensor, backend::Backend},
 };
 
-use crate::{
-    error::FlowError,
-    ops::{std_normal_log_prob, sum_rows},
-};
+use crate::ops::{std_normal_log_prob, sum_rows};
 
 /// A distribution over `ℝ^dim` with a tractable density and reparameterized samples.
 pub trait Distribution<B: Backend> {
@@ -41,11 +38,7 @@ pub struct StandardNormal {
 impl StandardNormal {
     /// `N(0, I)` on `ℝ^dim`, `dim ≥ 1`.
     pub fn new(dim: usize) -> crate::Result<Self> {
-        if dim == 0 {
-            return Err(FlowError::InvalidConfig(
-                "a distribution needs dim ≥ 1".into(),
-            ));
-        }
+        crate::error::check_dim("a distribution", dim)?;
         Ok(Self { dim })
     }
 }
@@ -74,11 +67,7 @@ pub struct DiagNormalConfig {
 impl DiagNormalConfig {
     /// A learnable diagonal normal that starts at `N(0, I)`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> crate::Result<DiagNormal<B>> {
-        if self.dim == 0 {
-            return Err(FlowError::InvalidConfig(
-                "a distribution needs dim ≥ 1".into(),
-            ));
-        }
+        crate::error::check_dim("a distribution", self.dim)?;
         Ok(DiagNormal {
             loc: Param::from_tensor(Tensor::zeros([1, self.dim], device)),
             log_scale: Param::from_tensor(Tensor::zeros([1, self.dim], device)),

@@ -62,3 +62,38 @@ pub enum FlowError {
 
 /// Shorthand for `Result<T, FlowError>`.
 pub type Result<T> = std::result::Result<T, FlowError>;
+
+/// Rejects a dimension of 0 for the layer family `what`.
+pub(crate) fn check_dim(what: &str, dim: usize) -> Result<()> {
+    if dim == 0 {
+        Err(FlowError::InvalidConfig(format!("{what} needs dim ≥ 1")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Rejects a negative or non-finite initialisation scale for the layer family `what`.
+pub(crate) fn check_init_std(what: &str, std: f64) -> Result<()> {
+    if std.is_finite() && std >= 0.0 {
+        Ok(())
+    } else {
+        Err(FlowError::InvalidConfig(format!(
+            "{what} init_std must be finite and ≥ 0, got {std}"
+        )))
+    }
+}
+
+/// Builds `k ≥ 1` layers of the family `what` with `init`; `k = 0` would be the identity.
+pub(crate) fn init_stack<T>(
+    what: &str,
+    k: usize,
+    init: impl FnMut() -> Result<T>,
+) -> Result<Vec<T>> {
+    if k == 0 {
+        return Err(FlowError::InvalidConfig(format!(
+            "a {what} flow of length K = 0 is the identity; use K ≥ 1"
+        )));
+    }
+    let mut init = init;
+    (0..k).map(|_| init()).collect()
+}

@@ -20,7 +20,6 @@ use burn::{
 };
 
 use crate::{
-    error::FlowError,
     ops::{dot_rows, softplus},
     transform::Transform,
 };
@@ -73,15 +72,8 @@ pub struct PlanarConfig {
 impl PlanarConfig {
     /// Builds one planar layer with global (learned, not amortized) parameters.
     pub fn init<B: Backend>(&self, device: &B::Device) -> crate::Result<Planar<B>> {
-        if self.dim == 0 {
-            return Err(FlowError::InvalidConfig("planar flow needs dim ≥ 1".into()));
-        }
-        if !(self.init_std.is_finite() && self.init_std >= 0.0) {
-            return Err(FlowError::InvalidConfig(format!(
-                "planar init_std must be finite and ≥ 0, got {}",
-                self.init_std
-            )));
-        }
+        crate::error::check_dim("planar flow", self.dim)?;
+        crate::error::check_init_std("planar", self.init_std)?;
         let normal = Distribution::Normal(0.0, self.init_std);
         Ok(Planar {
             u: Param::from_tensor(Tensor::random([1, self.dim], normal, device)),
@@ -96,12 +88,7 @@ impl PlanarConfig {
         k: usize,
         device: &B::Device,
     ) -> crate::Result<Vec<Planar<B>>> {
-        if k == 0 {
-            return Err(FlowError::InvalidConfig(
-                "a planar flow of length K = 0 is the identity; use K ≥ 1".into(),
-            ));
-        }
-        (0..k).map(|_| self.init(device)).collect()
+        crate::error::init_stack("planar", k, || self.init(device))
     }
 }
 

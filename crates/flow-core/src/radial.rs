@@ -24,7 +24,6 @@ use burn::{
 };
 
 use crate::{
-    error::FlowError,
     ops::{dot_rows, softplus},
     transform::Transform,
 };
@@ -71,15 +70,8 @@ pub struct RadialConfig {
 impl RadialConfig {
     /// Builds one radial layer with global (learned, not amortized) parameters.
     pub fn init<B: Backend>(&self, device: &B::Device) -> crate::Result<Radial<B>> {
-        if self.dim == 0 {
-            return Err(FlowError::InvalidConfig("radial flow needs dim ≥ 1".into()));
-        }
-        if !(self.init_std.is_finite() && self.init_std >= 0.0) {
-            return Err(FlowError::InvalidConfig(format!(
-                "radial init_std must be finite and ≥ 0, got {}",
-                self.init_std
-            )));
-        }
+        crate::error::check_dim("radial flow", self.dim)?;
+        crate::error::check_init_std("radial", self.init_std)?;
         let normal = Distribution::Normal(0.0, self.init_std);
         Ok(Radial {
             z0: Param::from_tensor(Tensor::random([1, self.dim], normal, device)),
@@ -94,12 +86,7 @@ impl RadialConfig {
         k: usize,
         device: &B::Device,
     ) -> crate::Result<Vec<Radial<B>>> {
-        if k == 0 {
-            return Err(FlowError::InvalidConfig(
-                "a radial flow of length K = 0 is the identity; use K ≥ 1".into(),
-            ));
-        }
-        (0..k).map(|_| self.init(device)).collect()
+        crate::error::init_stack("radial", k, || self.init(device))
     }
 }
 
