@@ -1,6 +1,6 @@
 # Recipes for flow-rs. `just --list` shows them.
 
-# Fit flows to Rezende & Mohamed's four potentials (add `--features wgpu` via FEATURES).
+# Fit flows to Rezende & Mohamed's four potentials; arguments go to cargo (e.g. `just run --features wgpu -- --steps 2000`).
 run *ARGS:
     cargo run --release -p potentials {{ARGS}}
 

@@ -89,7 +89,9 @@ impl CouplingConfig {
                 self.dim
             )));
         }
-        if !(self.max_log_scale.is_finite() && self.max_log_scale > 0.0) {
+        if self.kind == CouplingKind::Affine
+            && !(self.max_log_scale.is_finite() && self.max_log_scale > 0.0)
+        {
             return Err(FlowError::InvalidConfig(format!(
                 "max_log_scale must be finite and > 0, got {}",
                 self.max_log_scale

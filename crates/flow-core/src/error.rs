@@ -40,13 +40,35 @@ pub enum FlowError {
         context: usize,
     },
     /// Layers of a composition do not agree on their dimension.
-    #[error("layer dimension mismatch: layer {layer} has dimension {got}, the flow has {expected}")]
+    #[error("layer dimension mismatch: layer {} has dimension {got}, the flow has {expected}", path_string(.path))]
     LayerDimMismatch {
-        /// Index of the offending layer.
-        layer: usize,
+        /// Where the offending layer sits: indices from the outermost composition inwards
+        /// (`[2, 0]` is the first element of the third element).
+        path: Vec<usize>,
         /// The flow's dimension.
         expected: usize,
         /// The layer's dimension.
+        got: usize,
+    },
+    /// Layers of a composition expect contexts of different widths.
+    #[error("context width mismatch: layer {} takes a context of width {got}, another takes {expected}", path_string(.path))]
+    LayerContextMismatch {
+        /// Where the offending layer sits (as in `LayerDimMismatch`).
+        path: Vec<usize>,
+        /// The width the rest of the flow takes.
+        expected: usize,
+        /// The layer's width.
+        got: usize,
+    },
+    /// Fewer rows than an operation needs (for example data-dependent initialisation,
+    /// which estimates a standard deviation).
+    #[error("{what} needs at least {needed} rows, got {got}")]
+    TooFewRows {
+        /// The operation.
+        what: &'static str,
+        /// Rows needed.
+        needed: usize,
+        /// Rows given.
         got: usize,
     },
     /// The input holds NaN or ±Inf.
@@ -58,6 +80,50 @@ pub enum FlowError {
     /// A configuration that cannot describe a valid flow.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+}
+
+fn path_string(path: &[usize]) -> String {
+    if path.is_empty() {
+        return "(top)".into();
+    }
+    path.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+impl FlowError {
+    /// Prefixes the layer path of a composition error with `index` (used by compositions
+    /// to say where a nested layer sits).
+    pub(crate) fn within_layer(self, index: usize) -> FlowError {
+        match self {
+            FlowError::LayerDimMismatch {
+                mut path,
+                expected,
+                got,
+            } => {
+                path.insert(0, index);
+                FlowError::LayerDimMismatch {
+                    path,
+                    expected,
+                    got,
+                }
+            }
+            FlowError::LayerContextMismatch {
+                mut path,
+                expected,
+                got,
+            } => {
+                path.insert(0, index);
+                FlowError::LayerContextMismatch {
+                    path,
+                    expected,
+                    got,
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// Shorthand for `Result<T, FlowError>`.
@@ -72,13 +138,13 @@ pub(crate) fn check_dim(what: &str, dim: usize) -> Result<()> {
     }
 }
 
-/// Rejects a negative or non-finite initialisation scale for the layer family `what`.
+/// Rejects a non-positive or non-finite initialisation scale for the layer family `what`.
 pub(crate) fn check_init_std(what: &str, std: f64) -> Result<()> {
-    if std.is_finite() && std >= 0.0 {
+    if std.is_finite() && std > 0.0 {
         Ok(())
     } else {
         Err(FlowError::InvalidConfig(format!(
-            "{what} init_std must be finite and ≥ 0, got {std}"
+            "{what} init_std must be finite and > 0 (at 0 the layer's gradients vanish), got {std}"
         )))
     }
 }

@@ -42,7 +42,7 @@ pub struct Flow<B: Backend, D, T> {
 impl<B: Backend, D: Distribution<B>, T: Transform<B>> Flow<B, D, T> {
     /// Pairs a base distribution with a transform, checking that their dimensions agree.
     pub fn new(base: D, transform: T) -> Result<Self> {
-        transform.check_dim(base.dim())?;
+        transform.check_shapes(base.dim(), transform.context_dim())?;
         Ok(Self {
             base,
             transform,
@@ -168,12 +168,22 @@ impl<B: Backend, D: Distribution<B>, T: Transform<B>> Flow<B, D, T> {
     }
 
     /// Data-dependent initialisation of every layer that has one (for example
-    /// [`crate::ActNorm`]), from a batch of data `x`.
+    /// [`crate::ActNorm`]), from a batch of at least two rows of data `x`, layer by layer
+    /// from the data side inwards. Layers wrapped in [`crate::Inverse`] are left as they
+    /// are (their initialisation would run in the other direction).
     pub fn data_init(self, x: Tensor<B, 2>, context: Option<&Tensor<B, 2>>) -> Result<Self>
     where
         T: Invertible<B>,
     {
         self.check_input(&x, context, "data_init")?;
+        let rows = x.dims()[0];
+        if rows < 2 {
+            return Err(FlowError::TooFewRows {
+                what: "data_init",
+                needed: 2,
+                got: rows,
+            });
+        }
         let (transform, _) = self.transform.data_init(x, context);
         Ok(Self {
             base: self.base,

@@ -3,24 +3,31 @@
 //! burn 0.21 has no `logsumexp`, and its `softplus` is the naive `log(1 + exp(x))`, which
 //! overflows to `inf` for `x > 88` in f32. These versions are stable for every finite input.
 
-use burn::tensor::{Tensor, activation, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 /// `ln(2π) / 2`, the constant of the Gaussian log-density.
 pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
-/// Stable softplus: `softplus(x) = ln(1 + eˣ) = max(x, 0) + ln(1 + e^{−|x|})`.
+/// Above this, `softplus(x) = x` to f32 and f64 precision (`ln(1 + e^{−20}) < 3·10⁻⁹`).
+const SOFTPLUS_LINEAR_ABOVE: f64 = 20.0;
+
+/// Stable softplus: `softplus(x) = ln(1 + eˣ)`, as `ln1p(exp(x))` for `x ≤ 20` and `x` above.
+///
+/// Accurate for tiny values (`ln1p`), never overflows, and its gradient is `σ(x)`
+/// everywhere, including `σ(0) = ½` (a `max(x, 0) + ln1p(e^{−|x|})` formulation gets 0 at
+/// `x = 0`, which freezes parameters that start there).
 pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let tail = x.clone().abs().neg().exp().log1p();
-    activation::relu(x) + tail
+    let linear = x.clone().greater_elem(SOFTPLUS_LINEAR_ABOVE);
+    let smooth = x.clone().clamp_max(SOFTPLUS_LINEAR_ABOVE).exp().log1p();
+    smooth.mask_where(linear, x)
 }
 
-/// Stable `ln(eᵃ + eᵇ)`, element-wise: `max(a, b) + ln(1 + e^{−|a − b|})`.
+/// Stable `ln(eᵃ + eᵇ)`, element-wise, as `a + softplus(b − a)`: its gradient is the
+/// softmax weights (½, ½ at a tie).
 ///
 /// The naive form produced NaN on wgpu when both terms underflow.
 pub fn logaddexp<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
-    let m = a.clone().max_pair(b.clone());
-    let gap = (a - b).abs().neg().exp().log1p();
-    m + gap
+    a.clone() + softplus(b - a)
 }
 
 /// Stable `ln Σᵢ exp(xᵢ)` along `dim`, keeping the reduced dimension (size 1).
@@ -61,4 +68,64 @@ pub fn std_normal_log_prob<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
 /// Zero log-determinant for a volume-preserving map: `[batch]` zeros on `like`'s device.
 pub fn zero_ladj<B: Backend>(like: &Tensor<B, 2>) -> Tensor<B, 1> {
     Tensor::zeros([like.dims()[0]], &like.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+
+    type B = Autodiff<NdArray>;
+
+    fn values(t: Tensor<NdArray, 1>) -> Vec<f32> {
+        t.into_data().into_vec().unwrap()
+    }
+
+    #[test]
+    fn softplus_is_accurate_and_has_the_right_gradient() {
+        let device = Default::default();
+        let xs = [-100.0f32, -20.0, -1.0, 0.0, 1.0, 19.9, 20.1, 100.0, 1e4];
+        let x = Tensor::<B, 1>::from_floats(xs, &device).require_grad();
+        let y = softplus(x.clone());
+        let grads = y.clone().sum().backward();
+        let (y, g) = (values(y.inner()), values(x.grad(&grads).unwrap()));
+        for ((&x, y), g) in xs.iter().zip(y).zip(g) {
+            let x = f64::from(x);
+            let want = if x > 30.0 { x } else { x.exp().ln_1p() };
+            let want_grad = 1.0 / (1.0 + (-x).exp());
+            assert!(
+                (f64::from(y) - want).abs() <= 1e-6 * want.abs().max(1e-30) + 1e-37,
+                "softplus({x}) = {y}, want {want}"
+            );
+            assert!(
+                (f64::from(g) - want_grad).abs() < 1e-6,
+                "softplus'({x}) = {g}, want {want_grad}"
+            );
+        }
+    }
+
+    #[test]
+    fn logaddexp_is_stable_and_splits_the_gradient_at_a_tie() {
+        let device = Default::default();
+        let a = Tensor::<B, 1>::from_floats([0.0f32, -1000.0, 1000.0, 3.0], &device).require_grad();
+        let b = Tensor::<B, 1>::from_floats([0.0f32, -1000.0, -5.0, 3.5], &device).require_grad();
+        let y = logaddexp(a.clone(), b.clone());
+        let grads = y.clone().sum().backward();
+        let y = values(y.inner());
+        let want = [
+            2f64.ln(),
+            -1000.0 + 2f64.ln(),
+            1000.0,
+            3.5 + (-0.5f64).exp().ln_1p(),
+        ];
+        for (y, w) in y.iter().zip(want) {
+            assert!(
+                (f64::from(*y) - w).abs() < 1e-4 * w.abs().max(1.0),
+                "{y} vs {w}"
+            );
+        }
+        let ga = values(a.grad(&grads).unwrap());
+        assert_eq!(ga[0], 0.5);
+        assert_eq!(ga[1], 0.5);
+    }
 }

@@ -44,9 +44,11 @@ pub fn planar<B: Backend>(
     let [n, _] = z.dims();
     let wu = dot_rows(w.clone(), u.clone());
     let w_sq = dot_rows(w.clone(), w.clone()).add_scalar(W_NORM_EPS);
-    // m(wᵀu) = softplus(wᵀu) − 1 is exactly wᵀû.
-    let w_dot_u_hat = softplus(wu.clone()).sub_scalar(1.0);
-    let u_hat = u + w.clone() * ((w_dot_u_hat.clone() - wu) / w_sq);
+    let m = softplus(wu.clone()).sub_scalar(1.0);
+    let u_hat = u + w.clone() * ((m - wu) / w_sq);
+    // wᵀû equals m(wᵀu) up to the ε guarding ‖w‖²; computing it from û keeps the ladj
+    // exact for the map as implemented, also for w ≈ 0 (where the map is a translation).
+    let w_dot_u_hat = dot_rows(w.clone(), u_hat.clone());
     let h = (dot_rows(z.clone(), w) + b).tanh();
     let h_prime = h.clone().square().neg().add_scalar(1.0);
     let ladj = (h_prime * w_dot_u_hat)

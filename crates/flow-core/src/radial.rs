@@ -52,7 +52,10 @@ pub fn radial<B: Backend>(
     // βh' · ‖z − z₀‖² / r with h' = −1/(α + r)².
     let beta_h_prime_r = (beta / alpha_r.square()).neg() * sq / r;
     let one_plus_beta_h = beta_h.clone().add_scalar(1.0);
-    let ladj = one_plus_beta_h.clone().log().mul_scalar((d - 1) as f64)
+    let ladj = one_plus_beta_h
+        .clone()
+        .log()
+        .mul_scalar(d.saturating_sub(1) as f64)
         + (one_plus_beta_h + beta_h_prime_r).log();
     (z + diff * beta_h, ladj.reshape([n]))
 }

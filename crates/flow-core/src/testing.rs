@@ -1,10 +1,11 @@
 //! A verification harness that any [`Transform`] can be run through (feature `testing`).
 //!
-//! Every check compares against an independent reference, computed on the host in `f64`:
-//! - [`check_ladj_autodiff`]: `ladj` against `ln|det J|` with `J` built row by row with
-//!   reverse-mode autodiff (one backward pass per output feature);
+//! Every check compares against an independent reference:
+//! - [`check_ladj_autodiff`]: `ladj` against `ln|det J|`, with `J` built row by row with
+//!   reverse-mode autodiff on the device (one backward pass per output feature, in the
+//!   backend's precision) and its log-determinant taken on the host in `f64`;
 //! - [`check_ladj_finite_diff`]: the same with `J` from central differences (use an `f64`
-//!   backend, such as `NdArray<f64>`);
+//!   backend, such as `NdArray<f64>`, in a test binary of its own: see its docs);
 //! - [`check_round_trip`]: `f⁻¹(f(x)) = x`, and the inverse's `ladj` is minus the forward's;
 //! - [`check_gradients`]: a loss built from the outputs and `ladj` sends a finite, non-zero
 //!   gradient to every float parameter (perturb zero-initialised layers first with
@@ -12,8 +13,9 @@
 //! - [`check_extreme`]: outputs (and the inverse's) finite for inputs up to `|x| = scale`;
 //! - [`check_batch_consistency`]: a batch of one gives the same row as the full batch.
 //!
-//! [`check_transform`] and [`check_invertible`] run them all. All checks read tensors back
-//! to the host: they are for tests, never for hot paths.
+//! [`check_transform`] and [`check_invertible`] run all of them except the
+//! finite-difference check, which needs an `f64` backend. All checks read tensors back to
+//! the host: they are for tests, never for hot paths.
 //!
 //! # Tolerances
 //! A `ladj` passes when `|ladj − ln|det J|| ≤ tol · max(1, |ln|det J||)` and a round trip
@@ -168,7 +170,7 @@ fn check_ladj_against(
                 ),
             ));
         }
-        worst = worst.max(err);
+        worst = worse(worst, err);
     }
     Ok(worst)
 }
@@ -271,11 +273,20 @@ pub fn check_ladj_finite_diff<B: Backend, T: Transform<B>>(
     check_ladj_against("ladj vs central differences", &ladj, &jac, d, tol)
 }
 
+/// The larger of two errors, NaN if either is NaN (`f64::max` would drop the NaN).
+fn worse(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
 fn scaled_max_diff(a: &[f64], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-        .fold(0.0, |m, e| if e.is_nan() { f64::NAN } else { m.max(e) })
+        .fold(0.0, worse)
 }
 
 /// `f⁻¹(f(x)) = x` and `ladj⁻¹(f(x)) = −ladj(x)`; returns the largest scaled error.
@@ -303,7 +314,7 @@ pub fn check_round_trip<B: Backend, T: Invertible<B>>(
             ),
         ));
     }
-    Ok(err.max(ladj_err))
+    Ok(worse(err, ladj_err))
 }
 
 /// A loss built from outputs and `ladj` sends a finite, non-zero gradient to every float
@@ -418,7 +429,8 @@ pub fn check_inverse_extreme<B: Backend, T: Invertible<B>>(
     }
 }
 
-/// Each row run alone gives the same output and `ladj` as in the full batch.
+/// The first, middle and last rows, each run alone, give the same output and `ladj` as in
+/// the full batch.
 pub fn check_batch_consistency<B: Backend, T: Transform<B>>(
     t: &T,
     x: Tensor<B, 2>,
@@ -426,6 +438,9 @@ pub fn check_batch_consistency<B: Backend, T: Transform<B>>(
     tol: f64,
 ) -> Result<f64, CheckFailure> {
     let [n, _] = x.dims();
+    if n == 0 {
+        return Err(fail("batch of one", "the batch is empty".into()));
+    }
     let (y, ladj) = t.forward(x.clone(), context);
     let (y, ladj) = (host(y), host(ladj));
     let d = y.len() / n;
@@ -434,15 +449,17 @@ pub fn check_batch_consistency<B: Backend, T: Transform<B>>(
         let xi = x.clone().narrow(0, i, 1);
         let ci = context.map(|c| c.clone().narrow(0, i, 1));
         let (yi, li) = t.forward(xi, ci.as_ref());
-        let err = scaled_max_diff(&host(yi), &y[i * d..(i + 1) * d])
-            .max(scaled_max_diff(&host(li), &ladj[i..i + 1]));
+        let err = worse(
+            scaled_max_diff(&host(yi), &y[i * d..(i + 1) * d]),
+            scaled_max_diff(&host(li), &ladj[i..i + 1]),
+        );
         if !within(err, tol) {
             return Err(fail(
                 "batch of one",
                 format!("row {i} alone differs from the batch: {err:.2e}"),
             ));
         }
-        worst = worst.max(err);
+        worst = worse(worst, err);
     }
     Ok(worst)
 }

@@ -50,20 +50,28 @@ pub trait Transform<B: Backend> {
         context: Option<&Tensor<B, 2>>,
     ) -> (Tensor<B, 2>, Tensor<B, 1>);
 
-    /// Checks that every part of this transform has dimension `dim`.
+    /// Checks that every part of this transform has dimension `dim` and takes either no
+    /// context or one of width `context_dim`.
     ///
     /// Composite transforms override this to check each layer, naming the first that
-    /// disagrees.
-    fn check_dim(&self, dim: usize) -> Result<()> {
-        if self.dim() == dim {
-            Ok(())
-        } else {
-            Err(FlowError::LayerDimMismatch {
-                layer: 0,
+    /// disagrees by its path.
+    fn check_shapes(&self, dim: usize, context_dim: usize) -> Result<()> {
+        if self.dim() != dim {
+            return Err(FlowError::LayerDimMismatch {
+                path: vec![],
                 expected: dim,
                 got: self.dim(),
-            })
+            });
         }
+        let own = self.context_dim();
+        if own != 0 && own != context_dim {
+            return Err(FlowError::LayerContextMismatch {
+                path: vec![],
+                expected: context_dim,
+                got: own,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -126,8 +134,8 @@ impl<B: Backend, T: Invertible<B>> Transform<B> for Inverse<B, T> {
     ) -> (Tensor<B, 2>, Tensor<B, 1>) {
         self.inner.inverse(x, context)
     }
-    fn check_dim(&self, dim: usize) -> Result<()> {
-        self.inner.check_dim(dim)
+    fn check_shapes(&self, dim: usize, context_dim: usize) -> Result<()> {
+        self.inner.check_shapes(dim, context_dim)
     }
 }
 
@@ -138,21 +146,6 @@ impl<B: Backend, T: Invertible<B>> Invertible<B> for Inverse<B, T> {
         context: Option<&Tensor<B, 2>>,
     ) -> (Tensor<B, 2>, Tensor<B, 1>) {
         self.inner.forward(y, context)
-    }
-}
-
-fn renumber(err: FlowError, offset: usize) -> FlowError {
-    match err {
-        FlowError::LayerDimMismatch {
-            layer,
-            expected,
-            got,
-        } => FlowError::LayerDimMismatch {
-            layer: layer + offset,
-            expected,
-            got,
-        },
-        other => other,
     }
 }
 
@@ -178,14 +171,15 @@ impl<B: Backend, T: Transform<B>> Transform<B> for Vec<T> {
         }
         (x, ladj)
     }
-    fn check_dim(&self, dim: usize) -> Result<()> {
+    fn check_shapes(&self, dim: usize, context_dim: usize) -> Result<()> {
         if self.is_empty() {
             return Err(FlowError::InvalidConfig(
                 "a composition needs at least one layer".into(),
             ));
         }
         for (i, t) in self.iter().enumerate() {
-            t.check_dim(dim).map_err(|e| renumber(e, i))?;
+            t.check_shapes(dim, context_dim)
+                .map_err(|e| e.within_layer(i))?;
         }
         Ok(())
     }
@@ -241,8 +235,8 @@ macro_rules! tuple_transform {
                 )+
                 (x, ladj)
             }
-            fn check_dim(&self, dim: usize) -> Result<()> {
-                $( self.$idx.check_dim(dim).map_err(|e| renumber(e, $idx))?; )+
+            fn check_shapes(&self, dim: usize, context_dim: usize) -> Result<()> {
+                $( self.$idx.check_shapes(dim, context_dim).map_err(|e| e.within_layer($idx))?; )+
                 Ok(())
             }
         }

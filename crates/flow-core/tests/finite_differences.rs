@@ -54,3 +54,21 @@ fn ladj_matches_central_differences_in_f64() {
     let perm = Permutation::<Nd64>::random(4, 3, &device).unwrap();
     testing::check_ladj_finite_diff(&perm, x, None, h, tol).unwrap();
 }
+
+/// The finite-difference check can fail: a flipped-sign ladj is rejected.
+#[test]
+fn central_differences_reject_a_wrong_ladj() {
+    let device = Default::default();
+    let x = standard_inputs::<Nd64>(6, 4, 13, &device);
+    let inner = randomize(
+        CouplingConfig::new(4, CouplingKind::Affine)
+            .with_hidden(8)
+            .init::<Nd64>(&device)
+            .unwrap(),
+        0.3,
+    );
+    testing::check_ladj_finite_diff(&inner, x.clone(), None, 1e-5, 1e-7).unwrap();
+    let err =
+        testing::check_ladj_finite_diff(&FlippedSign { inner }, x, None, 1e-5, 1e-7).unwrap_err();
+    assert!(err.check.contains("central differences"), "{err}");
+}

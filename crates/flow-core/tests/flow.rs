@@ -120,7 +120,13 @@ fn gradients_reach_base_and_layers<B: AutodiffBackend>(device: &B::Device) {
         assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0));
     }
     for layer in &flow.transform {
-        assert!(layer.w.val().grad(&grads).is_some());
+        for p in [&layer.u, &layer.w, &layer.b] {
+            let g = host(p.val().grad(&grads).expect("layer gradient"));
+            assert!(
+                g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0),
+                "{g:?}"
+            );
+        }
     }
 }
 
@@ -232,10 +238,68 @@ fn bad_input_gets_typed_errors() {
     assert_eq!(
         Flow::new(StandardNormal::new(2).unwrap(), layers).unwrap_err(),
         FlowError::LayerDimMismatch {
-            layer: 2,
+            path: vec![2],
             expected: 2,
             got: 3
         }
+    );
+    // Nested compositions name the layer by its path.
+    let nested = vec![
+        (
+            CouplingConfig::new(2, CouplingKind::Affine)
+                .init::<B>(&device)
+                .unwrap(),
+            Permutation::reverse(2, &device).unwrap(),
+        ),
+        (
+            CouplingConfig::new(2, CouplingKind::Affine)
+                .init::<B>(&device)
+                .unwrap(),
+            Permutation::reverse(3, &device).unwrap(),
+        ),
+    ];
+    let err = Flow::new(StandardNormal::new(2).unwrap(), nested).unwrap_err();
+    assert_eq!(
+        err,
+        FlowError::LayerDimMismatch {
+            path: vec![1, 1],
+            expected: 2,
+            got: 3
+        }
+    );
+    assert!(err.to_string().contains("layer 1.1"), "{err}");
+    // Layers that want contexts of different widths cannot be composed.
+    let ctx = |w| {
+        CouplingConfig::new(2, CouplingKind::Affine)
+            .with_context_dim(w)
+            .init::<B>(&device)
+            .unwrap()
+    };
+    assert!(matches!(
+        Flow::new(StandardNormal::new(2).unwrap(), vec![ctx(2), ctx(3)]).unwrap_err(),
+        FlowError::LayerContextMismatch { .. }
+    ));
+    // Data-dependent initialisation needs a standard deviation: two rows at least.
+    let flow = Flow::new(
+        StandardNormal::new(2).unwrap(),
+        flow_core::ActNormConfig::new(2).init::<B>(&device).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        flow.data_init(Tensor::zeros([1, 2], &device), None)
+            .unwrap_err(),
+        FlowError::TooFewRows {
+            what: "data_init",
+            needed: 2,
+            got: 1
+        }
+    );
+    // An initial scale of zero would freeze a layer.
+    assert!(
+        PlanarConfig::new(2)
+            .with_init_std(0.0)
+            .init::<B>(&device)
+            .is_err()
     );
     // Impossible configurations.
     assert!(StandardNormal::new(0).is_err());

@@ -8,31 +8,11 @@ use burn::tensor::Tensor;
 use common::*;
 use flow_core::{
     Coupling, CouplingConfig, CouplingKind, Invertible, Planar, PlanarConfig, Transform,
-    testing::{check_invertible, check_transform, randomize, standard_inputs},
+    testing::{
+        check_batch_consistency, check_extreme, check_invertible, check_ladj_autodiff,
+        check_round_trip, check_transform, randomize, standard_inputs,
+    },
 };
-
-/// An affine coupling whose ladj has the wrong sign.
-#[derive(Module, Debug)]
-struct FlippedSign<B: Backend> {
-    inner: Coupling<B>,
-}
-
-impl<B: Backend> Transform<B> for FlippedSign<B> {
-    fn dim(&self) -> usize {
-        self.inner.dim()
-    }
-    fn forward(&self, x: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        let (y, l) = self.inner.forward(x, c);
-        (y, l.neg())
-    }
-}
-
-impl<B: Backend> Invertible<B> for FlippedSign<B> {
-    fn inverse(&self, y: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        let (x, l) = self.inner.inverse(y, c);
-        (x, l.neg())
-    }
-}
 
 /// A planar layer that forgets the `h'` factor in `ln|1 + h'(wᵀz + b) wᵀû|`.
 #[derive(Module, Debug)]
@@ -59,6 +39,81 @@ impl<B: Backend> Transform<B> for MissingTerm<B> {
             .reshape([n]);
         (y, wrong)
     }
+}
+
+/// An affine coupling whose inverse forgets the shift: the round trip must catch it.
+#[derive(Module, Debug)]
+struct WrongInverse<B: Backend> {
+    inner: Coupling<B>,
+}
+
+impl<B: Backend> Transform<B> for WrongInverse<B> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn forward(&self, x: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        self.inner.forward(x, c)
+    }
+}
+
+impl<B: Backend> Invertible<B> for WrongInverse<B> {
+    fn inverse(&self, y: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (x, l) = self.inner.inverse(y, c);
+        (x.add_scalar(1e-2), l)
+    }
+}
+
+/// A layer that is exact except that it returns NaN in the first row's ladj.
+#[derive(Module, Debug)]
+struct NanFirstRow<B: Backend> {
+    inner: Coupling<B>,
+}
+
+impl<B: Backend> Transform<B> for NanFirstRow<B> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn forward(&self, x: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (y, l) = self.inner.forward(x, c);
+        let [n] = l.dims();
+        let mut mask = vec![0.0f32; n];
+        mask[0] = f32::NAN;
+        let nan = Tensor::<B, 1>::from_data(burn::tensor::TensorData::new(mask, [n]), &l.device());
+        (y, l + nan)
+    }
+}
+
+impl<B: Backend> Invertible<B> for NanFirstRow<B> {
+    fn inverse(&self, y: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        self.inner.inverse(y, c)
+    }
+}
+
+fn wrong_inverse_fails<B: AutodiffBackend>(device: &B::Device) {
+    let inner = randomize(
+        CouplingConfig::new(4, CouplingKind::Affine)
+            .init::<B>(device)
+            .unwrap(),
+        0.3,
+    );
+    let x = standard_inputs::<B>(8, 4, 3, device);
+    let err = check_round_trip(&WrongInverse { inner }, x, None, TOL).unwrap_err();
+    assert_eq!(err.check, "round trip", "{err}");
+}
+
+fn nan_is_never_within_tolerance<B: AutodiffBackend>(device: &B::Device) {
+    let inner = randomize(
+        CouplingConfig::new(4, CouplingKind::Affine)
+            .init::<B>(device)
+            .unwrap(),
+        0.3,
+    );
+    let x = standard_inputs::<B>(8, 4, 4, device);
+    let broken = NanFirstRow { inner };
+    assert!(check_ladj_autodiff(&broken, x.clone(), None, TOL).is_err());
+    assert!(check_round_trip(&broken, x.clone(), None, TOL).is_err());
+    assert!(check_batch_consistency(&broken, x.clone(), None, TOL).is_err());
+    assert!(check_extreme(&broken, &x, None, 1.0).is_err());
 }
 
 fn flipped_sign_fails<B: AutodiffBackend>(device: &B::Device) {
@@ -90,4 +145,6 @@ fn missing_term_fails<B: AutodiffBackend>(device: &B::Device) {
 on_backends! {
     harness_rejects_flipped_ladj => flipped_sign_fails;
     harness_rejects_missing_ladj_term => missing_term_fails;
+    harness_rejects_wrong_inverse => wrong_inverse_fails;
+    harness_rejects_nan_anywhere => nan_is_never_within_tolerance;
 }

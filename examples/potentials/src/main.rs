@@ -79,10 +79,11 @@ fn parse_spec(s: &str) -> Result<Spec, String> {
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
-    match s.trim() {
-        "1" | "2" | "3" | "4" => Ok(Target(s.trim().parse().unwrap_or(1))),
-        other => Err(format!("unknown target `{other}`: use 1, 2, 3 or 4")),
-    }
+    s.trim()
+        .parse()
+        .ok()
+        .and_then(Target::from_number)
+        .ok_or_else(|| format!("unknown target `{s}`: use 1, 2, 3 or 4"))
 }
 
 fn positive(s: &str) -> Result<usize, String> {
@@ -179,14 +180,14 @@ where
             if !value.is_finite() {
                 return Err(format!(
                     "U{} {}:{} diverged at step {}: loss is {value}; try a smaller --lr",
-                    target.0,
+                    target.number(),
                     spec.family(),
                     spec.k(),
                     step + 1
                 ));
             }
             info!(
-                target = target.0,
+                target = target.number(),
                 flow = spec.family(),
                 k = spec.k(),
                 step = step + 1,
@@ -247,7 +248,7 @@ fn free_energy<T: Transform<Inner>>(
     }
 }
 
-/// Normalised 2-D histogram of `n` samples on `[−4, 4]²`, `res × res`, row = z₂ bin.
+/// 2-D histogram (counts) of `n` samples on `[−4, 4]²`, `res × res`, row = z₂ bin.
 fn histogram<T: Transform<Inner>>(
     flow: &Flow<Inner, Base<Inner>, T>,
     n: usize,
@@ -402,7 +403,7 @@ fn write_reports(
         args.eval_samples
     );
     for (t, lz) in log_zs {
-        let _ = writeln!(md, "ln Z(U{}) = {lz:.5}\n", t.0);
+        let _ = writeln!(md, "ln Z(U{}) = {lz:.5}\n", t.number());
     }
     let _ = writeln!(
         md,
@@ -417,7 +418,7 @@ fn write_reports(
         let _ = writeln!(
             md,
             "| U{} | {} | {} | {metric} | {value:.4} | {:.1} |",
-            o.target.0,
+            o.target.number(),
             o.spec.family(),
             o.spec.k(),
             o.seconds
@@ -425,7 +426,7 @@ fn write_reports(
         let _ = writeln!(
             jsonl,
             "{{\"target\":{},\"flow\":\"{}\",\"k\":{},\"free_energy\":{},\"kl\":{},\"steps\":{},\"seconds\":{:.2},\"backend\":\"{}\"}}",
-            o.target.0,
+            o.target.number(),
             o.spec.family(),
             o.spec.k(),
             o.free_energy,
@@ -458,7 +459,7 @@ fn write_reports(
                 values: o.histogram.clone(),
                 title: spec_label(o.spec),
             }));
-            (format!("U{}", t.0), panels)
+            (format!("U{}", t.number()), panels)
         })
         .collect();
     plot::write_grid(&args.out_dir.join("potentials.png"), res, &rows)?;
@@ -500,7 +501,7 @@ fn run(args: &Args) -> Result<(), String> {
         let log_z = target.normalizable().then(|| log_normalizer(target));
         if let Some(lz) = log_z {
             info!(
-                target = target.0,
+                target = target.number(),
                 log_z = lz,
                 "normalizer by grid integration"
             );
@@ -510,7 +511,7 @@ fn run(args: &Args) -> Result<(), String> {
             Inner::seed(&device, args.seed);
             let outcome = run_spec(spec, target, args, log_z)?;
             info!(
-                target = target.0,
+                target = target.number(),
                 flow = spec.family(),
                 k = spec.k(),
                 free_energy = outcome.free_energy,
@@ -560,7 +561,7 @@ mod tests {
             .collect();
         let z = Tensor::<Inner, 2>::from_data(TensorData::new(flat, [points.len(), 2]), &device);
         for k in 1..=4u8 {
-            let u = host(Target(k).energy(z.clone()));
+            let u = host(Target::from_number(k).unwrap().energy(z.clone()));
             for (p, got) in points.iter().zip(u) {
                 let want = host_u(k, p[0], p[1]);
                 assert!(
@@ -572,10 +573,10 @@ mod tests {
     }
 
     /// ln Z of U1 against an independent midpoint-rule quadrature in f64 (a plain Python
-    /// double loop over a 1001² grid on [−8, 8]² gave 1.877501626).
+    /// double loop over a 1001² grid on [−8, 8]² gave 1.877501626; the code uses 2001²).
     #[test]
     fn log_normalizer_of_u1_matches_independent_quadrature() {
-        let lz = log_normalizer(Target(1));
+        let lz = log_normalizer(Target::U1);
         assert!((lz - 1.877_501_6).abs() < 1e-4, "ln Z = {lz}");
     }
 

