@@ -19,7 +19,7 @@ mod targets;
 use std::{fmt::Write as _, path::PathBuf, time::Instant};
 
 use burn::{
-    module::AutodiffModule,
+    module::{AutodiffModule, Module},
     optim::{AdamConfig, GradientsParams, Optimizer},
     tensor::{Tensor, TensorData, backend::Backend},
 };
@@ -93,11 +93,27 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` must be a finite number ≥ 0")),
+    }
+}
+
 fn learning_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("learning rate `{s}` must be a finite number > 0")),
     }
+}
+
+/// The initial density q₀ of the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BaseKind {
+    /// Fixed N(0, I), as in Rezende & Mohamed (2015).
+    Standard,
+    /// Diagonal normal with learned mean and scale.
+    Diagonal,
 }
 
 /// Fit flows to Rezende & Mohamed's four potentials and report KL / free energy.
@@ -110,6 +126,13 @@ struct Args {
     /// Flows to fit, as family:K (planar, radial, realnvp).
     #[arg(long, value_delimiter = ',', default_value = "planar:2,planar:8,planar:32,radial:32,realnvp:8", value_parser = parse_spec)]
     flows: Vec<Spec>,
+    /// Soft wall at |z1| = L for U2–U4, which otherwise have infinite mass along z1 (0 = no
+    /// wall: their free energy then has no lower bound and q spreads into a flat band).
+    #[arg(long, default_value_t = 4.0, value_parser = non_negative)]
+    confine: f64,
+    /// Initial density q₀: fixed N(0, I) (the paper's) or a learned diagonal normal.
+    #[arg(long, value_enum, default_value = "standard")]
+    base: BaseKind,
     /// Adam steps per fit.
     #[arg(long, default_value_t = 20_000, value_parser = positive)]
     steps: usize,
@@ -139,13 +162,20 @@ struct Args {
     log_every: usize,
 }
 
+impl Args {
+    /// The wall position for U2–U4, if any.
+    fn wall(&self) -> Option<f64> {
+        (self.confine > 0.0).then_some(self.confine)
+    }
+}
+
 /// What one fit produced.
 struct Outcome {
     target: Target,
     spec: Spec,
-    /// `E_q[ln q + U]` in nats.
+    /// `E_q[ln q + U]` in nats, with the target's own `U` (no wall).
     free_energy: f64,
-    /// `KL(q‖p)` in nats, when the target is normalizable.
+    /// `KL(q‖p)` in nats against the density trained on, when it is normalizable.
     kl: Option<f64>,
     seconds: f64,
     histogram: Vec<f64>,
@@ -173,7 +203,7 @@ where
         let (z, log_q) = flow
             .sample_with_log_prob(args.batch, None, &device)
             .map_err(|e| e.to_string())?;
-        let loss = (log_q + target.energy(z).mul_scalar(beta)).mean();
+        let loss = (log_q + target.confined_energy(z, args.wall()).mul_scalar(beta)).mean();
         // Read the loss back only at logging steps: a sync, not part of each step.
         if (step + 1) % args.log_every == 0 || step + 1 == args.steps {
             let value: f64 = loss.clone().into_scalar().into();
@@ -201,13 +231,13 @@ where
     }
     let seconds = started.elapsed().as_secs_f64();
     let flow = flow.valid();
-    let free_energy = free_energy(&flow, target, args.eval_samples)?;
+    let (free_energy, trained_free_energy) = free_energies(&flow, target, args)?;
     let histogram = histogram(&flow, args.plot_samples, args.resolution)?;
     Ok(Outcome {
         target,
         spec,
         free_energy,
-        kl: log_z.map(|lz| free_energy + lz),
+        kl: log_z.map(|lz| trained_free_energy + lz),
         seconds,
         histogram,
     })
@@ -226,25 +256,29 @@ fn host(t: Tensor<Inner, 1>) -> Vec<f64> {
         .expect("float data")
 }
 
-/// Monte Carlo `E_q[ln q(z) + U(z)]` over `n` samples.
-fn free_energy<T: Transform<Inner>>(
+/// Monte Carlo `E_q[ln q(z) + U(z)]` over `args.eval_samples` samples, for the target's
+/// own `U` and for the energy trained on (with the wall), from the same samples.
+fn free_energies<T: Transform<Inner>>(
     flow: &Flow<Inner, Base<Inner>, T>,
     target: Target,
-    n: usize,
-) -> Result<f64, String> {
+    args: &Args,
+) -> Result<(f64, f64), String> {
     let device = backend::device();
-    let mut total = 0.0;
-    for m in chunks(n) {
+    let (mut own, mut trained) = (0.0, 0.0);
+    for m in chunks(args.eval_samples) {
         let (z, log_q) = flow
             .sample_with_log_prob(m, None, &device)
             .map_err(|e| e.to_string())?;
-        total += host((log_q + target.energy(z)).sum()).iter().sum::<f64>();
+        let u_trained = target.confined_energy(z.clone(), args.wall());
+        own += host((log_q.clone() + target.energy(z)).sum())[0];
+        trained += host((log_q + u_trained).sum())[0];
     }
-    let value = total / n as f64;
-    if value.is_finite() {
-        Ok(value)
+    let n = args.eval_samples as f64;
+    let (own, trained) = (own / n, trained / n);
+    if own.is_finite() && trained.is_finite() {
+        Ok((own, trained))
     } else {
-        Err(format!("free energy is {value}"))
+        Err(format!("free energy is not finite ({own}, {trained})"))
     }
 }
 
@@ -305,7 +339,7 @@ fn neg_energy_grid(target: Target, lo: f64, hi: f64, res: usize) -> Vec<f64> {
 /// `ln Z = ln ∫ exp(−U)` by the midpoint rule on a 2001² grid over `[−8, 8]²` (holds the
 /// mass of `U₁`: its ring has radius 2 and width 0.4). The log-sum-exp runs on the device
 /// per chunk; chunks are combined in f64.
-fn log_normalizer(target: Target) -> f64 {
+fn log_normalizer(target: Target, wall: Option<f64>) -> f64 {
     let device = backend::device();
     let (lo, hi, res) = (-8.0, 8.0, 2001usize);
     let cell = ((hi - lo) / res as f64).powi(2);
@@ -314,7 +348,7 @@ fn log_normalizer(target: Target) -> f64 {
     for m in chunks(res * res) {
         let pts = grid(lo, hi, res, start..start + m);
         let z = Tensor::<Inner, 2>::from_data(TensorData::new(pts, [m, 2]), &device);
-        let neg_u = target.energy(z).neg().reshape([1, m]);
+        let neg_u = target.confined_energy(z, wall).neg().reshape([1, m]);
         partial.extend(host(logsumexp(neg_u, 1).reshape([1])));
         start += m;
     }
@@ -333,6 +367,11 @@ fn run_spec(
     let base = DiagNormalConfig::new(2)
         .init::<Train>(&device)
         .map_err(err)?;
+    // A fixed N(0, I) base is the diagonal normal at its initial values, not trained.
+    let base = match args.base {
+        BaseKind::Standard => base.no_grad(),
+        BaseKind::Diagonal => base,
+    };
     match spec {
         Spec::Planar(k) => {
             let layers = PlanarConfig::new(2).init_stack(k, &device).map_err(err)?;
@@ -387,15 +426,26 @@ fn write_reports(
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
     let mut md = String::new();
+    let wall = match args.wall() {
+        Some(l) => format!(
+            "U2–U4 do not decay along z1: exp(−U) has infinite mass and the free energy E_q[ln q + U] \
+             has no lower bound (q lowers it without limit by spreading along z1 into a flat band). They \
+             are trained with a soft wall ½((|z1| − {l})₊/0.2)² added to U, which leaves U unchanged in \
+             the box |z1| ≤ {l} and makes it a proper density: KL is against that density. The free \
+             energy column always uses the target's own U (for U2–U4 it ranks how far q spread, not fit)."
+        ),
+        None => "U2–U4 do not decay along z1: exp(−U) has infinite mass, so only the free energy \
+                 E_q[ln q + U] is reported; it has no lower bound (q lowers it by spreading along z1)."
+            .to_string(),
+    };
     let _ = writeln!(
         md,
         "# Rezende & Mohamed (2015) potentials: variational inference results\n\n\
-         Backend `{}`; {} Adam steps (lr {}), batch {}, annealing β_t = min(1, 0.01 + t/10⁴), seed {}; \
-         metrics from {} fresh samples.\n\n\
-         U1 is a proper density: the metric is KL(q‖p) in nats, absolute (ln Z by the midpoint rule on a \
-         2001² grid over [−8, 8]²). U2–U4 do not decay along z1 and have no finite normalizer: the metric \
-         is the free energy E_q[ln q + U] in nats (lower is better, comparable only within a target).\n",
+         Backend `{}`; base q0 {:?}; {} Adam steps (lr {}), batch {}, annealing β_t = min(1, 0.01 + t/10⁴), \
+         seed {}; metrics from {} fresh samples. KL(q‖p) is absolute, in nats: E_q[ln q + U] + ln Z with \
+         ln Z by the midpoint rule on a 2001² grid over [−8, 8]².\n\n{wall}\n",
         backend::NAME,
+        args.base,
         args.steps,
         args.lr,
         args.batch,
@@ -403,34 +453,34 @@ fn write_reports(
         args.eval_samples
     );
     for (t, lz) in log_zs {
-        let _ = writeln!(md, "ln Z(U{}) = {lz:.5}\n", t.number());
+        let _ = writeln!(md, "ln Z(U{}, as trained) = {lz:.5}\n", t.number());
     }
     let _ = writeln!(
         md,
-        "| target | flow | K | metric | value (nats) | train time (s) |\n|---|---|---|---|---|---|"
+        "| target | flow | K | KL(q‖p) (nats) | free energy E_q[ln q + U] (nats) | train time (s) |\n\
+         |---|---|---|---|---|---|"
     );
     let mut jsonl = String::new();
     for o in outcomes {
-        let (metric, value) = match o.kl {
-            Some(kl) => ("KL(q‖p)", kl),
-            None => ("free energy", o.free_energy),
-        };
+        let kl = o.kl.map_or("–".to_string(), |v| format!("{v:.4}"));
         let _ = writeln!(
             md,
-            "| U{} | {} | {} | {metric} | {value:.4} | {:.1} |",
+            "| U{} | {} | {} | {kl} | {:.4} | {:.1} |",
             o.target.number(),
             o.spec.family(),
             o.spec.k(),
+            o.free_energy,
             o.seconds
         );
         let _ = writeln!(
             jsonl,
-            "{{\"target\":{},\"flow\":\"{}\",\"k\":{},\"free_energy\":{},\"kl\":{},\"steps\":{},\"seconds\":{:.2},\"backend\":\"{}\"}}",
+            "{{\"target\":{},\"flow\":\"{}\",\"k\":{},\"free_energy\":{},\"kl\":{},\"wall\":{},\"steps\":{},\"seconds\":{:.2},\"backend\":\"{}\"}}",
             o.target.number(),
             o.spec.family(),
             o.spec.k(),
             o.free_energy,
             o.kl.map_or("null".into(), |v| v.to_string()),
+            args.wall().map_or("null".into(), |v| v.to_string()),
             args.steps,
             o.seconds,
             backend::NAME
@@ -498,7 +548,9 @@ fn run(args: &Args) -> Result<(), String> {
     let mut outcomes = Vec::new();
     let mut log_zs = Vec::new();
     for &target in &args.targets {
-        let log_z = target.normalizable().then(|| log_normalizer(target));
+        let log_z = target
+            .proper_with(args.wall())
+            .then(|| log_normalizer(target, args.wall()));
         if let Some(lz) = log_z {
             info!(
                 target = target.number(),
@@ -572,11 +624,32 @@ mod tests {
         }
     }
 
+    /// The wall leaves U2–U4 unchanged inside the box, adds ½((|z1| − L)/0.2)² outside, and
+    /// never touches U1.
+    #[test]
+    fn wall_confines_only_outside_the_box() {
+        let device = backend::device();
+        let z = Tensor::<Inner, 2>::from_data(
+            TensorData::new(vec![3.9f32, 0.2, -4.5, 0.1, 5.0, -0.3], [3, 2]),
+            &device,
+        );
+        for t in [Target::U2, Target::U3, Target::U4] {
+            let raw = host(t.energy(z.clone()));
+            let walled = host(t.confined_energy(z.clone(), Some(4.0)));
+            assert!((walled[0] - raw[0]).abs() < 1e-6);
+            assert!((walled[1] - raw[1] - 0.5 * (0.5f64 / 0.2).powi(2)).abs() < 1e-4);
+            assert!((walled[2] - raw[2] - 0.5 * (1.0f64 / 0.2).powi(2)).abs() < 1e-4);
+            assert_eq!(host(t.confined_energy(z.clone(), None)), raw);
+        }
+        let u1 = host(Target::U1.energy(z.clone()));
+        assert_eq!(host(Target::U1.confined_energy(z, Some(4.0))), u1);
+    }
+
     /// ln Z of U1 against an independent midpoint-rule quadrature in f64 (a plain Python
     /// double loop over a 1001² grid on [−8, 8]² gave 1.877501626; the code uses 2001²).
     #[test]
     fn log_normalizer_of_u1_matches_independent_quadrature() {
-        let lz = log_normalizer(Target::U1);
+        let lz = log_normalizer(Target::U1, None);
         assert!((lz - 1.877_501_6).abs() < 1e-4, "ln Z = {lz}");
     }
 
@@ -595,6 +668,8 @@ mod tests {
             &["--lr", "nan"],
             &["--steps", "0"],
             &["--batch", "0"],
+            &["--confine", "-1"],
+            &["--base", "uniform"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} must be rejected"));
             assert!(!err.to_string().is_empty());
@@ -629,7 +704,7 @@ mod tests {
         assert_eq!(table.matches("| U1 |").count(), 2);
         assert_eq!(table.matches("| U3 |").count(), 2);
         let lines = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
-        for line in lines.lines().filter(|l| l.contains("\"target\":1")) {
+        for line in lines.lines() {
             let kl: f64 = line
                 .split("\"kl\":")
                 .nth(1)

@@ -8,10 +8,21 @@
 //! - `U₄ = −ln(e^{−½((z₂−w₁)/0.4)²} + e^{−½((z₂−w₁+w₃)/0.35)²})`
 //!
 //! Only `U₁` decays in every direction; `U₂`–`U₄` are constant along `z₁` far from the
-//! origin, so `exp(−U)` has no finite integral for them.
+//! origin, so `exp(−U)` has no finite integral for them, and the free energy
+//! `E_q[ln q + U]` has no lower bound: reverse-KL training then spreads `q` along `z₁` into a
+//! flat band and never bends it into the sine. [`Target::confined_energy`] adds a soft wall
+//! `½((|z₁| − L)₊ / 0.2)²` outside `|z₁| ≤ L` (the figure's box for `L = 4`), which makes
+//! `U₂`–`U₄` proper densities inside the box without changing them there.
 
-use burn::tensor::{Tensor, activation::sigmoid, backend::Backend};
+use burn::tensor::{
+    Tensor,
+    activation::{self, sigmoid},
+    backend::Backend,
+};
 use flow_core::ops::logaddexp;
+
+/// Width of the soft wall of [`Target::confined_energy`].
+const WALL_WIDTH: f64 = 0.2;
 
 /// One of the four targets, `U₁`–`U₄`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +57,26 @@ impl Target {
     /// Whether `exp(−U)` is integrable (only `U₁`).
     pub fn normalizable(self) -> bool {
         self == Target::U1
+    }
+
+    /// The energy the flow is trained on: `U` itself for `U₁`, and for `U₂`–`U₄` with
+    /// `wall = Some(L)`, `U + ½((|z₁| − L)₊ / 0.2)²`. `[n, 2] -> [n]`.
+    pub fn confined_energy<B: Backend>(self, z: Tensor<B, 2>, wall: Option<f64>) -> Tensor<B, 1> {
+        let [n, _] = z.dims();
+        let z1 = z.clone().narrow(1, 0, 1);
+        let u = self.energy(z);
+        match wall {
+            Some(l) if !self.normalizable() => {
+                let outside = activation::relu(z1.abs().sub_scalar(l)).div_scalar(WALL_WIDTH);
+                u + outside.square().mul_scalar(0.5).reshape([n])
+            }
+            _ => u,
+        }
+    }
+
+    /// Whether the flow is trained on a proper (normalizable) density with `wall`.
+    pub fn proper_with(self, wall: Option<f64>) -> bool {
+        self.normalizable() || wall.is_some()
     }
 
     /// `U(z)`: `[n, 2] -> [n]`.
