@@ -43,6 +43,25 @@ use burn::{
 
 use crate::transform::{Invertible, Transform};
 
+/// Serializes tests that drive one GPU device from the parallel test harness.
+///
+/// burn 0.21's fusion layer (on by default for `wgpu`) keeps one operation stream per
+/// thread and can lose a tensor handle when several threads drive the same device at
+/// once ("Should have handle for tensor", tracel-ai/burn#4328, #4347). Take this guard
+/// first in every test that runs a fusion backend; the guard survives a panicking holder.
+/// Library code does not need it: one thread per device is the supported use.
+///
+/// ```
+/// let _gpu = flow_core::testing::exclusive_device();
+/// // ... run checks on the device ...
+/// ```
+pub fn exclusive_device() -> std::sync::MutexGuard<'static, ()> {
+    static DEVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    DEVICE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A failed check: which one, and what it saw.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{check} failed: {detail}")]

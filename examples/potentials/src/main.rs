@@ -584,6 +584,7 @@ mod tests {
     /// `U(z)` from the tensor code against a plain f64 transcription of Table 1.
     #[test]
     fn energies_match_host_formulas() {
+        let _gpu = flow_core::testing::exclusive_device();
         let points = [
             [0.3f64, -1.2],
             [2.1, 0.4],
@@ -628,6 +629,7 @@ mod tests {
     /// never touches U1.
     #[test]
     fn wall_confines_only_outside_the_box() {
+        let _gpu = flow_core::testing::exclusive_device();
         let device = backend::device();
         let z = Tensor::<Inner, 2>::from_data(
             TensorData::new(vec![3.9f32, 0.2, -4.5, 0.1, 5.0, -0.3], [3, 2]),
@@ -649,6 +651,7 @@ mod tests {
     /// double loop over a 1001² grid on [−8, 8]² gave 1.877501626; the code uses 2001²).
     #[test]
     fn log_normalizer_of_u1_matches_independent_quadrature() {
+        let _gpu = flow_core::testing::exclusive_device();
         let lz = log_normalizer(Target::U1, None);
         assert!((lz - 1.877_501_6).abs() < 1e-4, "ln Z = {lz}");
     }
@@ -680,6 +683,7 @@ mod tests {
     /// estimate is a KL (non-negative up to Monte Carlo noise).
     #[test]
     fn short_run_writes_reports() {
+        let _gpu = flow_core::testing::exclusive_device();
         let dir = std::env::temp_dir().join(format!("potentials-test-{}", std::process::id()));
         let args = Args::try_parse_from([
             "potentials",

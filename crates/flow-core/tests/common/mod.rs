@@ -26,7 +26,8 @@ pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
 }
 
 /// `on_backends! { name => generic_fn; ... }` makes `ndarray::name` and `wgpu::name` tests
-/// calling `generic_fn::<Backend>(&device)`.
+/// calling `generic_fn::<Backend>(&device)`; the wgpu tests take
+/// [`flow_core::testing::exclusive_device`] (burn 0.21 fusion is not safe across threads).
 #[macro_export]
 macro_rules! on_backends {
     ($($name:ident => $body:ident;)*) => {
@@ -39,7 +40,10 @@ macro_rules! on_backends {
         mod wgpu {
             #[allow(unused_imports)]
             use super::*;
-            $( #[test] fn $name() { $body::<common::WgAd>(&Default::default()); } )*
+            $( #[test] fn $name() {
+                let _gpu = flow_core::testing::exclusive_device();
+                $body::<common::WgAd>(&Default::default());
+            } )*
         }
     };
 }
