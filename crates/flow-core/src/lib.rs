@@ -42,6 +42,8 @@
 #![warn(missing_docs)]
 
 pub mod actnorm;
+#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+pub mod backend;
 pub mod coupling;
 pub mod distribution;
 pub mod error;

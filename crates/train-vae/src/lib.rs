@@ -1,10 +1,26 @@
 //! # train-vae
 //!
 //! A variational autoencoder whose approximate posterior is a normalizing flow from
-//! `flow_core`, trained on MNIST. This crate is being built up in steps; today it holds the
-//! data layer: the embedded 10k-digit MNIST subset, IDX and `.amat` readers with typed
-//! errors, and the binarization protocols.
+//! `flow_core`, trained on binarized MNIST with burn-train. The default run needs no
+//! set-up: 10,000 MNIST digits are embedded in the binary.
+//!
+//! - [`data`]: the embedded subset, IDX and `.amat` readers, binarization;
+//! - [`model`]: encoder, amortized posterior flow ([`posterior`]), decoder, ELBO and the
+//!   importance-weighted bound;
+//! - [`training`]: burn-train `Learner` integration (exact resume, divergence, metrics);
+//! - [`checkpoint`]: atomic checkpoint files and shape-checked loading;
+//! - [`config`], [`app`], [`report`]: the command line, the commands, the outputs.
 
 #![warn(missing_docs)]
 
+pub mod app;
+pub mod checkpoint;
+pub mod config;
 pub mod data;
+pub mod error;
+pub mod model;
+pub mod posterior;
+pub mod report;
+pub mod training;
+
+pub use error::VaeError;

@@ -12,7 +12,6 @@
 //! cargo run --release -p potentials --features wgpu -- --steps 2000
 //! ```
 
-mod backend;
 mod plot;
 mod targets;
 
@@ -30,7 +29,7 @@ use flow_core::{
 };
 use tracing::info;
 
-use backend::{Inner, Train};
+use flow_core::backend::{self, Inner, Train};
 use plot::Panel;
 use targets::Target;
 

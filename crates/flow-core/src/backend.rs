@@ -1,12 +1,11 @@
-//! The one place that maps cargo features to a concrete burn backend.
+//! The backend this build's cargo features select, for binaries and examples
+//! (`ndarray` or `wgpu`; `wgpu` wins when both are on). Library code stays generic over
+//! `B: Backend`; this module only names one concrete choice.
 
-#[cfg(not(any(feature = "ndarray", feature = "wgpu")))]
-compile_error!("enable a backend feature: `ndarray` (default) or `wgpu`");
-
-/// The inference backend chosen by features (`wgpu` wins when both are enabled).
+/// The inference backend chosen by features.
 #[cfg(feature = "wgpu")]
 pub type Inner = burn::backend::Wgpu;
-/// The inference backend chosen by features (`wgpu` wins when both are enabled).
+/// The inference backend chosen by features.
 #[cfg(all(feature = "ndarray", not(feature = "wgpu")))]
 pub type Inner = burn::backend::NdArray;
 

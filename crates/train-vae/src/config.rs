@@ -1,0 +1,251 @@
+//! Run configuration: defaults ← TOML file (`--config`) ← command-line flags.
+//!
+//! Every setting has a flag and a TOML key (the flag without `--`, `-` as `_`; model
+//! settings live in a `[model]` table). The resolved configuration is written to the run
+//! directory as `config.toml`, which `--config` reads back.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::{error::VaeError, model::ModelConfig, posterior::FlowKind};
+
+/// A fully resolved training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Epochs to train (an upper bound with early stopping).
+    pub epochs: usize,
+    /// Images per optimizer step.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// KL warm-up: β rises linearly from 0 to 1 over this many epochs (0 = off, β = 1).
+    pub warmup_epochs: usize,
+    /// Early stopping: stop after this many epochs without a better validation ELBO
+    /// (0 = never stop early).
+    pub patience: usize,
+    /// Importance samples per image for the final IW-NLL estimate.
+    pub iw_samples: usize,
+    /// Rows per decoder pass in importance-weighted evaluation (bounds memory).
+    pub iw_rows: usize,
+    /// Seed of every random stream (init, shuffling, binarization, ε).
+    pub seed: u64,
+    /// Seed of the one fixed binarization of the validation images.
+    pub val_seed: u64,
+    /// Directory with the standard MNIST IDX files (`train-images-idx3-ubyte[.gz]`, …);
+    /// unset = the embedded 10k subset.
+    pub data_dir: Option<PathBuf>,
+    /// An explicit image file (IDX, gzipped or not, or `.amat`); overrides `data_dir`.
+    pub images: Option<PathBuf>,
+    /// The last `n_valid` images are the validation set.
+    pub n_valid: usize,
+    /// Use only the first `n_train` training images (unset = all the others).
+    pub n_train: Option<usize>,
+    /// Output directory (unset = `runs/<UTC timestamp>`).
+    pub out_dir: Option<PathBuf>,
+    /// Images in the sample and reconstruction grids (a square number fills the grid).
+    pub grid: usize,
+    /// Model shape.
+    pub model: ModelConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 128,
+            lr: 1e-3,
+            warmup_epochs: 0,
+            patience: 10,
+            iw_samples: 500,
+            iw_rows: 20_000,
+            seed: 0,
+            val_seed: 1234,
+            data_dir: None,
+            images: None,
+            n_valid: 1000,
+            n_train: None,
+            out_dir: None,
+            grid: 64,
+            model: ModelConfig::default(),
+        }
+    }
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> VaeError {
+    VaeError::Config {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl TrainConfig {
+    /// Rejects impossible settings with the flag's name.
+    pub fn validate(&self) -> Result<(), VaeError> {
+        self.model.validate()?;
+        if self.epochs == 0 {
+            return Err(bad("epochs", "must be at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(bad("batch-size", "must be at least 1"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(bad(
+                "lr",
+                format!("must be a positive number, got {}", self.lr),
+            ));
+        }
+        if self.iw_samples == 0 {
+            return Err(bad("iw-samples", "must be at least 1"));
+        }
+        if self.iw_rows == 0 {
+            return Err(bad("iw-rows", "must be at least 1"));
+        }
+        if self.n_valid == 0 {
+            return Err(bad("n-valid", "must be at least 1"));
+        }
+        if self.n_train == Some(0) {
+            return Err(bad("n-train", "must be at least 1"));
+        }
+        if self.grid == 0 {
+            return Err(bad("grid", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Reads a TOML config file (missing keys take their defaults; unknown keys are errors).
+    pub fn from_toml_file(path: &Path) -> Result<Self, VaeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| VaeError::ConfigFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| VaeError::ConfigFile {
+            path: path.to_path_buf(),
+            reason: e.message().to_string(),
+        })
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a TrainConfig always serializes")
+    }
+}
+
+/// Flags of `train-vae train` (each overrides the config file and the defaults).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TrainArgs {
+    /// TOML file with any of the settings below (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this directory from its last complete checkpoint (its
+    /// `config.toml` is the configuration; `--epochs` may raise the budget).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Epochs to train.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per step.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Adam learning rate.
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// KL warm-up epochs (0 = off).
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    /// Early-stopping patience in epochs (0 = off).
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Importance samples per image for IW-NLL (the papers use 5000).
+    #[arg(long)]
+    pub iw_samples: Option<usize>,
+    /// Rows per decoder pass during IW evaluation.
+    #[arg(long)]
+    pub iw_rows: Option<usize>,
+    /// Seed of every random stream.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Seed of the fixed validation binarization.
+    #[arg(long)]
+    pub val_seed: Option<u64>,
+    /// Directory with the standard MNIST IDX files.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Training image file (IDX or `.amat`).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Validation images (the last N).
+    #[arg(long)]
+    pub n_valid: Option<usize>,
+    /// Use only the first N training images.
+    #[arg(long)]
+    pub n_train: Option<usize>,
+    /// Output directory (default `runs/<timestamp>`).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Images in the sample/reconstruction grids.
+    #[arg(long)]
+    pub grid: Option<usize>,
+    /// Latent dimension.
+    #[arg(long)]
+    pub latent: Option<usize>,
+    /// Encoder hidden widths, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub encoder_hidden: Option<Vec<usize>>,
+    /// Decoder hidden widths, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub decoder_hidden: Option<Vec<usize>>,
+    /// Posterior flow.
+    #[arg(long, value_enum)]
+    pub flow: Option<FlowKind>,
+    /// Flow steps K.
+    #[arg(long)]
+    pub n_flows: Option<usize>,
+}
+
+impl TrainArgs {
+    /// Defaults, then the file given with `--config` (or the resumed run's), then the flags.
+    pub fn resolve(&self) -> Result<TrainConfig, VaeError> {
+        let file = match (&self.resume, &self.config) {
+            (Some(dir), _) => Some(dir.join("config.toml")),
+            (None, Some(path)) => Some(path.clone()),
+            (None, None) => None,
+        };
+        let mut c = match file {
+            Some(path) => TrainConfig::from_toml_file(&path)?,
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
+        }
+        set!(
+            epochs,
+            batch_size,
+            lr,
+            warmup_epochs,
+            patience,
+            iw_samples,
+            iw_rows,
+            seed,
+            val_seed,
+            n_valid,
+            grid
+        );
+        macro_rules! set_opt {
+            ($($field:ident),*) => { $( if self.$field.is_some() { c.$field = self.$field.clone(); } )* };
+        }
+        set_opt!(data_dir, images, n_train, out_dir);
+        let m = &mut c.model;
+        macro_rules! set_model {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { m.$field = v.clone(); } )* };
+        }
+        set_model!(latent, encoder_hidden, decoder_hidden, flow, n_flows);
+        if let Some(dir) = &self.resume {
+            c.out_dir = Some(dir.clone());
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}

@@ -1,0 +1,296 @@
+//! The VAE: MLP encoder → diagonal Gaussian `q₀` → amortized flow → MLP Bernoulli decoder.
+//!
+//! With `h = enc(x)` split into `(μ, ln σ², θ₁ … θ_K)`:
+//! - `z₀ = μ + σ ⊙ ε`, `ε ~ N(0, I)`, `ln q₀(z₀|x) = −(d/2) ln 2π − Σ (½ ln σ² + ε²/2)`;
+//! - `z_K = f_K ∘ … ∘ f₁(z₀)` with step `k` parameterized by `θ_k(x)`
+//!   ([`crate::posterior`]), so `ln q_K(z_K|x) = ln q₀(z₀|x) − Σ_k ln|det J_k|`;
+//! - `ln p(x|z_K) = Σ_j x_j l_j − softplus(l_j)` with logits `l = dec(z_K)` (Bernoulli);
+//! - prior `p(z) = N(0, I)`.
+//!
+//! Per data point, `recon = −ln p(x|z_K)` and `kl = ln q_K(z_K|x) − ln p(z_K)` (a one-sample
+//! estimate of the KL term); the negative ELBO is `recon + kl` and the training loss
+//! `recon + β·kl` (KL warm-up). Every term is computed on the backend's device.
+
+use burn::{
+    module::Module,
+    nn::{Linear, LinearConfig},
+    tensor::{Distribution, Tensor, activation::relu, backend::Backend},
+};
+use flow_core::ops::{HALF_LN_2PI, logaddexp, logsumexp, softplus, std_normal_log_prob, sum_rows};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::VaeError,
+    posterior::{self, FlowKind},
+};
+
+/// Shape of the model (everything needed to rebuild it before loading a checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Pixels per image (784 for MNIST).
+    pub input: usize,
+    /// Hidden widths of the encoder MLP (ReLU).
+    pub encoder_hidden: Vec<usize>,
+    /// Hidden widths of the decoder MLP (ReLU).
+    pub decoder_hidden: Vec<usize>,
+    /// Latent dimension.
+    pub latent: usize,
+    /// Posterior flow.
+    pub flow: FlowKind,
+    /// Number of flow steps `K` (0 only with `flow = none`).
+    pub n_flows: usize,
+}
+
+impl Default for ModelConfig {
+    /// The PyTorch peer's `--variant amortised`: 784-512-256 → 32, 10 planar steps,
+    /// 32-256-512-784.
+    fn default() -> Self {
+        Self {
+            input: 784,
+            encoder_hidden: vec![512, 256],
+            decoder_hidden: vec![256, 512],
+            latent: 32,
+            flow: FlowKind::Planar,
+            n_flows: 10,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Encoder outputs per data point: `2·latent + K·P`.
+    pub fn encoder_outputs(&self) -> usize {
+        2 * self.latent + self.flow_steps() * self.flow.params_per_step(self.latent)
+    }
+
+    /// Flow steps actually run (0 for `none`).
+    pub fn flow_steps(&self) -> usize {
+        if self.flow == FlowKind::None {
+            0
+        } else {
+            self.n_flows
+        }
+    }
+
+    /// Rejects impossible shapes.
+    pub fn validate(&self) -> Result<(), VaeError> {
+        let bad = |field: &str, reason: String| {
+            Err(VaeError::Config {
+                field: field.to_string(),
+                reason,
+            })
+        };
+        if self.input == 0 {
+            return bad("input", "must be positive".into());
+        }
+        if self.latent == 0 {
+            return bad("latent", "must be positive".into());
+        }
+        for (field, widths) in [
+            ("encoder-hidden", &self.encoder_hidden),
+            ("decoder-hidden", &self.decoder_hidden),
+        ] {
+            if widths.contains(&0) {
+                return bad(field, format!("widths must be positive, got {widths:?}"));
+            }
+        }
+        if self.flow != FlowKind::None && self.n_flows == 0 {
+            return bad(
+                "n-flows",
+                format!(
+                    "--flow {} needs at least one step (use --flow none for none)",
+                    self.flow
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Builds the model with PyTorch's default `Linear` initialization
+    /// (`W, b ~ U(±1/√fan_in)`), as the peer does.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Vae<B>, VaeError> {
+        self.validate()?;
+        let mlp = |sizes: Vec<usize>| -> Vec<Linear<B>> {
+            sizes
+                .windows(2)
+                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+                .collect()
+        };
+        let enc = [
+            vec![self.input],
+            self.encoder_hidden.clone(),
+            vec![self.encoder_outputs()],
+        ];
+        let dec = [
+            vec![self.latent],
+            self.decoder_hidden.clone(),
+            vec![self.input],
+        ];
+        Ok(Vae {
+            encoder: mlp(enc.concat()),
+            decoder: mlp(dec.concat()),
+            flow: self.flow,
+            n_flows: self.flow_steps(),
+            latent: self.latent,
+        })
+    }
+}
+
+/// The VAE module. Build it with [`ModelConfig::init`].
+#[derive(Module, Debug)]
+pub struct Vae<B: Backend> {
+    encoder: Vec<Linear<B>>,
+    decoder: Vec<Linear<B>>,
+    #[module(skip)]
+    flow: FlowKind,
+    #[module(skip)]
+    n_flows: usize,
+    #[module(skip)]
+    latent: usize,
+}
+
+/// Per-data-point terms of the negative ELBO, `[n]` each, on the device.
+#[derive(Debug, Clone)]
+pub struct Terms<B: Backend> {
+    /// `−ln p(x|z_K)`.
+    pub recon: Tensor<B, 1>,
+    /// `ln q_K(z_K|x) − ln p(z_K)`.
+    pub kl: Tensor<B, 1>,
+}
+
+fn mlp<B: Backend>(layers: &[Linear<B>], mut x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let last = layers.len() - 1;
+    for (i, layer) in layers.iter().enumerate() {
+        x = layer.forward(x);
+        if i < last {
+            x = relu(x);
+        }
+    }
+    x
+}
+
+impl<B: Backend> Vae<B> {
+    /// Latent dimension.
+    pub fn latent(&self) -> usize {
+        self.latent
+    }
+
+    /// Encoder output `[n, 2·latent + K·P]` for images `x: [n, input]`.
+    pub fn encode(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        mlp(&self.encoder, x)
+    }
+
+    /// Bernoulli logits `[n, input]` for latents `z: [n, latent]`.
+    pub fn decode(&self, z: Tensor<B, 2>) -> Tensor<B, 2> {
+        mlp(&self.decoder, z)
+    }
+
+    /// One posterior sample per row of the encoder output `h`: `(z_K, ln q_K(z_K|x))`.
+    pub fn sample_posterior(&self, h: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let [n, cols] = h.dims();
+        let d = self.latent;
+        let mu = h.clone().slice([0..n, 0..d]);
+        let log_var = h.clone().slice([0..n, d..2 * d]);
+        let eps = Tensor::<B, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &h.device());
+        let z0 = mu + log_var.clone().mul_scalar(0.5).exp() * eps.clone();
+        let log_q0 = sum_rows(log_var.mul_scalar(0.5) + eps.square().mul_scalar(0.5))
+            .neg()
+            .sub_scalar(d as f64 * HALF_LN_2PI);
+        let theta = (cols > 2 * d).then(|| h.slice([0..n, 2 * d..cols]));
+        let (z, ladj) = posterior::run(self.flow, self.n_flows, z0, theta);
+        (z, log_q0 - ladj)
+    }
+
+    /// `ln p(x|z)` for Bernoulli logits: `Σ_j x_j l_j − softplus(l_j)`, `[n]`.
+    pub fn log_likelihood(x: Tensor<B, 2>, logits: Tensor<B, 2>) -> Tensor<B, 1> {
+        sum_rows(x * logits.clone() - softplus(logits))
+    }
+
+    /// One-sample terms of the negative ELBO for images `x: [n, input]` (values in {0, 1}).
+    pub fn terms(&self, x: Tensor<B, 2>) -> Terms<B> {
+        let (z, log_q) = self.sample_posterior(self.encode(x.clone()));
+        let log_prior = std_normal_log_prob(z.clone());
+        let recon = Self::log_likelihood(x, self.decode(z)).neg();
+        Terms {
+            recon,
+            kl: log_q - log_prior,
+        }
+    }
+
+    /// Importance-weighted estimates for each image of `x: [n, input]` with `samples`
+    /// posterior samples, `rows` samples (at most) per decoder pass:
+    /// `(mean_s ln w_s, −ln (1/S) Σ_s w_s)`, where
+    /// `ln w_s = ln p(x|z_s) + ln p(z_s) − ln q_K(z_s|x)`. The first is the ELBO, the
+    /// second the IW-NLL estimate (Burda et al. 2016), both `[n]` on the device.
+    pub fn importance_weighted(
+        &self,
+        x: Tensor<B, 2>,
+        samples: usize,
+        rows: usize,
+    ) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let [n, _] = x.dims();
+        let h = self.encode(x.clone());
+        let per_pass = (rows / n.max(1)).clamp(1, samples.max(1));
+        let mut sum: Option<Tensor<B, 1>> = None;
+        let mut lse: Option<Tensor<B, 1>> = None;
+        let mut done = 0;
+        while done < samples {
+            let s = per_pass.min(samples - done);
+            // Row r of the tiled batch is image r mod n.
+            let (z, log_q) = self.sample_posterior(h.clone().repeat_dim(0, s));
+            let log_w = Self::log_likelihood(x.clone().repeat_dim(0, s), self.decode(z.clone()))
+                + std_normal_log_prob(z)
+                - log_q;
+            let log_w = log_w.reshape([s, n]);
+            let part_sum = log_w.clone().sum_dim(0).reshape([n]);
+            let part_lse = logsumexp(log_w, 0).reshape([n]);
+            sum = Some(match sum {
+                Some(acc) => acc + part_sum,
+                None => part_sum,
+            });
+            lse = Some(match lse {
+                Some(acc) => logaddexp(acc, part_lse),
+                None => part_lse,
+            });
+            done += s;
+        }
+        let s = samples.max(1) as f64;
+        let elbo = sum.expect("samples ≥ 1").div_scalar(s);
+        let nll = lse.expect("samples ≥ 1").sub_scalar(s.ln()).neg();
+        (elbo, nll)
+    }
+
+    /// Bernoulli means `σ(dec(z))` for `n` prior samples `z ~ N(0, I)`: `[n, input]`.
+    pub fn sample_images(&self, n: usize, device: &B::Device) -> Tensor<B, 2> {
+        let z = Tensor::random([n, self.latent], Distribution::Normal(0.0, 1.0), device);
+        burn::tensor::activation::sigmoid(self.decode(z))
+    }
+
+    /// Bernoulli means of reconstructions through one posterior sample: `[n, input]`.
+    pub fn reconstruct(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (z, _) = self.sample_posterior(self.encode(x));
+        burn::tensor::activation::sigmoid(self.decode(z))
+    }
+}
+
+impl<B: Backend> Vae<B> {
+    /// `(name, shape)` of every parameter, encoder then decoder.
+    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        record_param_shapes(&self.clone().into_record())
+    }
+}
+
+/// `(name, shape)` of every parameter stored in a model record, in [`Vae::param_shapes`]
+/// order.
+pub fn record_param_shapes<B: Backend>(record: &VaeRecord<B>) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    for (prefix, layers) in [("encoder", &record.encoder), ("decoder", &record.decoder)] {
+        for (i, l) in layers.iter().enumerate() {
+            out.push((format!("{prefix}.{i}.weight"), l.weight.dims().to_vec()));
+            if let Some(b) = &l.bias {
+                out.push((format!("{prefix}.{i}.bias"), b.dims().to_vec()));
+            }
+        }
+    }
+    out
+}
