@@ -1,8 +1,9 @@
 # Recipes for flow-rs. `just --list` shows them.
 
-# Fit flows to Rezende & Mohamed's four potentials; arguments go to cargo (e.g. `just run --features wgpu -- --steps 2000`).
+# Train the VAE with a flow posterior (the main command); arguments go to cargo
+# (e.g. `just run --features wgpu -- --flow radial`).
 run *ARGS:
-    cargo run --release -p potentials {{ARGS}}
+    cargo run --release -p train-vae {{ARGS}}
 
 # The test command (same as CI): every test on ndarray and on wgpu.
 test:
@@ -24,3 +25,8 @@ docs:
 # Regenerate docs/potentials (the table and the figure); takes a while on 2 cores.
 potentials:
     cargo run --release -p potentials -- --out-dir docs/potentials
+
+# train-vae against the PyTorch peer (needs PY=<python with torch + normflows>).
+vae-peer:
+    cargo build --release -p train-vae
+    benches/vae_peer.sh

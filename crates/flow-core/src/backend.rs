@@ -1,12 +1,21 @@
 //! The backend this build's cargo features select, for binaries and examples
-//! (`ndarray` or `wgpu`; `wgpu` wins when both are on). Library code stays generic over
+//! (`ndarray`, `flex` or `wgpu`; `wgpu` wins over `flex`, `flex` over `ndarray`). Library code stays generic over
 //! `B: Backend`; this module only names one concrete choice.
 
 /// The inference backend chosen by features.
+///
+/// For `wgpu` this is the unfused `CubeBackend`, not `burn::backend::Wgpu`: burn 0.21's
+/// fusion layer loses tensor handles when a tensor is used from a second thread
+/// ("Should have handle for tensor", tracel-ai/burn#4328, #4347), and burn-train reads
+/// tensors from its checkpointer and metric threads. Seen here: `train-vae` on wgpu
+/// aborted within a few epochs with fusion, and runs clean without it.
 #[cfg(feature = "wgpu")]
-pub type Inner = burn::backend::Wgpu;
+pub type Inner = burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
 /// The inference backend chosen by features.
-#[cfg(all(feature = "ndarray", not(feature = "wgpu")))]
+#[cfg(all(feature = "flex", not(feature = "wgpu")))]
+pub type Inner = burn::backend::Flex;
+/// The inference backend chosen by features.
+#[cfg(all(feature = "ndarray", not(any(feature = "wgpu", feature = "flex"))))]
 pub type Inner = burn::backend::NdArray;
 
 /// The training backend: [`Inner`] with autodiff.
@@ -15,6 +24,8 @@ pub type Train = burn::backend::Autodiff<Inner>;
 /// Human-readable backend name, for logs and reports.
 pub const NAME: &str = if cfg!(feature = "wgpu") {
     "wgpu"
+} else if cfg!(feature = "flex") {
+    "flex"
 } else {
     "ndarray"
 };

@@ -42,7 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod actnorm;
-#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+#[cfg(any(feature = "ndarray", feature = "flex", feature = "wgpu"))]
 pub mod backend;
 pub mod coupling;
 pub mod distribution;

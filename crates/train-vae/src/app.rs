@@ -219,9 +219,10 @@ pub fn train_command<B: AutodiffBackend>(
             ),
         });
     }
+    // Read the data first: a run directory is only created for a run that can start.
+    let (train, valid, source) = load_split(&config)?;
     std::fs::create_dir_all(&run).map_err(VaeError::io(&run))?;
     report::write_atomic(&run.join("config.toml"), config.to_toml().as_bytes())?;
-    let (train, valid, source) = load_split(&config)?;
     tracing::info!(
         run = %run.display(),
         data = %source,

@@ -52,12 +52,15 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
+    /// The model of the PyTorch peer (`vae_planar.py --variant amortised`), batch 128,
+    /// Adam 1e-3, as there; then 50 epochs with a 10-epoch KL warm-up (the peer trains
+    /// 10 epochs without warm-up: `--epochs 10 --warmup-epochs 0` reproduces its protocol).
     fn default() -> Self {
         Self {
-            epochs: 10,
+            epochs: 50,
             batch_size: 128,
             lr: 1e-3,
-            warmup_epochs: 0,
+            warmup_epochs: 10,
             patience: 10,
             iw_samples: 500,
             iw_rows: 20_000,

@@ -8,8 +8,8 @@
 //! cargo run --release -p train-vae --features wgpu      # the same on the GPU
 //! ```
 
-#[cfg(not(any(feature = "ndarray", feature = "wgpu")))]
-compile_error!("enable a backend feature: `ndarray` (default) or `wgpu`");
+#[cfg(not(any(feature = "ndarray", feature = "flex", feature = "wgpu")))]
+compile_error!("enable a backend feature: `ndarray` (default), `flex` or `wgpu`");
 
 use std::process::ExitCode;
 

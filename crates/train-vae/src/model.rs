@@ -12,7 +12,7 @@
 //! `recon + β·kl` (KL warm-up). Every term is computed on the backend's device.
 
 use burn::{
-    module::Module,
+    module::{Module, ModuleVisitor, Param},
     nn::{Linear, LinearConfig},
     tensor::{Distribution, Tensor, activation::relu, backend::Backend},
 };
@@ -126,13 +126,27 @@ impl ModelConfig {
             self.decoder_hidden.clone(),
             vec![self.input],
         ];
-        Ok(Vae {
+        let vae = Vae {
             encoder: mlp(enc.concat()),
             decoder: mlp(dec.concat()),
             flow: self.flow,
             n_flows: self.flow_steps(),
             latent: self.latent,
-        })
+        };
+        // burn initializes parameters lazily, at first use, and a clone of a module whose
+        // parameters are still uninitialized draws its own values. Drawing them now ties
+        // the weights to the backend seed at construction and makes clones identical.
+        vae.visit(&mut Materialize);
+        Ok(vae)
+    }
+}
+
+/// Forces the (lazy) initialization of every parameter.
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
     }
 }
 

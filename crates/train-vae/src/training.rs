@@ -582,18 +582,22 @@ impl LineRenderer {
     }
 
     fn note(&mut self, state: MetricState) {
-        let entry = match state {
-            MetricState::Generic(e) | MetricState::Numeric(e, _) => e,
-        };
-        let id = format!("{:?}", entry.metric_id);
-        let name = self.names.get(&id).cloned().unwrap_or(id);
-        self.latest.insert(name, entry.serialized_entry.formatted);
+        if let MetricState::Numeric(entry, value) = state {
+            let id = format!("{:?}", entry.metric_id);
+            let name = self.names.get(&id).cloned().unwrap_or(id);
+            self.latest.insert(name, format!("{:.2}", value.current()));
+        }
     }
 
     fn show(&mut self, split: &str, item: &TrainingProgress) {
         let Some(p) = &item.progress else { return };
         let epoch = item.global_progress.items_processed;
-        let metrics = self.latest.values().cloned().collect::<Vec<_>>().join("  ");
+        let metrics = self
+            .latest
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join("  ");
         if let Some(bar) = &self.bar {
             bar.set_length(p.items_total as u64);
             bar.set_position(p.items_processed as u64);

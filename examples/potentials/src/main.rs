@@ -12,6 +12,9 @@
 //! cargo run --release -p potentials --features wgpu -- --steps 2000
 //! ```
 
+#[cfg(not(any(feature = "ndarray", feature = "flex", feature = "wgpu")))]
+compile_error!("enable a backend feature: `ndarray` (default), `flex` or `wgpu`");
+
 mod plot;
 mod targets;
 

@@ -1,0 +1,298 @@
+//! The VAE's bounds against independent references.
+
+use burn::{
+    backend::{Autodiff, NdArray},
+    module::{Module, ModuleVisitor, Param},
+    record::Recorder,
+    tensor::{
+        Tensor, TensorData,
+        backend::{AutodiffBackend, Backend},
+    },
+};
+use train_vae::{
+    VaeError, checkpoint,
+    model::{ModelConfig, Vae},
+    posterior::FlowKind,
+};
+
+type B = NdArray<f64>;
+type Ad = Autodiff<NdArray>;
+
+fn tiny(flow: FlowKind, n_flows: usize) -> ModelConfig {
+    ModelConfig {
+        input: 4,
+        encoder_hidden: vec![8],
+        decoder_hidden: vec![8],
+        latent: 1,
+        flow,
+        n_flows,
+    }
+}
+
+/// `ln p(x) = ln ∫ p(x|z) N(z; 0, 1) dz` by the trapezoid rule on [−12, 12] (f64, host),
+/// with `ln p(x|z)` written out from the decoder's logits.
+fn exact_log_marginal(model: &Vae<B>, x: &[f64]) -> f64 {
+    let (m, lo, hi) = (6001usize, -12.0f64, 12.0f64);
+    let h = (hi - lo) / (m - 1) as f64;
+    let zs: Vec<f64> = (0..m).map(|i| lo + h * i as f64).collect();
+    let logits = model.decode(Tensor::<B, 2>::from_data(
+        TensorData::new(zs.clone(), [m, 1]),
+        &Default::default(),
+    ));
+    let l: Vec<f64> = logits.into_data().convert::<f64>().into_vec().unwrap();
+    let log_sig = |v: f64| {
+        if v >= 0.0 {
+            -(-v).exp().ln_1p()
+        } else {
+            v - v.exp().ln_1p()
+        }
+    };
+    let terms: Vec<f64> = (0..m)
+        .map(|i| {
+            let ll: f64 = (0..x.len())
+                .map(|j| {
+                    let v = l[i * x.len() + j];
+                    if x[j] > 0.5 { log_sig(v) } else { log_sig(-v) }
+                })
+                .sum();
+            let w = if i == 0 || i == m - 1 { 0.5 } else { 1.0 };
+            ll - 0.5 * zs[i] * zs[i] - 0.5 * (2.0 * std::f64::consts::PI).ln() + (w * h).ln()
+        })
+        .collect();
+    let max = terms.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()
+}
+
+#[test]
+fn importance_weighted_nll_converges_to_the_exact_marginal() {
+    let device = Default::default();
+    let xs = [
+        [1.0, 0.0, 1.0, 1.0],
+        [0.0, 0.0, 0.0, 1.0],
+        [1.0, 1.0, 1.0, 1.0],
+    ];
+    for flow in [FlowKind::None, FlowKind::Planar, FlowKind::Radial] {
+        B::seed(&device, 3);
+        let model = tiny(flow, 2).init::<B>(&device).unwrap();
+        let flat: Vec<f64> = xs.iter().flatten().copied().collect();
+        let x = Tensor::<B, 2>::from_data(TensorData::new(flat, [3, 4]), &device);
+        let (elbo, nll) = model.importance_weighted(x.clone(), 20_000, 10_000);
+        let elbo: Vec<f64> = elbo.into_data().convert::<f64>().into_vec().unwrap();
+        let nll: Vec<f64> = nll.into_data().convert::<f64>().into_vec().unwrap();
+        for (i, xi) in xs.iter().enumerate() {
+            let exact = -exact_log_marginal(&model, xi);
+            assert!(
+                (nll[i] - exact).abs() < 0.02,
+                "{flow} x{i}: IW-NLL {} vs exact {exact}",
+                nll[i]
+            );
+            assert!(
+                -elbo[i] >= exact - 0.02,
+                "{flow} x{i}: −ELBO {} below the NLL {exact}",
+                -elbo[i]
+            );
+        }
+        // One sample: the IW bound is the ELBO sample itself.
+        let (e1, n1) = model.importance_weighted(x, 1, 100);
+        let e1: Vec<f64> = e1.into_data().convert::<f64>().into_vec().unwrap();
+        let n1: Vec<f64> = n1.into_data().convert::<f64>().into_vec().unwrap();
+        for i in 0..3 {
+            assert!((e1[i] + n1[i]).abs() < 1e-9);
+        }
+    }
+}
+
+#[test]
+fn log_likelihood_matches_the_bernoulli_formula() {
+    let device = Default::default();
+    let x = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0, 0.0, 1.0, 0.0], [2, 2]), &device);
+    let l = Tensor::<B, 2>::from_data(
+        TensorData::new(vec![2.0, -1.0, -30.0, 40.0], [2, 2]),
+        &device,
+    );
+    let got: Vec<f64> = Vae::<B>::log_likelihood(x, l)
+        .into_data()
+        .convert::<f64>()
+        .into_vec()
+        .unwrap();
+    let s = |v: f64| 1.0 / (1.0 + (-v).exp());
+    let want0 = s(2.0).ln() + (1.0 - s(-1.0)).ln();
+    let want1 = -30.0 - (1.0 + (-30.0f64).exp()).ln() + -40.0 - (1.0 + (-40.0f64).exp()).ln();
+    assert!((got[0] - want0).abs() < 1e-6, "{} vs {want0}", got[0]);
+    assert!((got[1] - want1).abs() < 1e-6, "{} vs {want1}", got[1]);
+}
+
+/// Every parameter of encoder (including the flow columns) and decoder gets a finite,
+/// non-zero gradient from the negative ELBO.
+#[test]
+fn the_elbo_gradient_reaches_every_parameter() {
+    struct Check<'a> {
+        grads: &'a <Ad as AutodiffBackend>::Gradients,
+        bad: Vec<String>,
+        seen: usize,
+    }
+    impl ModuleVisitor<Ad> for Check<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Ad, D>>) {
+            self.seen += 1;
+            match p.val().grad(self.grads) {
+                None => self.bad.push(format!("{} has no gradient", p.id)),
+                Some(g) => {
+                    let g: Vec<f64> = g.into_data().convert::<f64>().into_vec().unwrap();
+                    if g.iter().any(|v| !v.is_finite()) || g.iter().all(|v| *v == 0.0) {
+                        self.bad
+                            .push(format!("{} has a zero or non-finite gradient", p.id));
+                    }
+                }
+            }
+        }
+    }
+    let device = Default::default();
+    for flow in [FlowKind::None, FlowKind::Planar, FlowKind::Radial] {
+        Ad::seed(&device, 1);
+        let cfg = ModelConfig {
+            input: 6,
+            encoder_hidden: vec![16],
+            decoder_hidden: vec![16],
+            latent: 3,
+            flow,
+            n_flows: 3,
+        };
+        let model = cfg.init::<Ad>(&device).unwrap();
+        let x = Tensor::<Ad, 2>::from_data(
+            TensorData::new(
+                (0..48)
+                    .map(|i| ((i * 7) % 3 == 0) as u8 as f32)
+                    .collect::<Vec<_>>(),
+                [8, 6],
+            ),
+            &device,
+        );
+        let t = model.terms(x);
+        let grads = (t.recon + t.kl).mean().backward();
+        let mut check = Check {
+            grads: &grads,
+            bad: Vec::new(),
+            seen: 0,
+        };
+        model.visit(&mut check);
+        assert_eq!(
+            check.seen, 8,
+            "{flow}: 4 linear layers, weight and bias each"
+        );
+        assert!(check.bad.is_empty(), "{flow}: {:?}", check.bad);
+    }
+}
+
+#[test]
+fn impossible_models_are_rejected() {
+    let device = Default::default();
+    let cases = [
+        (
+            ModelConfig {
+                n_flows: 0,
+                ..tiny(FlowKind::Planar, 0)
+            },
+            "n-flows",
+        ),
+        (
+            ModelConfig {
+                latent: 0,
+                ..tiny(FlowKind::None, 0)
+            },
+            "latent",
+        ),
+        (
+            ModelConfig {
+                encoder_hidden: vec![8, 0],
+                ..tiny(FlowKind::None, 0)
+            },
+            "encoder-hidden",
+        ),
+    ];
+    for (cfg, field) in cases {
+        match cfg.init::<B>(&device) {
+            Err(VaeError::Config { field: f, .. }) => assert_eq!(f, field),
+            other => panic!(
+                "{field}: expected a config error, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+    // `none` with K = 0 is fine.
+    assert!(tiny(FlowKind::None, 0).init::<B>(&device).is_ok());
+}
+
+#[test]
+fn checkpoints_round_trip_atomically_and_reject_other_shapes() {
+    let dir = std::env::temp_dir().join(format!("train-vae-ckpt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let device = Default::default();
+    let cfg = tiny(FlowKind::Planar, 2);
+    let model = cfg.init::<NdArray>(&device).unwrap();
+    let path = checkpoint::file(&dir, "model", 3);
+    checkpoint::CheckpointRecorder::default()
+        .record(model.clone().into_record(), path.with_extension(""))
+        .unwrap();
+    assert!(path.is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(checkpoint::dir(&dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    let loaded = checkpoint::load_model::<NdArray>(&path, &cfg, &device).unwrap();
+    let x = Tensor::<NdArray, 2>::from_data(TensorData::new(vec![0.3, -1.0], [2, 1]), &device);
+    // Checkpoints store f32 (full precision for the f32 backends training uses).
+    let a: Vec<f64> = model
+        .decode(x.clone())
+        .into_data()
+        .convert::<f64>()
+        .into_vec()
+        .unwrap();
+    let b: Vec<f64> = loaded
+        .decode(x)
+        .into_data()
+        .convert::<f64>()
+        .into_vec()
+        .unwrap();
+    assert!(
+        a.iter().zip(&b).all(|(u, v)| (u - v).abs() < 1e-5),
+        "{a:?} vs {b:?}"
+    );
+
+    let other = ModelConfig {
+        decoder_hidden: vec![9],
+        ..cfg.clone()
+    };
+    match checkpoint::load_model::<NdArray>(&path, &other, &device) {
+        Err(VaeError::ShapeMismatch {
+            param,
+            found,
+            expected,
+            ..
+        }) => {
+            assert_eq!(param, "decoder.0.weight");
+            assert_eq!((found, expected), (vec![1, 8], vec![1, 9]));
+        }
+        other => panic!("expected a shape mismatch, got {:?}", other.map(|_| ())),
+    }
+    let fewer = ModelConfig {
+        n_flows: 1,
+        ..cfg.clone()
+    };
+    assert!(matches!(
+        checkpoint::load_model::<NdArray>(&path, &fewer, &device),
+        Err(VaeError::ShapeMismatch { .. })
+    ));
+
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = checkpoint::load_model::<NdArray>(&path, &cfg, &device).expect_err("truncated file");
+    assert!(matches!(err, VaeError::Checkpoint { .. }), "{err}");
+    let missing = checkpoint::load_model::<NdArray>(&dir.join("nope.mpk"), &cfg, &device)
+        .err()
+        .unwrap();
+    assert!(missing.to_string().contains("no such file"), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
