@@ -701,6 +701,13 @@ pub struct EpochRecord {
     pub images_per_second: f64,
 }
 
+impl EpochRecord {
+    /// Whether the training loss and the validation −ELBO are finite.
+    pub fn is_finite(&self) -> bool {
+        self.train_loss.is_finite() && self.valid_neg_elbo.is_finite()
+    }
+}
+
 /// Reads the records of a run (`metrics.jsonl`), skipping none: a bad line is an error.
 pub fn read_history(run: &Path) -> Result<Vec<EpochRecord>, VaeError> {
     let path = run.join("metrics.jsonl");
@@ -898,8 +905,11 @@ pub fn train<B: AutodiffBackend>(
     let (history, start) = if resume {
         let history = read_history(run)?;
         let done = checkpoint::complete_epochs(run);
+        // The last epoch that is complete on disk and finite (a diverged epoch may have
+        // been checkpointed before its validation showed it).
         let last = history
             .iter()
+            .take_while(|r| r.is_finite())
             .map(|r| r.epoch)
             .filter(|e| done.contains(e))
             .max()
@@ -987,8 +997,9 @@ pub fn train<B: AutodiffBackend>(
     let _ = training.launch(learner);
 
     let history = read_history(run)?;
-    if interrupter.get_message().as_deref() == Some(DIVERGED) {
-        let epoch = history.last().map_or(first_epoch, |r| r.epoch + 1);
+    let bad = history.iter().find(|r| !r.is_finite()).map(|r| r.epoch);
+    if bad.is_some() || interrupter.get_message().as_deref() == Some(DIVERGED) {
+        let epoch = bad.unwrap_or_else(|| history.last().map_or(first_epoch, |r| r.epoch + 1));
         let last_good = checkpoint::complete_epochs(run)
             .into_iter()
             .filter(|&e| e < epoch)

@@ -332,6 +332,49 @@ fn a_resumed_run_continues_the_uninterrupted_one() {
 }
 
 #[test]
+fn divergence_stops_with_the_last_good_checkpoint() {
+    let dir = temp("diverge");
+    ok(&train(&dir, &["--epochs", "1"]));
+    // Resuming with an absurd learning rate blows the weights up in the next epoch.
+    let out = run(&[
+        "--resume",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--lr",
+        "1e30",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error"))
+        .unwrap_or_default();
+    assert!(line.contains("diverged in epoch 2"), "{stderr}");
+    let good = checkpoint::file(&dir, "model", 1);
+    assert!(line.contains(&good.display().to_string()), "{line}");
+    let cfg = train_vae::config::TrainConfig::from_toml_file(&dir.join("config.toml")).unwrap();
+    checkpoint::load_model::<burn::backend::NdArray>(&good, &cfg.model, &Default::default())
+        .unwrap();
+    // The run resumes from the good epoch with a sane learning rate (the resolved config,
+    // flags included, is the run's config.toml, so the absurd one must be overridden).
+    ok(&run(&[
+        "--resume",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--lr",
+        "0.001",
+    ]));
+    let history = training::read_history(&dir).unwrap();
+    assert!(history.iter().all(|r| r.is_finite()), "{history:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn sigkill_never_leaves_a_corrupt_checkpoint() {
     let dir = temp("kill");
     // One step per epoch and a wide model: checkpoints are written all the time.
