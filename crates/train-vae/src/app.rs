@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     checkpoint,
-    config::{TrainArgs, TrainConfig},
+    config::{TrainArgs, TrainConfig, at_least_one},
     data::{self, Images},
     error::VaeError,
     model::{ModelConfig, Vae},
@@ -47,7 +47,7 @@ pub fn evaluate<B: Backend>(
 ) -> (Evaluation, Vec<f64>) {
     let n = bits.len() / dim;
     let per_chunk = (rows / samples.max(1)).clamp(1, 500);
-    let mut elbo = 0.0;
+    let mut elbos = Vec::with_capacity(n);
     let mut nlls = Vec::with_capacity(n);
     for start in (0..n).step_by(per_chunk) {
         let m = per_chunk.min(n - start);
@@ -56,42 +56,28 @@ pub fn evaluate<B: Backend>(
             device,
         );
         let (e, nll) = model.importance_weighted(x, samples, rows);
-        elbo += e.sum().into_scalar_f64();
-        nlls.extend(
-            nll.into_data()
-                .convert::<f64>()
-                .into_vec::<f64>()
-                .unwrap_or_default(),
-        );
+        // One read per chunk: [elbo; nll] of its m images.
+        let both: Vec<f64> = Tensor::cat(vec![e, nll], 0)
+            .into_data()
+            .convert::<f64>()
+            .into_vec()
+            .unwrap_or_default();
+        elbos.extend_from_slice(&both[..m]);
+        nlls.extend_from_slice(&both[m..]);
         if n >= 10 && (start / per_chunk).is_multiple_of((n / per_chunk / 10).max(1)) {
             tracing::info!("evaluated {}/{n} images", start + m);
         }
     }
-    let nll = nlls.iter().sum::<f64>() / n.max(1) as f64;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / n.max(1) as f64;
     (
         Evaluation {
             images: n,
             samples,
-            elbo: elbo / n.max(1) as f64,
-            nll,
+            elbo: mean(&elbos),
+            nll: mean(&nlls),
         },
         nlls,
     )
-}
-
-trait IntoScalarF64 {
-    fn into_scalar_f64(self) -> f64;
-}
-
-impl<B: Backend> IntoScalarF64 for Tensor<B, 1> {
-    fn into_scalar_f64(self) -> f64 {
-        self.into_data()
-            .convert::<f64>()
-            .into_vec::<f64>()
-            .ok()
-            .and_then(|v| v.first().copied())
-            .unwrap_or(f64::NAN)
-    }
 }
 
 /// UTC `YYYYMMDD-HHMMSS` now (for default run directories).
@@ -406,18 +392,8 @@ pub fn eval_command<B: Backend>(
     args: &EvalArgs,
     device: &B::Device,
 ) -> Result<EvalReport, VaeError> {
-    if args.iw_samples == 0 {
-        return Err(VaeError::Config {
-            field: "iw-samples".into(),
-            reason: "must be at least 1".into(),
-        });
-    }
-    if args.iw_rows == 0 {
-        return Err(VaeError::Config {
-            field: "iw-rows".into(),
-            reason: "must be at least 1".into(),
-        });
-    }
+    at_least_one("iw-samples", args.iw_samples)?;
+    at_least_one("iw-rows", args.iw_rows)?;
     let (file, model_config) = resolve_checkpoint(&args.checkpoint, args.config.as_deref())?;
     let mut images = data::read_images(&args.images)?;
     images.expect_dim(model_config.input, &args.images.display().to_string())?;
@@ -488,12 +464,7 @@ pub fn sample_command<B: Backend>(
     args: &SampleArgs,
     device: &B::Device,
 ) -> Result<PathBuf, VaeError> {
-    if args.n == 0 {
-        return Err(VaeError::Config {
-            field: "n".into(),
-            reason: "must be at least 1".into(),
-        });
-    }
+    at_least_one("n", args.n)?;
     let (file, model_config) = resolve_checkpoint(&args.checkpoint, args.config.as_deref())?;
     let model = checkpoint::load_model::<B>(&file, &model_config, device)?;
     B::seed(device, args.seed);

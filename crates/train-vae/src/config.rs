@@ -84,37 +84,34 @@ fn bad(field: &str, reason: impl Into<String>) -> VaeError {
     }
 }
 
+/// Rejects a zero count for the flag `field`.
+pub fn at_least_one(field: &str, value: usize) -> Result<(), VaeError> {
+    if value == 0 {
+        Err(bad(field, "must be at least 1"))
+    } else {
+        Ok(())
+    }
+}
+
 impl TrainConfig {
     /// Rejects impossible settings with the flag's name.
     pub fn validate(&self) -> Result<(), VaeError> {
         self.model.validate()?;
-        if self.epochs == 0 {
-            return Err(bad("epochs", "must be at least 1"));
-        }
-        if self.batch_size == 0 {
-            return Err(bad("batch-size", "must be at least 1"));
-        }
+        at_least_one("epochs", self.epochs)?;
+        at_least_one("batch-size", self.batch_size)?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(bad(
                 "lr",
                 format!("must be a positive number, got {}", self.lr),
             ));
         }
-        if self.iw_samples == 0 {
-            return Err(bad("iw-samples", "must be at least 1"));
-        }
-        if self.iw_rows == 0 {
-            return Err(bad("iw-rows", "must be at least 1"));
-        }
-        if self.n_valid == 0 {
-            return Err(bad("n-valid", "must be at least 1"));
-        }
+        at_least_one("iw-samples", self.iw_samples)?;
+        at_least_one("iw-rows", self.iw_rows)?;
+        at_least_one("n-valid", self.n_valid)?;
         if self.n_train == Some(0) {
             return Err(bad("n-train", "must be at least 1"));
         }
-        if self.grid == 0 {
-            return Err(bad("grid", "must be at least 1"));
-        }
+        at_least_one("grid", self.grid)?;
         Ok(())
     }
 

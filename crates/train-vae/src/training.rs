@@ -829,10 +829,15 @@ impl EarlyStoppingStrategy for EpochLog {
     }
 }
 
-/// Keeps the last epoch's checkpoint and the best one (lowest validation negative ELBO);
-/// restartable from the run's history.
+/// Keeps the last two epochs' checkpoints and the best one (lowest validation negative
+/// ELBO); restartable from the run's history.
+///
+/// Two, not one: burn-train saves model, optimizer and scheduler on three independent
+/// threads, each deleting its old file after writing its new one. Keeping only the last
+/// epoch, a SIGKILL could leave `model-5` beside `optim-4` and no complete epoch at all
+/// (the SIGKILL test caught it).
 pub struct LastAndBest {
-    last: Option<usize>,
+    recent: Vec<usize>,
     best: Option<(usize, f64)>,
     tally: Tally,
     valid_images: usize,
@@ -842,7 +847,13 @@ impl LastAndBest {
     /// State after `history` (empty for a new run).
     pub fn new(history: &[EpochRecord], tally: Tally, valid_images: usize) -> Self {
         Self {
-            last: history.last().map(|r| r.epoch),
+            recent: history
+                .iter()
+                .rev()
+                .take(2)
+                .rev()
+                .map(|r| r.epoch)
+                .collect(),
             best: best(history).map(|r| (r.epoch, r.valid_neg_elbo)),
             tally,
             valid_images,
@@ -856,19 +867,22 @@ impl CheckpointingStrategy for LastAndBest {
             .tally
             .wait(false, epoch, self.valid_images)
             .map_or(f64::NAN, |s| s.mean(Stat::NegElbo));
-        let mut drop: Vec<usize> = self.last.into_iter().collect();
+        self.recent.push(epoch);
+        let mut drop: Vec<usize> = Vec::new();
+        if self.recent.len() > 2 {
+            drop.push(self.recent.remove(0));
+        }
         if v.is_finite() && self.best.is_none_or(|(_, b)| v < b) {
             drop.extend(self.best.map(|b| b.0));
             self.best = Some((epoch, v));
         }
-        self.last = Some(epoch);
-        let keep = self.best.map(|b| b.0);
+        let best = self.best.map(|b| b.0);
         let mut actions = vec![CheckpointingAction::Save];
         drop.sort_unstable();
         drop.dedup();
         actions.extend(
             drop.into_iter()
-                .filter(|&e| e != epoch && Some(e) != keep)
+                .filter(|e| Some(*e) != best && !self.recent.contains(e))
                 .map(CheckpointingAction::Delete),
         );
         actions

@@ -65,6 +65,8 @@ fn exact_log_marginal(model: &Vae<B>, x: &[f64]) -> f64 {
 
 #[test]
 fn importance_weighted_nll_converges_to_the_exact_marginal() {
+    // The backend RNG is process-wide: keep other tests' draws out of this seeded stream.
+    let _rng = flow_core::testing::exclusive_device();
     let device = Default::default();
     let xs = [
         [1.0, 0.0, 1.0, 1.0],
@@ -126,6 +128,8 @@ fn log_likelihood_matches_the_bernoulli_formula() {
 /// non-zero gradient from the negative ELBO.
 #[test]
 fn the_elbo_gradient_reaches_every_parameter() {
+    // The backend RNG is process-wide: keep other tests' draws out of this seeded stream.
+    let _rng = flow_core::testing::exclusive_device();
     struct Check<'a> {
         grads: &'a <Ad as AutodiffBackend>::Gradients,
         bad: Vec<String>,
@@ -185,6 +189,7 @@ fn the_elbo_gradient_reaches_every_parameter() {
 
 #[test]
 fn impossible_models_are_rejected() {
+    let _rng = flow_core::testing::exclusive_device();
     let device = Default::default();
     let cases = [
         (
@@ -224,6 +229,7 @@ fn impossible_models_are_rejected() {
 
 #[test]
 fn checkpoints_round_trip_atomically_and_reject_other_shapes() {
+    let _rng = flow_core::testing::exclusive_device();
     let dir = std::env::temp_dir().join(format!("train-vae-ckpt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let device = Default::default();
