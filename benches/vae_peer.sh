@@ -8,7 +8,10 @@
 # peer directory, default ../shared/peer), SEEDS (default "0 1 2"), EPOCHS (10), S (500),
 # OUT (runs/vae-peer), BINS ("ndarray=target/release/train-vae": name=binary pairs; build
 # each binary first, e.g. `cargo build --release -p train-vae --features flex` and copy it),
-# FLOWS ("none planar radial"), PEER_FLOWS ("10 0"), EXTRA (more train-vae flags).
+# FLOWS ("none planar radial"), PEER_FLOWS ("10 0"), WARMUP (KL warm-up epochs for both
+# sides, default 0 = the peer's own objective; > 0 runs the peer through
+# benches/peer/vae_planar_warmup.py, its model with train-vae's warm-up), EXTRA (more
+# train-vae flags).
 # Run on an otherwise idle machine: throughput numbers are only comparable then.
 set -euo pipefail
 PY=${PY:?set PY to the peer python (see shared/peer/README.md)}
@@ -20,12 +23,18 @@ OUT=${OUT:-runs/vae-peer}
 BINS=${BINS:-"ndarray=target/release/train-vae"}
 FLOWS=${FLOWS:-"none planar radial"}
 PEER_FLOWS=${PEER_FLOWS-"10 0"}   # flow counts the peer runs ("" = no peer runs)
-EXTRA=${EXTRA:-}                   # extra train-vae flags, e.g. "--warmup-epochs 10"
+WARMUP=${WARMUP:-0}
+EXTRA=${EXTRA:-}                   # extra train-vae flags
 mkdir -p "$OUT"
 for seed in $SEEDS; do
   for k in $PEER_FLOWS; do
     echo "peer: amortised planar K=$k seed $seed" >&2
-    "$PY" "$PEER/vae_planar.py" --variant amortised --flows "$k" --epochs "$EPOCHS" \
+    if [ "$WARMUP" -gt 0 ]; then
+      peer=("$(dirname "$0")/peer/vae_planar_warmup.py" --peer "$PEER" --warmup-epochs "$WARMUP")
+    else
+      peer=("$PEER/vae_planar.py" --variant amortised)
+    fi
+    "$PY" "${peer[@]}" --flows "$k" --epochs "$EPOCHS" \
       --iw-samples "$S" --seed "$seed" --threads 2 >> "$OUT/peer.jsonl"
   done
   for pair in $BINS; do
@@ -35,7 +44,7 @@ for seed in $SEEDS; do
       rm -rf "$dir"
       echo "train-vae ($name): $flow K=10 seed $seed" >&2
       "$bin" --flow "$flow" --n-flows 10 --epochs "$EPOCHS" --patience 0 --iw-samples "$S" \
-        --seed "$seed" --out-dir "$dir" $EXTRA > /dev/null
+        --seed "$seed" --warmup-epochs "$WARMUP" --out-dir "$dir" $EXTRA > /dev/null
       python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d["seed"]=int(sys.argv[2]); print(json.dumps(d))' \
         "$dir/summary.json" "$seed" >> "$OUT/ours.jsonl"
     done
