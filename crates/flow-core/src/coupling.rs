@@ -1,14 +1,17 @@
-//! Coupling layers: NICE additive coupling (Dinh et al. 2014) and RealNVP affine coupling
-//! (Dinh et al. 2017), with an optional context input to the conditioner.
+//! Coupling layers: NICE additive coupling (Dinh et al. 2014), RealNVP affine coupling
+//! (Dinh et al. 2017) and rational-quadratic spline coupling (Durkan et al. 2019), with an
+//! optional context input to the conditioner.
 //!
 //! # Math
 //! Split `x = [x_a, x_b]` with `x_a` the first `⌊d/2⌋` features. A conditioner network
-//! reads `c = [x_a, context]`.
-//! - Affine: `y_a = x_a`, `y_b = x_b ⊙ exp(s(c)) + t(c)`; `ln|det| = Σ s(c)`.
-//!   Inverse: `x_b = (y_b − t(c)) ⊙ exp(−s(c))`, `ln|det| = −Σ s(c)`.
-//!   The log-scale is soft-clamped, `s = S · tanh(s̃ / S)` (`S` = `max_log_scale`), so one
-//!   layer can never scale by more than `e^{±S}`.
+//! reads `c = [x_a, context]` and emits the parameters `θ(c)` of an element-wise bijection
+//! `τ` ([`Elementwise`]): `y_a = x_a`, `y_b = τ(x_b; θ(c))`, and
+//! `ln|det| = Σ_j ln|τ'(x_{b,j})|` (the Jacobian is block-triangular with identity on
+//! `x_a`). The inverse is `x_b = τ⁻¹(y_b; θ(c))`, with `c` read from `y_a = x_a`.
+//! - Affine: `y_b = x_b ⊙ exp(s(c)) + t(c)`; `ln|det| = Σ s(c)`. The log-scale is
+//!   soft-clamped, `s = S · tanh(s̃ / S)`, so one layer never scales by more than `e^{±S}`.
 //! - Additive: `y_b = x_b + t(c)`; `ln|det| = 0` (volume preserving).
+//! - Spline: `y_b = RQS(x_b; θ(c))` with identity tails outside `[−B, B]`.
 //!
 //! The conditioner's last layer starts at zero: a new coupling layer is the identity.
 //! Alternate couplings with a [`crate::Permutation`] so that every feature gets transformed.
@@ -20,9 +23,10 @@ use burn::{
 };
 
 use crate::{
+    elementwise::Elementwise,
     error::FlowError,
     nets::Mlp,
-    ops::{soft_clamp, sum_rows, zero_ladj},
+    ops::sum_rows,
     transform::{Invertible, Transform},
 };
 
@@ -50,22 +54,13 @@ pub fn affine_inverse<B: Backend>(
     ((y - shift) * log_scale.neg().exp(), ladj)
 }
 
-/// Which coupling function transforms `x_b`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum CouplingKind {
-    /// NICE: `y_b = x_b + t(c)`.
-    Additive,
-    /// RealNVP: `y_b = x_b ⊙ exp(s(c)) + t(c)` with a soft-clamped log-scale.
-    Affine,
-}
-
 /// Configuration of a [`Coupling`] layer.
 #[derive(Config, Debug)]
 pub struct CouplingConfig {
     /// Feature dimension `d ≥ 2`.
     pub dim: usize,
-    /// Additive (NICE) or affine (RealNVP).
-    pub kind: CouplingKind,
+    /// The element-wise bijection: additive (NICE), affine (RealNVP) or spline (NSF).
+    pub kind: Elementwise,
     /// Width of the conditioner's hidden layers.
     #[config(default = 64)]
     pub hidden: usize,
@@ -75,9 +70,6 @@ pub struct CouplingConfig {
     /// Width of the context fed to the conditioner (0 = unconditional).
     #[config(default = 0)]
     pub context_dim: usize,
-    /// Bound `S` of the soft-clamped log-scale (affine only).
-    #[config(default = 3.0)]
-    pub max_log_scale: f64,
 }
 
 impl CouplingConfig {
@@ -89,20 +81,10 @@ impl CouplingConfig {
                 self.dim
             )));
         }
-        if self.kind == CouplingKind::Affine
-            && !(self.max_log_scale.is_finite() && self.max_log_scale > 0.0)
-        {
-            return Err(FlowError::InvalidConfig(format!(
-                "max_log_scale must be finite and > 0, got {}",
-                self.max_log_scale
-            )));
-        }
+        self.kind.validate()?;
         let d_a = self.dim / 2;
         let d_b = self.dim - d_a;
-        let outputs = match self.kind {
-            CouplingKind::Additive => d_b,
-            CouplingKind::Affine => 2 * d_b,
-        };
+        let outputs = self.kind.params_per_dim() * d_b;
         Ok(Coupling {
             conditioner: Mlp::new(
                 d_a + self.context_dim,
@@ -113,8 +95,7 @@ impl CouplingConfig {
             )?,
             dim: self.dim,
             context_dim: self.context_dim,
-            affine: self.kind == CouplingKind::Affine,
-            max_log_scale: self.max_log_scale,
+            kind: self.kind,
         })
     }
 }
@@ -125,23 +106,18 @@ pub struct Coupling<B: Backend> {
     conditioner: Mlp<B>,
     dim: usize,
     context_dim: usize,
-    affine: bool,
-    max_log_scale: f64,
+    #[module(skip)]
+    kind: Elementwise,
 }
 
 impl<B: Backend> Coupling<B> {
-    /// Splits `x` and returns `(x_a, x_b, shift, log_scale)` (log-scale `None` if additive).
-    #[allow(clippy::type_complexity)]
+    /// Splits `x` into `(x_a, x_b)` and computes the parameters `[n, P, d_b]` of `x_b`'s map.
     fn split(
         &self,
         x: Tensor<B, 2>,
         context: Option<&Tensor<B, 2>>,
-    ) -> (
-        Tensor<B, 2>,
-        Tensor<B, 2>,
-        Tensor<B, 2>,
-        Option<Tensor<B, 2>>,
-    ) {
+    ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 3>) {
+        let [n, _] = x.dims();
         let d_a = self.dim / 2;
         let d_b = self.dim - d_a;
         let x_a = x.clone().narrow(1, 0, d_a);
@@ -154,14 +130,11 @@ impl<B: Backend> Coupling<B> {
                 self.context_dim
             ),
         };
-        let params = self.conditioner.forward(input);
-        if self.affine {
-            let shift = params.clone().narrow(1, 0, d_b);
-            let log_scale = soft_clamp(params.narrow(1, d_b, d_b), self.max_log_scale);
-            (x_a, x_b, shift, Some(log_scale))
-        } else {
-            (x_a, x_b, params, None)
-        }
+        let params = self
+            .conditioner
+            .forward(input)
+            .reshape([n, self.kind.params_per_dim(), d_b]);
+        (x_a, x_b, params)
     }
 }
 
@@ -177,14 +150,8 @@ impl<B: Backend> Transform<B> for Coupling<B> {
         x: Tensor<B, 2>,
         context: Option<&Tensor<B, 2>>,
     ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        let (x_a, x_b, shift, log_scale) = self.split(x, context);
-        let (y_b, ladj) = match log_scale {
-            Some(s) => affine(x_b, shift, s),
-            None => {
-                let ladj = zero_ladj(&x_b);
-                (x_b + shift, ladj)
-            }
-        };
+        let (x_a, x_b, params) = self.split(x, context);
+        let (y_b, ladj) = self.kind.forward(x_b, params);
         (Tensor::cat(vec![x_a, y_b], 1), ladj)
     }
 }
@@ -195,14 +162,8 @@ impl<B: Backend> Invertible<B> for Coupling<B> {
         y: Tensor<B, 2>,
         context: Option<&Tensor<B, 2>>,
     ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        let (y_a, y_b, shift, log_scale) = self.split(y, context);
-        let (x_b, ladj) = match log_scale {
-            Some(s) => affine_inverse(y_b, shift, s),
-            None => {
-                let ladj = zero_ladj(&y_b);
-                (y_b - shift, ladj)
-            }
-        };
+        let (y_a, y_b, params) = self.split(y, context);
+        let (x_b, ladj) = self.kind.inverse(y_b, params);
         (Tensor::cat(vec![y_a, x_b], 1), ladj)
     }
 }

@@ -7,12 +7,15 @@
 //! `ln q(x) = ln p(z) − ln|det ∂T/∂z|`. Composed maps add their log-determinants.
 //!
 //! Layout:
-//! - pure kernels ([`planar()`], [`radial()`], [`affine()`]): functions of tensors only, whose
-//!   parameters carry a batch dimension or broadcast from one row, so one kernel serves
-//!   global, amortized (encoder-produced) and conditional parameters;
-//! - layers ([`Planar`], [`Radial`], [`Coupling`], [`Permutation`], [`ActNorm`]): burn
-//!   modules built from a `Config`, implementing [`Transform`] (and [`Invertible`] where the
-//!   inverse is analytic);
+//! - pure kernels ([`planar()`], [`radial()`], [`affine()`], [`rq_spline()`] and
+//!   [`rq_spline_inverse()`]): functions of tensors only, whose parameters carry a batch
+//!   dimension or broadcast from one row, so one kernel serves global, amortized
+//!   (encoder-produced) and conditional parameters;
+//! - layers ([`Planar`], [`Radial`], [`Coupling`] with an [`Elementwise`] map (additive,
+//!   affine, spline), [`MaskedAutoregressive`] (MAF; IAF as its [`Inverse`]) on a [`Made`]
+//!   conditioner, [`LuLinear`], [`BatchNorm`], [`Permutation`], [`ActNorm`]): burn modules
+//!   built from a `Config`, implementing [`Transform`] (and [`Invertible`] where the inverse
+//!   is analytic);
 //! - composition: `Vec<T>` and tuples of transforms are transforms; [`Inverse`] flips one;
 //! - [`Distribution`]s: [`StandardNormal`], [`DiagNormal`];
 //! - `testing` (feature `testing`): the verification harness every layer passes.
@@ -21,13 +24,13 @@
 //!
 //! ```
 //! use burn::backend::NdArray;
-//! use flow_core::{CouplingConfig, CouplingKind, Flow, Permutation, StandardNormal};
+//! use flow_core::{CouplingConfig, Elementwise, Flow, Permutation, StandardNormal};
 //! type B = NdArray;
 //! let device = Default::default();
 //! // RealNVP on ℝ²: couplings alternating with a reversal of the features.
 //! let layers: Vec<_> = (0..4)
 //!     .map(|_| {
-//!         let coupling = CouplingConfig::new(2, CouplingKind::Affine).init::<B>(&device)?;
+//!         let coupling = CouplingConfig::new(2, Elementwise::affine()).init::<B>(&device)?;
 //!         Ok((coupling, Permutation::reverse(2, &device)?))
 //!     })
 //!     .collect::<flow_core::Result<_>>()
@@ -42,27 +45,39 @@
 #![warn(missing_docs)]
 
 pub mod actnorm;
+pub mod autoregressive;
 #[cfg(any(feature = "ndarray", feature = "flex", feature = "wgpu"))]
 pub mod backend;
+pub mod batchnorm;
 pub mod coupling;
 pub mod distribution;
+pub mod elementwise;
 pub mod error;
 pub mod flow;
+pub mod lu;
+pub mod made;
 pub mod nets;
 pub mod ops;
 pub mod permutation;
 pub mod planar;
 pub mod radial;
+pub mod spline;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transform;
 
 pub use actnorm::{ActNorm, ActNormConfig};
-pub use coupling::{Coupling, CouplingConfig, CouplingKind, affine, affine_inverse};
+pub use autoregressive::{MaskedAutoregressive, MaskedAutoregressiveConfig};
+pub use batchnorm::{BatchNorm, BatchNormConfig};
+pub use coupling::{Coupling, CouplingConfig, affine, affine_inverse};
 pub use distribution::{DiagNormal, DiagNormalConfig, Distribution, StandardNormal};
+pub use elementwise::Elementwise;
 pub use error::{FlowError, Result};
 pub use flow::{Flow, first_non_finite_row};
+pub use lu::{LuLinear, LuLinearConfig};
+pub use made::{Made, MadeConfig, MaskedLinear, Order};
 pub use permutation::Permutation;
 pub use planar::{Planar, PlanarConfig, planar};
 pub use radial::{Radial, RadialConfig, radial};
+pub use spline::{RqSpline, rq_spline, rq_spline_inverse};
 pub use transform::{Inverse, Invertible, TrainableTransform, Transform};

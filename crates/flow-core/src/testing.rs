@@ -355,6 +355,10 @@ pub fn check_gradients<B: AutodiffBackend, T: Transform<B> + AutodiffModule<B>>(
     }
     impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            // Running statistics (batch norm) are module state, not trainable parameters.
+            if !param.val().is_require_grad() {
+                return;
+            }
             self.checked += 1;
             match param.val().grad(self.grads) {
                 None => self

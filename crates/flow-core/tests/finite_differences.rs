@@ -8,7 +8,8 @@ mod common;
 
 use common::*;
 use flow_core::{
-    ActNormConfig, CouplingConfig, CouplingKind, Inverse, Permutation, PlanarConfig, RadialConfig,
+    ActNormConfig, BatchNormConfig, CouplingConfig, Elementwise, Inverse, LuLinearConfig,
+    MaskedAutoregressiveConfig, Order, Permutation, PlanarConfig, RadialConfig,
     testing::{self, randomize, standard_inputs},
 };
 
@@ -35,7 +36,11 @@ fn ladj_matches_central_differences_in_f64() {
         0.3,
     );
     testing::check_ladj_finite_diff(&radial, x.clone(), None, h, tol).unwrap();
-    for kind in [CouplingKind::Additive, CouplingKind::Affine] {
+    for kind in [
+        Elementwise::Additive,
+        Elementwise::affine(),
+        Elementwise::spline(5, 1.5),
+    ] {
         let coupling = randomize(
             CouplingConfig::new(4, kind)
                 .with_hidden(8)
@@ -52,7 +57,41 @@ fn ladj_matches_central_differences_in_f64() {
     let actnorm = randomize(ActNormConfig::new(4).init::<Nd64>(&device).unwrap(), 0.5);
     testing::check_ladj_finite_diff(&actnorm, x.clone(), None, h, tol).unwrap();
     let perm = Permutation::<Nd64>::random(4, 3, &device).unwrap();
-    testing::check_ladj_finite_diff(&perm, x, None, h, tol).unwrap();
+    testing::check_ladj_finite_diff(&perm, x.clone(), None, h, tol).unwrap();
+    // MAF (D-pass forward) and IAF (its inverse), affine and spline, with a context.
+    for kind in [Elementwise::affine(), Elementwise::spline(4, 2.0)] {
+        let maf = randomize(
+            MaskedAutoregressiveConfig::new(4, kind)
+                .with_hidden(12)
+                .with_context_dim(2)
+                .with_order(Order::Random(5))
+                .init::<Nd64>(&device)
+                .unwrap(),
+            0.5,
+        );
+        let ctx = standard_inputs::<Nd64>(6, 2, 14, &device);
+        // A smaller step: steep random splines have large third derivatives (the central
+        // difference's truncation error is h²·y‴/6).
+        let h = 1e-6;
+        testing::check_ladj_finite_diff(&maf, x.clone(), Some(&ctx), h, tol).unwrap();
+        let iaf = Inverse::new(maf);
+        testing::check_ladj_finite_diff(&iaf, x.clone(), Some(&ctx), h, tol).unwrap();
+    }
+    let lu = randomize(
+        LuLinearConfig::new(4)
+            .with_permutation_seed(Some(2))
+            .init::<Nd64>(&device)
+            .unwrap(),
+        0.5,
+    );
+    testing::check_ladj_finite_diff(&lu, x.clone(), None, h, tol).unwrap();
+    testing::check_ladj_finite_diff(&Inverse::new(lu), x.clone(), None, h, tol).unwrap();
+    // Batch norm in evaluation (no autodiff: running averages), both directions.
+    // (randomize perturbs the running averages too: 0.2 keeps the variance positive)
+    let bn = randomize(BatchNormConfig::new(4).init::<Nd64>(&device).unwrap(), 0.2);
+    testing::check_ladj_finite_diff(&bn, x.clone(), None, h, tol).unwrap();
+    testing::check_round_trip(&bn, x.clone(), None, 1e-12).unwrap();
+    testing::check_ladj_finite_diff(&Inverse::new(bn), x, None, h, tol).unwrap();
 }
 
 /// The finite-difference check can fail: a flipped-sign ladj is rejected.
@@ -61,7 +100,7 @@ fn central_differences_reject_a_wrong_ladj() {
     let device = Default::default();
     let x = standard_inputs::<Nd64>(6, 4, 13, &device);
     let inner = randomize(
-        CouplingConfig::new(4, CouplingKind::Affine)
+        CouplingConfig::new(4, Elementwise::affine())
             .with_hidden(8)
             .init::<Nd64>(&device)
             .unwrap(),

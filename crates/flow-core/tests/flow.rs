@@ -6,7 +6,7 @@ mod common;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use flow_core::{
-    ActNormConfig, CouplingConfig, CouplingKind, DiagNormalConfig, Distribution, Flow, FlowError,
+    ActNormConfig, CouplingConfig, DiagNormalConfig, Distribution, Elementwise, Flow, FlowError,
     Permutation, PlanarConfig, RadialConfig, StandardNormal,
     testing::{randomize, standard_inputs},
 };
@@ -19,7 +19,7 @@ fn realnvp<B: Backend>(
 ) -> Vec<(flow_core::Coupling<B>, Permutation<B>)> {
     (0..layers)
         .map(|i| {
-            let c = CouplingConfig::new(dim, CouplingKind::Affine)
+            let c = CouplingConfig::new(dim, Elementwise::affine())
                 .with_hidden(16)
                 .init::<B>(device)
                 .unwrap();
@@ -162,7 +162,7 @@ fn actnorm_data_init_through_flow() {
     let layers = (
         ActNormConfig::new(2).init::<NdAd>(&device).unwrap(),
         // At initialisation a coupling layer is the identity, so the actnorm sees the data.
-        CouplingConfig::new(2, CouplingKind::Affine)
+        CouplingConfig::new(2, Elementwise::affine())
             .init::<NdAd>(&device)
             .unwrap(),
     );
@@ -246,13 +246,13 @@ fn bad_input_gets_typed_errors() {
     // Nested compositions name the layer by its path.
     let nested = vec![
         (
-            CouplingConfig::new(2, CouplingKind::Affine)
+            CouplingConfig::new(2, Elementwise::affine())
                 .init::<B>(&device)
                 .unwrap(),
             Permutation::reverse(2, &device).unwrap(),
         ),
         (
-            CouplingConfig::new(2, CouplingKind::Affine)
+            CouplingConfig::new(2, Elementwise::affine())
                 .init::<B>(&device)
                 .unwrap(),
             Permutation::reverse(3, &device).unwrap(),
@@ -270,7 +270,7 @@ fn bad_input_gets_typed_errors() {
     assert!(err.to_string().contains("layer 1.1"), "{err}");
     // Layers that want contexts of different widths cannot be composed.
     let ctx = |w| {
-        CouplingConfig::new(2, CouplingKind::Affine)
+        CouplingConfig::new(2, Elementwise::affine())
             .with_context_dim(w)
             .init::<B>(&device)
             .unwrap()
@@ -304,13 +304,13 @@ fn bad_input_gets_typed_errors() {
     // Impossible configurations.
     assert!(StandardNormal::new(0).is_err());
     assert!(
-        CouplingConfig::new(1, CouplingKind::Affine)
+        CouplingConfig::new(1, Elementwise::affine())
             .init::<B>(&device)
             .is_err()
     );
     assert!(Permutation::<B>::from_order(&[0, 0, 1], &device).is_err());
     // A conditional flow without its context, or with a short one.
-    let cond = CouplingConfig::new(2, CouplingKind::Affine)
+    let cond = CouplingConfig::new(2, Elementwise::affine())
         .with_context_dim(3)
         .init::<B>(&device)
         .unwrap();

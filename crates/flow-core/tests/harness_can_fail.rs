@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use common::*;
 use flow_core::{
-    Coupling, CouplingConfig, CouplingKind, Invertible, Planar, PlanarConfig, Transform,
+    Coupling, CouplingConfig, Elementwise, Invertible, Planar, PlanarConfig, Transform,
     testing::{
         check_batch_consistency, check_extreme, check_invertible, check_ladj_autodiff,
         check_round_trip, check_transform, randomize, standard_inputs,
@@ -91,7 +91,7 @@ impl<B: Backend> Invertible<B> for NanFirstRow<B> {
 
 fn wrong_inverse_fails<B: AutodiffBackend>(device: &B::Device) {
     let inner = randomize(
-        CouplingConfig::new(4, CouplingKind::Affine)
+        CouplingConfig::new(4, Elementwise::affine())
             .init::<B>(device)
             .unwrap(),
         0.3,
@@ -103,7 +103,7 @@ fn wrong_inverse_fails<B: AutodiffBackend>(device: &B::Device) {
 
 fn nan_is_never_within_tolerance<B: AutodiffBackend>(device: &B::Device) {
     let inner = randomize(
-        CouplingConfig::new(4, CouplingKind::Affine)
+        CouplingConfig::new(4, Elementwise::affine())
             .init::<B>(device)
             .unwrap(),
         0.3,
@@ -118,7 +118,7 @@ fn nan_is_never_within_tolerance<B: AutodiffBackend>(device: &B::Device) {
 
 fn flipped_sign_fails<B: AutodiffBackend>(device: &B::Device) {
     let inner = randomize(
-        CouplingConfig::new(4, CouplingKind::Affine)
+        CouplingConfig::new(4, Elementwise::affine())
             .init::<B>(device)
             .unwrap(),
         0.3,

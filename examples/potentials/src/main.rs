@@ -27,7 +27,7 @@ use burn::{
 };
 use clap::Parser;
 use flow_core::{
-    CouplingConfig, CouplingKind, DiagNormal, DiagNormalConfig, Flow, Permutation, PlanarConfig,
+    CouplingConfig, DiagNormal, DiagNormalConfig, Elementwise, Flow, Permutation, PlanarConfig,
     RadialConfig, TrainableTransform, Transform, ops::logsumexp,
 };
 use tracing::info;
@@ -398,7 +398,7 @@ fn run_spec(
         Spec::RealNvp(k) => {
             let layers = (0..k)
                 .map(|_| {
-                    let coupling = CouplingConfig::new(2, CouplingKind::Affine)
+                    let coupling = CouplingConfig::new(2, Elementwise::affine())
                         .with_hidden(32)
                         .init(&device)?;
                     Ok((coupling, Permutation::reverse(2, &device)?))

@@ -1,0 +1,139 @@
+//! The element-wise bijections that coupling and autoregressive layers apply, each
+//! feature with its own parameters: additive, affine, rational-quadratic spline.
+//!
+//! # Math
+//! For one feature `x` with parameters `θ` (produced by a conditioner):
+//! - additive: `y = x + t`, `ln|dy/dx| = 0`;
+//! - affine: `y = x·exp(s) + t` with `s = S·tanh(ŝ/S)` soft-clamped (`S` = `max_log_scale`),
+//!   `ln|dy/dx| = s`;
+//! - spline: `y = RQS(x; ŵ, ĥ, δ̂)` ([`crate::spline`]), identity outside `[−B, B]`.
+//!
+//! Parameters arrive *parameter-major*: `params: [m, P, d]` holds parameter `p` of feature
+//! `j` at `[·, p, j]` (`P` = [`Elementwise::params_per_dim`]). For the affine map `p = 0`
+//! is the shift and `p = 1` the log-scale; for the spline `0..K` are the widths, `K..2K`
+//! the heights and `2K..3K−1` the interior derivatives. All-zero parameters are the
+//! identity for every kind, so a conditioner whose last layer starts at zero makes a new
+//! layer start at the identity.
+
+use burn::tensor::{Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    coupling::{affine, affine_inverse},
+    error::{FlowError, Result},
+    ops::{soft_clamp, zero_ladj},
+    spline::{RqSpline, rq_spline, rq_spline_inverse},
+};
+
+/// Which element-wise bijection a coupling or autoregressive layer applies.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Elementwise {
+    /// NICE: `y = x + t` (volume preserving).
+    Additive,
+    /// RealNVP / MAF: `y = x·exp(s) + t`, the log-scale soft-clamped to `(−S, S)`.
+    Affine {
+        /// The bound `S` of the log-scale.
+        max_log_scale: f64,
+    },
+    /// Neural spline flows: a rational-quadratic spline per feature.
+    Spline(RqSpline),
+}
+
+impl Elementwise {
+    /// Affine with the log-scale bounded by 3 (one layer scales by at most `e³`).
+    pub fn affine() -> Self {
+        Elementwise::Affine { max_log_scale: 3.0 }
+    }
+
+    /// A spline with `bins` bins on `[−bound, bound]` and nflows' minimum sizes.
+    pub fn spline(bins: usize, bound: f64) -> Self {
+        Elementwise::Spline(RqSpline::new(bins, bound))
+    }
+
+    /// Number of parameters `P` per transformed feature.
+    pub fn params_per_dim(&self) -> usize {
+        match self {
+            Elementwise::Additive => 1,
+            Elementwise::Affine { .. } => 2,
+            Elementwise::Spline(spec) => spec.params_per_dim(),
+        }
+    }
+
+    /// Checks the kind's own settings.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Elementwise::Additive => Ok(()),
+            Elementwise::Affine { max_log_scale } => {
+                if max_log_scale.is_finite() && *max_log_scale > 0.0 {
+                    Ok(())
+                } else {
+                    Err(FlowError::InvalidConfig(format!(
+                        "max_log_scale must be finite and > 0, got {max_log_scale}"
+                    )))
+                }
+            }
+            Elementwise::Spline(spec) => spec.validate(),
+        }
+    }
+
+    /// `y = τ(x; θ)`, `ladj = Σ_j ln|∂y_j/∂x_j|`: `x: [n, d]`, `params: [m, P, d]` with
+    /// `m ∈ {1, n}` → `([n, d], [n])`.
+    pub fn forward<B: Backend>(
+        &self,
+        x: Tensor<B, 2>,
+        params: Tensor<B, 3>,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        match self {
+            Elementwise::Additive => {
+                let ladj = zero_ladj(&x);
+                (x + param(&params, 0), ladj)
+            }
+            Elementwise::Affine { max_log_scale } => {
+                let log_scale = soft_clamp(param(&params, 1), *max_log_scale);
+                affine(x, param(&params, 0), log_scale)
+            }
+            Elementwise::Spline(spec) => {
+                let [w, h, d] = spline_params(params, spec.bins);
+                rq_spline(x, w, h, d, spec)
+            }
+        }
+    }
+
+    /// `x = τ⁻¹(y; θ)`, `ladj = Σ_j ln|∂x_j/∂y_j|`; shapes as in [`Elementwise::forward`].
+    pub fn inverse<B: Backend>(
+        &self,
+        y: Tensor<B, 2>,
+        params: Tensor<B, 3>,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        match self {
+            Elementwise::Additive => {
+                let ladj = zero_ladj(&y);
+                (y - param(&params, 0), ladj)
+            }
+            Elementwise::Affine { max_log_scale } => {
+                let log_scale = soft_clamp(param(&params, 1), *max_log_scale);
+                affine_inverse(y, param(&params, 0), log_scale)
+            }
+            Elementwise::Spline(spec) => {
+                let [w, h, d] = spline_params(params, spec.bins);
+                rq_spline_inverse(y, w, h, d, spec)
+            }
+        }
+    }
+}
+
+/// Parameter `p` of every feature: `[m, P, d] -> [m, d]`.
+fn param<B: Backend>(params: &Tensor<B, 3>, p: usize) -> Tensor<B, 2> {
+    let [m, _, d] = params.dims();
+    params.clone().narrow(1, p, 1).reshape([m, d])
+}
+
+/// Widths, heights and derivatives `[m, d, ·]` from parameter-major `[m, 3K − 1, d]`.
+fn spline_params<B: Backend>(params: Tensor<B, 3>, bins: usize) -> [Tensor<B, 3>; 3] {
+    let per_dim = params.swap_dims(1, 2);
+    [
+        per_dim.clone().narrow(2, 0, bins),
+        per_dim.clone().narrow(2, bins, bins),
+        per_dim.narrow(2, 2 * bins, bins - 1),
+    ]
+}
