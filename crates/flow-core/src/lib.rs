@@ -17,6 +17,7 @@
 //!   built from a `Config`, implementing [`Transform`] (and [`Invertible`] where the inverse
 //!   is analytic);
 //! - composition: `Vec<T>` and tuples of transforms are transforms; [`Inverse`] flips one;
+//!   [`Layer`] holds any invertible layer, for stacks chosen at run time;
 //! - [`Distribution`]s: [`StandardNormal`], [`DiagNormal`];
 //! - `testing` (feature `testing`): the verification harness every layer passes.
 //!
@@ -54,6 +55,7 @@ pub mod distribution;
 pub mod elementwise;
 pub mod error;
 pub mod flow;
+pub mod layer;
 pub mod lu;
 pub mod made;
 pub mod nets;
@@ -74,6 +76,7 @@ pub use distribution::{DiagNormal, DiagNormalConfig, Distribution, StandardNorma
 pub use elementwise::Elementwise;
 pub use error::{FlowError, Result};
 pub use flow::{Flow, first_non_finite_row};
+pub use layer::Layer;
 pub use lu::{LuLinear, LuLinearConfig};
 pub use made::{Made, MadeConfig, MaskedLinear, Order};
 pub use permutation::Permutation;

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::tensor::TensorData;
 use common::*;
 use flow_core::{
-    ActNormConfig, BatchNormConfig, CouplingConfig, Elementwise, Inverse, Invertible,
+    ActNormConfig, BatchNormConfig, CouplingConfig, Elementwise, Inverse, Invertible, Layer,
     LuLinearConfig, MaskedAutoregressiveConfig, Order, Permutation, PlanarConfig, RadialConfig,
     RqSpline, Transform, rq_spline, rq_spline_inverse,
     testing::{self, check_invertible, check_transform, randomize, standard_inputs},
@@ -348,7 +348,44 @@ fn batchnorm_training<B: AutodiffBackend>(device: &B::Device) {
     assert!(report.is_ok(), "{report:?}");
 }
 
+/// A run-time stack of every layer kind, as `Vec<Layer>`, through the harness.
+fn layer_stack<B: AutodiffBackend>(device: &B::Device) {
+    let d = 4;
+    let layers: Vec<Layer<B>> = vec![
+        ActNormConfig::new(d).init(device).unwrap().into(),
+        CouplingConfig::new(d, Elementwise::spline(4, 2.0))
+            .with_hidden(8)
+            .init(device)
+            .unwrap()
+            .into(),
+        LuLinearConfig::new(d)
+            .with_permutation_seed(Some(3))
+            .init(device)
+            .unwrap()
+            .into(),
+        MaskedAutoregressiveConfig::new(d, Elementwise::affine())
+            .with_hidden(8)
+            .init(device)
+            .unwrap()
+            .into(),
+        Permutation::reverse(d, device).unwrap().into(),
+        Inverse::new(
+            MaskedAutoregressiveConfig::new(d, Elementwise::affine())
+                .with_hidden(8)
+                .init(device)
+                .unwrap(),
+        )
+        .into(),
+    ];
+    let layers = randomize(layers, 0.2);
+    let x = standard_inputs::<B>(N, d, 15, device);
+    let report = check_invertible(&layers, x, None, SPLINE_TOL).unwrap();
+    // actnorm 2, coupling 6, LU 4, MAF 6, IAF 6.
+    assert_eq!(report.params_checked, 24);
+}
+
 on_backends! {
+    layer_stack_passes_harness => layer_stack;
     spline_coupling_passes_harness => spline_coupling;
     spline_edges_are_finite => spline_edges;
     maf_affine_passes_harness => maf_affine;
