@@ -15,7 +15,6 @@
 #[cfg(not(any(feature = "ndarray", feature = "flex", feature = "wgpu")))]
 compile_error!("enable a backend feature: `ndarray` (default), `flex` or `wgpu`");
 
-mod plot;
 mod targets;
 
 use std::{fmt::Write as _, path::PathBuf, time::Instant};
@@ -33,7 +32,7 @@ use flow_core::{
 use tracing::info;
 
 use flow_core::backend::{self, Inner, Train};
-use plot::Panel;
+use flow_plots::{Panel, Window};
 use targets::Target;
 
 /// A flow family and its length K.
@@ -299,28 +298,14 @@ fn histogram<T: Transform<Inner>>(
             .convert::<f64>()
             .into_vec()
             .expect("float data");
-        for p in z.chunks_exact(2) {
-            let bin = |v: f64| ((v + 4.0) / 8.0 * res as f64).floor();
-            let (j, i) = (bin(p[0]), bin(p[1]));
-            if (0.0..res as f64).contains(&i) && (0.0..res as f64).contains(&j) {
-                counts[i as usize * res + j as usize] += 1.0;
-            }
+        Window {
+            lo: -4.0,
+            hi: 4.0,
+            res,
         }
+        .histogram(&z, &mut counts);
     }
     Ok(counts)
-}
-
-/// Points of a `res × res` grid of cell centres on `[lo, hi]²`, row = z₂, as `[res², 2]`.
-fn grid(lo: f64, hi: f64, res: usize, rows: std::ops::Range<usize>) -> Vec<f32> {
-    let h = (hi - lo) / res as f64;
-    rows.flat_map(|k| {
-        let (i, j) = (k / res, k % res);
-        [
-            (lo + (j as f64 + 0.5) * h) as f32,
-            (lo + (i as f64 + 0.5) * h) as f32,
-        ]
-    })
-    .collect()
 }
 
 /// `−U` on the cells of a `res × res` grid over `[lo, hi]²`, computed in chunks.
@@ -330,7 +315,7 @@ fn neg_energy_grid(target: Target, lo: f64, hi: f64, res: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(total);
     let mut start = 0;
     for m in chunks(total) {
-        let pts = grid(lo, hi, res, start..start + m);
+        let pts = Window { lo, hi, res }.centres(start..start + m);
         let z = Tensor::<Inner, 2>::from_data(TensorData::new(pts, [m, 2]), &device);
         out.extend(host(target.energy(z).neg()));
         start += m;
@@ -348,7 +333,7 @@ fn log_normalizer(target: Target, wall: Option<f64>) -> f64 {
     let mut partial = Vec::new();
     let mut start = 0;
     for m in chunks(res * res) {
-        let pts = grid(lo, hi, res, start..start + m);
+        let pts = Window { lo, hi, res }.centres(start..start + m);
         let z = Tensor::<Inner, 2>::from_data(TensorData::new(pts, [m, 2]), &device);
         let neg_u = target.confined_energy(z, wall).neg().reshape([1, m]);
         partial.extend(host(logsumexp(neg_u, 1).reshape([1])));
@@ -514,7 +499,7 @@ fn write_reports(
             (format!("U{}", t.number()), panels)
         })
         .collect();
-    plot::write_grid(&args.out_dir.join("potentials.png"), res, &rows)?;
+    flow_plots::write_grid(&args.out_dir.join("potentials.png"), res, &rows)?;
     info!(dir = %args.out_dir.display(), "wrote results.md, results.jsonl, potentials.png");
     print!("{md}");
     Ok(())

@@ -1,0 +1,147 @@
+//! PNG figures shared by the programs of this workspace: grids of 2-D density panels on a
+//! square window, and the helpers that fill them (cell centres to evaluate a density on,
+//! histograms of samples).
+//!
+//! Panels are `res × res` images of non-negative values, row-major, with the second
+//! coordinate growing upward from row 0 at the bottom and the first growing to the right.
+
+use std::path::Path;
+
+use plotters::{prelude::*, style::colors::colormaps::ViridisRGB};
+
+static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");
+
+/// One panel of a grid: values on the window's cells and a title.
+pub struct Panel {
+    /// `res × res` non-negative values (scaled to their own 99.5th percentile when drawn).
+    pub values: Vec<f64>,
+    /// Title shown above the panel.
+    pub title: String,
+}
+
+/// A square window `[lo, hi]²` cut into `res × res` cells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// Lower edge of both coordinates.
+    pub lo: f64,
+    /// Upper edge of both coordinates.
+    pub hi: f64,
+    /// Cells per side.
+    pub res: usize,
+}
+
+impl Window {
+    /// Centres of the cells with flat index in `cells` (`index = row · res + column`), as
+    /// interleaved `(x₁, x₂)` pairs.
+    pub fn centres(&self, cells: std::ops::Range<usize>) -> Vec<f32> {
+        let h = (self.hi - self.lo) / self.res as f64;
+        cells
+            .flat_map(|k| {
+                let (i, j) = (k / self.res, k % self.res);
+                [
+                    (self.lo + (j as f64 + 0.5) * h) as f32,
+                    (self.lo + (i as f64 + 0.5) * h) as f32,
+                ]
+            })
+            .collect()
+    }
+
+    /// Adds the interleaved `(x₁, x₂)` points to the cell counts `counts` (`res²`); points
+    /// outside the window are dropped.
+    pub fn histogram(&self, points: &[f64], counts: &mut [f64]) {
+        let res = self.res as f64;
+        let bin = |v: f64| ((v - self.lo) / (self.hi - self.lo) * res).floor();
+        for p in points.chunks_exact(2) {
+            let (j, i) = (bin(p[0]), bin(p[1]));
+            if (0.0..res).contains(&i) && (0.0..res).contains(&j) {
+                counts[i as usize * self.res + j as usize] += 1.0;
+            }
+        }
+    }
+}
+
+/// The 99.5th percentile of the positive values: a few spiky cells must not wash out the
+/// rest of the panel.
+fn robust_max(values: &[f64]) -> f64 {
+    let mut positive: Vec<f64> = values.iter().copied().filter(|v| *v > 0.0).collect();
+    if positive.is_empty() {
+        return 1.0;
+    }
+    positive.sort_by(f64::total_cmp);
+    positive[(positive.len() - 1) * 995 / 1000]
+}
+
+/// Writes `rows` of (label, panels) as one PNG (viridis colours); every panel is
+/// `res × res` and every row has the same number of panels.
+pub fn write_grid(path: &Path, res: usize, rows: &[(String, Vec<Panel>)]) -> Result<(), String> {
+    // Registering twice is harmless; the font is needed only for titles.
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| "embedded font is invalid".to_string())?;
+    let cols = rows.first().map_or(0, |r| r.1.len());
+    let label_w = if rows.iter().any(|r| !r.0.is_empty()) {
+        70u32
+    } else {
+        0
+    };
+    let (title_h, gap) = (26u32, 6u32);
+    let cell = res as u32 + gap;
+    let width = label_w + cols as u32 * cell;
+    let height = title_h + rows.len() as u32 * (cell + title_h);
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let title_style = ("sans-serif", 15).into_font().color(&BLACK);
+    let label_style = ("sans-serif", 20).into_font().color(&BLACK);
+    for (r, (label, panels)) in rows.iter().enumerate() {
+        let top = title_h + r as u32 * (cell + title_h);
+        root.draw_text(
+            label,
+            &label_style,
+            (8, (top + title_h + res as u32 / 2) as i32),
+        )
+        .map_err(|e| e.to_string())?;
+        for (c, panel) in panels.iter().enumerate() {
+            let left = label_w + c as u32 * cell;
+            root.draw_text(
+                &panel.title,
+                &title_style,
+                (left as i32 + 4, top as i32 + 4),
+            )
+            .map_err(|e| e.to_string())?;
+            let max = robust_max(&panel.values);
+            for i in 0..res {
+                for j in 0..res {
+                    let v = (panel.values[i * res + j] / max).clamp(0.0, 1.0);
+                    let color = ViridisRGB::get_color(v as f32);
+                    // Row i counts from the bottom; image y grows downward.
+                    let x = (left + j as u32) as i32;
+                    let y = (top + title_h + (res - 1 - i) as u32) as i32;
+                    root.draw_pixel((x, y), &color).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centres_and_histogram_agree() {
+        let w = Window {
+            lo: -4.0,
+            hi: 4.0,
+            res: 8,
+        };
+        let centres: Vec<f64> = w.centres(0..64).into_iter().map(f64::from).collect();
+        let mut counts = vec![0.0; 64];
+        w.histogram(&centres, &mut counts);
+        assert!(counts.iter().all(|&c| c == 1.0), "{counts:?}");
+        // Cell 9 is row 1, column 1: centre (−2.5, −2.5).
+        assert_eq!(&centres[18..20], &[-2.5, -2.5]);
+        w.histogram(&[10.0, 0.0, 0.0, -4.5], &mut counts);
+        assert_eq!(counts.iter().sum::<f64>(), 64.0);
+    }
+}
