@@ -8,7 +8,7 @@
 # peer directory, default ../shared/peer), SEEDS (default "0 1 2"), EPOCHS (10), S (500),
 # OUT (runs/vae-peer), BINS ("ndarray=target/release/train-vae": name=binary pairs; build
 # each binary first, e.g. `cargo build --release -p train-vae --features flex` and copy it),
-# FLOWS ("none planar radial"), PEER_FLOWS ("10 0"), WARMUP (KL warm-up epochs for both
+# FLOWS ("none planar radial"; also iaf), NFLOWS (their K, 10), PEER_FLOWS ("10 0"), WARMUP (KL warm-up epochs for both
 # sides, default 0 = the peer's own objective; > 0 runs the peer through
 # benches/peer/vae_planar_warmup.py, its model with train-vae's warm-up), EXTRA (more
 # train-vae flags).
@@ -24,6 +24,7 @@ BINS=${BINS:-"ndarray=target/release/train-vae"}
 FLOWS=${FLOWS:-"none planar radial"}
 PEER_FLOWS=${PEER_FLOWS-"10 0"}   # flow counts the peer runs ("" = no peer runs)
 WARMUP=${WARMUP:-0}
+NFLOWS=${NFLOWS:-10}               # flow steps K of train-vae's posteriors
 EXTRA=${EXTRA:-}                   # extra train-vae flags
 mkdir -p "$OUT"
 for seed in $SEEDS; do
@@ -42,8 +43,8 @@ for seed in $SEEDS; do
     for flow in $FLOWS; do
       dir="$OUT/$name-$flow-$seed"
       rm -rf "$dir"
-      echo "train-vae ($name): $flow K=10 seed $seed" >&2
-      "$bin" --flow "$flow" --n-flows 10 --epochs "$EPOCHS" --patience 0 --iw-samples "$S" \
+      echo "train-vae ($name): $flow K=$NFLOWS seed $seed" >&2
+      "$bin" --flow "$flow" --n-flows "$NFLOWS" --epochs "$EPOCHS" --patience 0 --iw-samples "$S" \
         --seed "$seed" --warmup-epochs "$WARMUP" --out-dir "$dir" $EXTRA > /dev/null
       python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d["seed"]=int(sys.argv[2]); print(json.dumps(d))' \
         "$dir/summary.json" "$seed" >> "$OUT/ours.jsonl"

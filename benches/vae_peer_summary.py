@@ -26,7 +26,7 @@ for k, flow in [(10, "planar K=10"), (0, "none K=0")]:
     rows.append(("PyTorch peer", flow, len(rs), -med([r["val_elbo"] for r in rs]),
                  med(nll), min(nll), max(nll), rate, 1.0))
 for backend in sorted({r["backend"] for r in ours}):
-    for flow in ["none K=0", "planar K=10", "radial K=10"]:
+    for flow in sorted({r["flow"] for r in ours if r["backend"] == backend}):
         rs = [r for r in ours if r["backend"] == backend and r["flow"] == flow]
         if not rs:
             continue

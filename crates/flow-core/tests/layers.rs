@@ -162,7 +162,7 @@ fn compositions<B: AutodiffBackend>(device: &B::Device) {
 fn spline_coupling<B: AutodiffBackend>(device: &B::Device) {
     // A narrow interval, so that some inputs fall in the identity tails.
     let kind = Elementwise::spline(5, 1.5);
-    for (dim, context_dim) in [(2, 0), (5, 0), (3, 2)] {
+    for (dim, context_dim) in [(2, 0), (3, 2)] {
         let layer = CouplingConfig::new(dim, kind)
             .with_hidden(16)
             .with_context_dim(context_dim)
@@ -246,12 +246,8 @@ fn spline_edges<B: AutodiffBackend>(device: &B::Device) {
 }
 
 fn autoregressive<B: AutodiffBackend>(kind: Elementwise, tol: f64, device: &B::Device) {
-    for (dim, context_dim, order) in [
-        (2, 0, Order::Natural),
-        (3, 0, Order::Natural),
-        (5, 0, Order::Reversed),
-        (4, 3, Order::Random(7)),
-    ] {
+    // (Reversed orders: the MADE's own test; each case here costs minutes on lavapipe.)
+    for (dim, context_dim, order) in [(3, 0, Order::Natural), (4, 3, Order::Random(7))] {
         let layer = MaskedAutoregressiveConfig::new(dim, kind)
             .with_hidden(12)
             .with_context_dim(context_dim)
@@ -280,7 +276,7 @@ fn maf_spline<B: AutodiffBackend>(device: &B::Device) {
 }
 
 fn lu_linear<B: AutodiffBackend>(device: &B::Device) {
-    for (dim, seed) in [(2, None), (3, Some(1)), (8, Some(2)), (17, None)] {
+    for (dim, seed) in [(3, Some(1)), (17, None)] {
         let layer = LuLinearConfig::new(dim)
             .with_permutation_seed(seed)
             .init::<B>(device)

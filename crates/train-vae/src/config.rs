@@ -203,6 +203,12 @@ pub struct TrainArgs {
     /// Flow steps K.
     #[arg(long)]
     pub n_flows: Option<usize>,
+    /// Width of each IAF step's MADE hidden layers (`--flow iaf`).
+    #[arg(long)]
+    pub iaf_hidden: Option<usize>,
+    /// Hidden layers of each IAF step's MADE (`--flow iaf`).
+    #[arg(long)]
+    pub iaf_layers: Option<usize>,
 }
 
 impl TrainArgs {
@@ -241,7 +247,15 @@ impl TrainArgs {
         macro_rules! set_model {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { m.$field = v.clone(); } )* };
         }
-        set_model!(latent, encoder_hidden, decoder_hidden, flow, n_flows);
+        set_model!(
+            latent,
+            encoder_hidden,
+            decoder_hidden,
+            flow,
+            n_flows,
+            iaf_hidden,
+            iaf_layers
+        );
         if let Some(dir) = &self.resume {
             c.out_dir = Some(dir.clone());
         }

@@ -3,7 +3,9 @@
 //! With `h = enc(x)` split into `(μ, ln σ², θ₁ … θ_K)`:
 //! - `z₀ = μ + σ ⊙ ε`, `ε ~ N(0, I)`, `ln q₀(z₀|x) = −(d/2) ln 2π − Σ (½ ln σ² + ε²/2)`;
 //! - `z_K = f_K ∘ … ∘ f₁(z₀)` with step `k` parameterized by `θ_k(x)`
-//!   ([`crate::posterior`]), so `ln q_K(z_K|x) = ln q₀(z₀|x) − Σ_k ln|det J_k|`;
+//!   ([`crate::posterior`]), so `ln q_K(z_K|x) = ln q₀(z₀|x) − Σ_k ln|det J_k|`; for IAF
+//!   the steps are MADEs of the model reading the encoder's last hidden layer as context
+//!   ([`crate::posterior::iaf`]);
 //! - `ln p(x|z_K) = Σ_j x_j l_j − softplus(l_j)` with logits `l = dec(z_K)` (Bernoulli);
 //! - prior `p(z) = N(0, I)`.
 //!
@@ -40,6 +42,20 @@ pub struct ModelConfig {
     pub flow: FlowKind,
     /// Number of flow steps `K` (0 only with `flow = none`).
     pub n_flows: usize,
+    /// Width of the hidden layers of each IAF step's MADE.
+    #[serde(default = "default_iaf_hidden")]
+    pub iaf_hidden: usize,
+    /// Hidden layers of each IAF step's MADE.
+    #[serde(default = "default_iaf_layers")]
+    pub iaf_layers: usize,
+}
+
+fn default_iaf_hidden() -> usize {
+    320
+}
+
+fn default_iaf_layers() -> usize {
+    1
 }
 
 impl Default for ModelConfig {
@@ -53,6 +69,8 @@ impl Default for ModelConfig {
             latent: 32,
             flow: FlowKind::Planar,
             n_flows: 10,
+            iaf_hidden: default_iaf_hidden(),
+            iaf_layers: default_iaf_layers(),
         }
     }
 }
@@ -103,6 +121,23 @@ impl ModelConfig {
                 ),
             );
         }
+        if self.flow == FlowKind::Iaf {
+            if self.encoder_hidden.is_empty() {
+                return bad(
+                    "encoder-hidden",
+                    "--flow iaf reads the last hidden encoder layer: give at least one".into(),
+                );
+            }
+            if self.iaf_hidden == 0 || self.iaf_layers == 0 {
+                return bad(
+                    "iaf-hidden",
+                    format!(
+                        "IAF MADEs need positive sizes, got {}×{}",
+                        self.iaf_hidden, self.iaf_layers
+                    ),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -126,9 +161,27 @@ impl ModelConfig {
             self.decoder_hidden.clone(),
             vec![self.input],
         ];
+        let iaf = if self.flow == FlowKind::Iaf {
+            let context = self.encoder_hidden.last().copied().unwrap_or(self.input);
+            posterior::iaf::build(
+                self.n_flows,
+                self.latent,
+                self.iaf_hidden,
+                self.iaf_layers,
+                context,
+                device,
+            )
+            .map_err(|e| VaeError::Config {
+                field: "iaf-hidden".into(),
+                reason: e.to_string(),
+            })?
+        } else {
+            Vec::new()
+        };
         let vae = Vae {
             encoder: mlp(enc.concat()),
             decoder: mlp(dec.concat()),
+            iaf,
             flow: self.flow,
             n_flows: self.flow_steps(),
             latent: self.latent,
@@ -155,6 +208,8 @@ impl<B: Backend> ModuleVisitor<B> for Materialize {
 pub struct Vae<B: Backend> {
     encoder: Vec<Linear<B>>,
     decoder: Vec<Linear<B>>,
+    /// IAF steps (empty unless `flow = iaf`).
+    iaf: Vec<posterior::iaf::Step<B>>,
     #[module(skip)]
     flow: FlowKind,
     #[module(skip)]
@@ -172,15 +227,34 @@ pub struct Terms<B: Backend> {
     pub kl: Tensor<B, 1>,
 }
 
-fn mlp<B: Backend>(layers: &[Linear<B>], mut x: Tensor<B, 2>) -> Tensor<B, 2> {
-    let last = layers.len() - 1;
-    for (i, layer) in layers.iter().enumerate() {
-        x = layer.forward(x);
-        if i < last {
-            x = relu(x);
+/// The MLP's output and its last hidden activation (its input if it has no hidden layer).
+fn mlp<B: Backend>(layers: &[Linear<B>], x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let (last, hidden) = layers.split_last().expect("an MLP has a layer");
+    let mut h = x;
+    for layer in hidden {
+        h = relu(layer.forward(h));
+    }
+    (last.forward(h.clone()), h)
+}
+
+/// The encoder's output `[n, 2·latent + K·P]` and its last hidden layer (the IAF context).
+#[derive(Debug, Clone)]
+pub struct Encoded<B: Backend> {
+    /// `(μ, ln σ², θ₁ … θ_K)`.
+    pub out: Tensor<B, 2>,
+    /// The last hidden activation.
+    pub hidden: Tensor<B, 2>,
+}
+
+impl<B: Backend> Encoded<B> {
+    /// Every row repeated `times` times, in blocks: row `r` of the result is row
+    /// `r mod n`.
+    fn repeat(&self, times: usize) -> Self {
+        Self {
+            out: self.out.clone().repeat_dim(0, times),
+            hidden: self.hidden.clone().repeat_dim(0, times),
         }
     }
-    x
 }
 
 impl<B: Backend> Vae<B> {
@@ -189,18 +263,20 @@ impl<B: Backend> Vae<B> {
         self.latent
     }
 
-    /// Encoder output `[n, 2·latent + K·P]` for images `x: [n, input]`.
-    pub fn encode(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        mlp(&self.encoder, x)
+    /// The encoder's output and last hidden layer for images `x: [n, input]`.
+    pub fn encode(&self, x: Tensor<B, 2>) -> Encoded<B> {
+        let (out, hidden) = mlp(&self.encoder, x);
+        Encoded { out, hidden }
     }
 
     /// Bernoulli logits `[n, input]` for latents `z: [n, latent]`.
     pub fn decode(&self, z: Tensor<B, 2>) -> Tensor<B, 2> {
-        mlp(&self.decoder, z)
+        mlp(&self.decoder, z).0
     }
 
-    /// One posterior sample per row of the encoder output `h`: `(z_K, ln q_K(z_K|x))`.
-    pub fn sample_posterior(&self, h: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    /// One posterior sample per encoded row: `(z_K, ln q_K(z_K|x))`.
+    pub fn sample_posterior(&self, enc: Encoded<B>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let h = enc.out;
         let [n, cols] = h.dims();
         let d = self.latent;
         let mu = h.clone().slice([0..n, 0..d]);
@@ -210,8 +286,12 @@ impl<B: Backend> Vae<B> {
         let log_q0 = sum_rows(log_var.mul_scalar(0.5) + eps.square().mul_scalar(0.5))
             .neg()
             .sub_scalar(d as f64 * HALF_LN_2PI);
-        let theta = (cols > 2 * d).then(|| h.slice([0..n, 2 * d..cols]));
-        let (z, ladj) = posterior::run(self.flow, self.n_flows, z0, theta);
+        let (z, ladj) = if self.flow == FlowKind::Iaf {
+            posterior::iaf::run(&self.iaf, z0, &enc.hidden)
+        } else {
+            let theta = (cols > 2 * d).then(|| h.slice([0..n, 2 * d..cols]));
+            posterior::run(self.flow, self.n_flows, z0, theta)
+        };
         (z, log_q0 - ladj)
     }
 
@@ -251,7 +331,7 @@ impl<B: Backend> Vae<B> {
         while done < samples {
             let s = per_pass.min(samples - done);
             // Row r of the tiled batch is image r mod n.
-            let (z, log_q) = self.sample_posterior(h.clone().repeat_dim(0, s));
+            let (z, log_q) = self.sample_posterior(h.repeat(s));
             let log_w = Self::log_likelihood(x.clone().repeat_dim(0, s), self.decode(z.clone()))
                 + std_normal_log_prob(z)
                 - log_q;

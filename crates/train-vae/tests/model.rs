@@ -26,6 +26,18 @@ fn tiny(flow: FlowKind, n_flows: usize) -> ModelConfig {
         latent: 1,
         flow,
         n_flows,
+        iaf_hidden: 8,
+        iaf_layers: 1,
+    }
+}
+
+/// A model whose IAF steps (zero-initialised outputs: the identity) are perturbed, so that
+/// the IAF posterior differs from `q₀`; other flows are returned as built.
+fn perturbed<Bk: burn::tensor::backend::Backend>(flow: FlowKind, model: Vae<Bk>) -> Vae<Bk> {
+    if flow == FlowKind::Iaf {
+        flow_core::testing::randomize(model, 0.1)
+    } else {
+        model
     }
 }
 
@@ -73,9 +85,14 @@ fn importance_weighted_nll_converges_to_the_exact_marginal() {
         [0.0, 0.0, 0.0, 1.0],
         [1.0, 1.0, 1.0, 1.0],
     ];
-    for flow in [FlowKind::None, FlowKind::Planar, FlowKind::Radial] {
+    for flow in [
+        FlowKind::None,
+        FlowKind::Planar,
+        FlowKind::Radial,
+        FlowKind::Iaf,
+    ] {
         B::seed(&device, 3);
-        let model = tiny(flow, 2).init::<B>(&device).unwrap();
+        let model = perturbed(flow, tiny(flow, 2).init::<B>(&device).unwrap());
         let flat: Vec<f64> = xs.iter().flatten().copied().collect();
         let x = Tensor::<B, 2>::from_data(TensorData::new(flat, [3, 4]), &device);
         let (elbo, nll) = model.importance_weighted(x.clone(), 20_000, 10_000);
@@ -151,7 +168,12 @@ fn the_elbo_gradient_reaches_every_parameter() {
         }
     }
     let device = Default::default();
-    for flow in [FlowKind::None, FlowKind::Planar, FlowKind::Radial] {
+    for flow in [
+        FlowKind::None,
+        FlowKind::Planar,
+        FlowKind::Radial,
+        FlowKind::Iaf,
+    ] {
         Ad::seed(&device, 1);
         let cfg = ModelConfig {
             input: 6,
@@ -160,8 +182,10 @@ fn the_elbo_gradient_reaches_every_parameter() {
             latent: 3,
             flow,
             n_flows: 3,
+            iaf_hidden: 8,
+            iaf_layers: 1,
         };
-        let model = cfg.init::<Ad>(&device).unwrap();
+        let model = perturbed(flow, cfg.init::<Ad>(&device).unwrap());
         let x = Tensor::<Ad, 2>::from_data(
             TensorData::new(
                 (0..48)
@@ -179,10 +203,10 @@ fn the_elbo_gradient_reaches_every_parameter() {
             seen: 0,
         };
         model.visit(&mut check);
-        assert_eq!(
-            check.seen, 8,
-            "{flow}: 4 linear layers, weight and bias each"
-        );
+        // 4 linear layers, weight and bias each; IAF: per step a masked hidden and output
+        // layer (weight, bias) and the two context weights.
+        let iaf = if flow == FlowKind::Iaf { 3 * 6 } else { 0 };
+        assert_eq!(check.seen, 8 + iaf, "{flow}: parameters seen");
         assert!(check.bad.is_empty(), "{flow}: {:?}", check.bad);
     }
 }

@@ -239,6 +239,24 @@ pub fn read_npy(path: &Path) -> Result<Table, DataError> {
     Ok(table)
 }
 
+/// MNIST in logit space (the MAF paper's protocol, as `shared/peer/maf_mnist.py`):
+/// dequantize `x = (pixel + u) / 256`, `u ~ U(0, 1)`, then
+/// `y = logit(α + (1 − 2α) x)`, `α = 10⁻⁶`. Returns the rows `y` and, per row,
+/// `ln|det ∂y/∂pixel| = Σ_j ln(1 − 2α) − ln 256 − ln s_j − ln(1 − s_j)`,
+/// `s = α + (1 − 2α) x`, which turns a density of `y` into one of the pixels on `[0, 256)`.
+pub fn mnist_logit(pixels: &[u8], dim: usize, rng: &mut StdRng) -> (Table, Vec<f64>) {
+    const ALPHA: f64 = 1e-6;
+    let mut values = Vec::with_capacity(pixels.len());
+    let mut log_det = vec![0.0; pixels.len() / dim];
+    for (i, &p) in pixels.iter().enumerate() {
+        let x = (f64::from(p) + rng.random::<f64>()) / 256.0;
+        let s = ALPHA + (1.0 - 2.0 * ALPHA) * x;
+        values.push(s.ln() - (-s).ln_1p());
+        log_det[i / dim] += (1.0 - 2.0 * ALPHA).ln() - 256f64.ln() - s.ln() - (-s).ln_1p();
+    }
+    (Table { values, dim }, log_det)
+}
+
 /// Train/validation/test parts of a table, after a seeded shuffle (80/10/10).
 pub fn split(table: &Table, seed: u64, path: &str) -> Result<[Table; 3], DataError> {
     let n = table.rows();

@@ -54,10 +54,14 @@ enum Command {
     Eval(EvalArgs),
 }
 
-/// Where the data comes from: a toy name or a `.csv` / `.npy` file.
+/// Where the data comes from: a toy name, the embedded MNIST digits, or a `.csv` / `.npy`
+/// file.
 #[derive(Debug, Clone, PartialEq)]
 enum Source {
     Toy(Toy),
+    /// The 10,000 embedded MNIST digits in logit space: the first 8,000 train, the next
+    /// 1,000 validate, the last 1,000 (the peer's validation set) test.
+    Mnist,
     File(PathBuf),
 }
 
@@ -65,12 +69,15 @@ fn parse_source(s: &str) -> std::result::Result<Source, String> {
     if let Ok(toy) = <Toy as clap::ValueEnum>::from_str(s, true) {
         return Ok(Source::Toy(toy));
     }
+    if s == "mnist" {
+        return Ok(Source::Mnist);
+    }
     let path = PathBuf::from(s);
     match path.extension().and_then(|e| e.to_str()) {
         Some("csv" | "npy") => Ok(Source::File(path)),
         _ => Err(format!(
             "{s:?} is neither a toy data set (8gaussians, moons, checkerboard, pinwheel, rings, \
-             2spirals, peer-moons, mog8) nor a .csv or .npy file"
+             2spirals, peer-moons, mog8), mnist, nor a .csv or .npy file"
         )),
     }
 }
@@ -92,7 +99,8 @@ fn learning_rate(s: &str) -> std::result::Result<f64, String> {
 #[derive(clap::Args, Debug, Clone)]
 struct FitArgs {
     /// Toy data set (8gaussians, moons, checkerboard, pinwheel, rings, 2spirals,
-    /// peer-moons, mog8) or a .csv / .npy file of one row per sample.
+    /// peer-moons, mog8), `mnist` (the embedded digits, dequantized, in logit space), or a
+    /// .csv / .npy file of one row per sample.
     #[arg(long, default_value = "8gaussians", value_parser = parse_source)]
     data: Source,
     #[command(flatten)]
@@ -164,6 +172,10 @@ struct Dataset {
     name: String,
     toy: Option<Toy>,
     train: Option<Table>,
+    /// MNIST training digits (pixels, 784 per row): dequantized afresh for every batch.
+    mnist_train: Option<Vec<u8>>,
+    /// MNIST: the test rows' `ln|det ∂y/∂pixel|`, for bits per dimension.
+    mnist_test_log_det: Option<Vec<f64>>,
     valid: Table,
     test: Table,
     /// Test set in the original units (for the exact log-density of toys).
@@ -189,6 +201,8 @@ impl Dataset {
                         .map_or_else(|| format!("{toy:?}"), |v| v.get_name().to_string()),
                     toy: Some(*toy),
                     train: None,
+                    mnist_train: None,
+                    mnist_test_log_det: None,
                     test_raw: test.clone(),
                     standardizer: Standardizer::identity(toy.dim()),
                     valid,
@@ -204,11 +218,34 @@ impl Dataset {
                         .file_stem()
                         .map_or("data".into(), |s| s.to_string_lossy().into_owned()),
                     toy: None,
+                    mnist_train: None,
+                    mnist_test_log_det: None,
                     train: Some(standardizer.apply(&train)),
                     valid: standardizer.apply(&valid),
                     test_raw: test.clone(),
                     test: standardizer.apply(&test),
                     standardizer,
+                })
+            }
+            Source::Mnist => {
+                let images = train_vae::data::embedded_images().map_err(other)?;
+                let d = images.dim();
+                let part =
+                    |r: std::ops::Range<usize>| images.pixels[r.start * d..r.end * d].to_vec();
+                // Fixed dequantization noise for validation and test (seeded).
+                let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0003);
+                let (valid, _) = data::mnist_logit(&part(8000..9000), d, &mut rng);
+                let (test, test_log_det) = data::mnist_logit(&part(9000..10_000), d, &mut rng);
+                Ok(Self {
+                    name: "mnist".into(),
+                    toy: None,
+                    train: None,
+                    mnist_train: Some(part(0..8000)),
+                    mnist_test_log_det: Some(test_log_det),
+                    test_raw: test.clone(),
+                    standardizer: Standardizer::identity(d),
+                    valid,
+                    test,
                 })
             }
         }
@@ -241,24 +278,42 @@ impl<'a> Batches<'a> {
         if let Some(toy) = self.data.toy {
             return toy.sample(size, &mut self.rng);
         }
+        if let Some(pixels) = &self.data.mnist_train {
+            let d = self.data.dim();
+            let rows = self.take(pixels.len() / d, size);
+            let batch: Vec<u8> = rows
+                .iter()
+                .flat_map(|&r| pixels[r * d..(r + 1) * d].iter().copied())
+                .collect();
+            return data::mnist_logit(&batch, d, &mut self.rng).0;
+        }
         let train = self
             .data
             .train
             .as_ref()
             .expect("file data has a train split");
         let d = train.dim;
-        let mut values = Vec::with_capacity(size * d);
-        for _ in 0..size.min(train.rows()) {
-            if self.at == self.order.len() {
-                self.order = (0..train.rows()).collect();
-                self.order.shuffle(&mut self.rng);
-                self.at = 0;
-            }
-            let r = self.order[self.at];
-            self.at += 1;
-            values.extend_from_slice(&train.values[r * d..(r + 1) * d]);
-        }
+        let values = self
+            .take(train.rows(), size)
+            .iter()
+            .flat_map(|&r| train.values[r * d..(r + 1) * d].iter().copied())
+            .collect();
         Table { values, dim: d }
+    }
+
+    /// The next `size` row indices of a reshuffled pass over `rows` rows.
+    fn take(&mut self, rows: usize, size: usize) -> Vec<usize> {
+        (0..size.min(rows))
+            .map(|_| {
+                if self.at == self.order.len() {
+                    self.order = (0..rows).collect();
+                    self.order.shuffle(&mut self.rng);
+                    self.at = 0;
+                }
+                self.at += 1;
+                self.order[self.at - 1]
+            })
+            .collect()
     }
 }
 
@@ -308,6 +363,8 @@ struct Summary {
     exact_test_log_likelihood: Option<f64>,
     /// The true distribution's entropy, where known in closed form.
     entropy: Option<f64>,
+    /// MNIST: test bits per dimension of the pixel density on `[0, 256)^784`.
+    bits_per_dim: Option<f64>,
     backend: &'static str,
 }
 
@@ -410,6 +467,10 @@ fn fit(args: &FitArgs) -> Result<Summary> {
         test_log_likelihood: test_ll,
         exact_test_log_likelihood: toy.and_then(|t| t.exact_log_prob(&data.test_raw)),
         entropy: toy.and_then(Toy::entropy),
+        bits_per_dim: data.mnist_test_log_det.as_ref().map(|ld| {
+            let mean_ld = ld.iter().sum::<f64>() / ld.len() as f64;
+            -(test_ll + mean_ld) / (dim as f64 * std::f64::consts::LN_2)
+        }),
         backend: backend::NAME,
     };
     write(&out.join("metrics.csv"), curve.as_bytes())?;
@@ -533,12 +594,12 @@ fn main() -> ExitCode {
 
 fn report(s: Summary) {
     println!(
-        "| data | flow | params | steps (best) | test log-lik | exact | entropy | steps/s | backend |"
+        "| data | flow | params | steps (best) | test log-lik | exact | −entropy | bits/dim | steps/s | backend |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let opt = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.4}"));
     println!(
-        "| {} | {} | {} | {} ({}) | {:.4} | {} | {} | {:.1} | {} |",
+        "| {} | {} | {} | {} ({}) | {:.4} | {} | {} | {} | {:.1} | {} |",
         s.data,
         s.flow,
         s.params,
@@ -547,6 +608,7 @@ fn report(s: Summary) {
         s.test_log_likelihood,
         opt(s.exact_test_log_likelihood),
         opt(s.entropy.map(|h| -h)),
+        opt(s.bits_per_dim),
         s.steps_per_second,
         s.backend
     );

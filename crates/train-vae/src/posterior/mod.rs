@@ -5,12 +5,15 @@
 //! et al. 2018). The steps run on the device through `flow_core`'s batched kernels, which
 //! take one parameter row per data point.
 //!
-//! Adding a flow is one file: a module with `params_per_step(latent)` and
-//! `step(z, θ) -> (z', ln|det ∂z'/∂z|)`, plus one variant in [`FlowKind`].
+//! Adding an amortized flow is one file: a module with `params_per_step(latent)` and
+//! `step(z, θ) -> (z', ln|det ∂z'/∂z|)`, plus one variant in [`FlowKind`]. A flow with
+//! learned weights of its own (IAF, [`iaf`]) is one file too: its steps are a module of
+//! the VAE, built from the config, that reads the encoder's hidden layer as context.
 
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
+pub mod iaf;
 pub mod planar;
 pub mod radial;
 
@@ -24,13 +27,16 @@ pub enum FlowKind {
     Planar,
     /// Radial flows (`flow_core::radial`), `latent + 2` parameters per step.
     Radial,
+    /// Inverse autoregressive flows ([`iaf`]): MADE steps conditioned on the encoder's
+    /// hidden layer; no encoder outputs per step.
+    Iaf,
 }
 
 impl FlowKind {
     /// Number of encoder outputs one step consumes per data point.
     pub fn params_per_step(self, latent: usize) -> usize {
         match self {
-            FlowKind::None => 0,
+            FlowKind::None | FlowKind::Iaf => 0,
             FlowKind::Planar => planar::params_per_step(latent),
             FlowKind::Radial => radial::params_per_step(latent),
         }
@@ -43,7 +49,8 @@ impl FlowKind {
         theta: Tensor<B, 2>,
     ) -> (Tensor<B, 2>, Tensor<B, 1>) {
         match self {
-            FlowKind::None => {
+            // IAF steps are modules of the VAE and run through `iaf::run`.
+            FlowKind::None | FlowKind::Iaf => {
                 let ladj = Tensor::zeros([z.dims()[0]], &z.device());
                 (z, ladj)
             }
@@ -59,6 +66,7 @@ impl std::fmt::Display for FlowKind {
             FlowKind::None => "none",
             FlowKind::Planar => "planar",
             FlowKind::Radial => "radial",
+            FlowKind::Iaf => "iaf",
         })
     }
 }
