@@ -10,13 +10,16 @@
 #
 # Environment: PY (python with torch, zuko, nflows; see shared/peer/README.md), PEER (the
 # peer directory, default ../shared/peer), SEEDS (default "0 1 2"), OUT (runs/density-peer),
-# BIN (target/release/density; build it first with `cargo build --release -p density`).
+# BIN (target/release/density; build it first with `cargo build --release -p density`),
+# BENCHES ("realnvp-moons nsf-mog").
 set -euo pipefail
 PY=${PY:?set PY to the peer python (see shared/peer/README.md)}
 PEER=${PEER:-../shared/peer}
 SEEDS=${SEEDS:-"0 1 2"}
 OUT=${OUT:-runs/density-peer}
 BIN=${BIN:-target/release/density}
+BENCHES=${BENCHES:-"realnvp-moons nsf-mog"}
+has() { [[ " $BENCHES " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 : > "$OUT/peer.jsonl"
 : > "$OUT/ours.jsonl"
@@ -28,16 +31,24 @@ ours() { # name seed flags...
 }
 for seed in $SEEDS; do
   for variant in zuko nflows; do
-    echo "peer realnvp-moons $variant seed $seed" >&2
-    "$PY" "$PEER/realnvp_moons.py" --variant $variant --seed "$seed" --threads 2 >> "$OUT/peer.jsonl"
-    echo "peer nsf-mog $variant seed $seed" >&2
-    "$PY" "$PEER/nsf_mog.py" --variant $variant --seed "$seed" --threads 2 >> "$OUT/peer.jsonl"
+    if has realnvp-moons; then
+      echo "peer realnvp-moons $variant seed $seed" >&2
+      "$PY" "$PEER/realnvp_moons.py" --variant $variant --seed "$seed" --threads 2 >> "$OUT/peer.jsonl"
+    fi
+    if has nsf-mog; then
+      echo "peer nsf-mog $variant seed $seed" >&2
+      "$PY" "$PEER/nsf_mog.py" --variant $variant --seed "$seed" --threads 2 >> "$OUT/peer.jsonl"
+    fi
   done
-  echo "ours realnvp-moons seed $seed" >&2
-  ours realnvp-moons "$seed" --data peer-moons --flow realnvp --layers 8 --hidden 256 \
-    --steps 2000 --batch 512 --eval-every 2000
-  echo "ours nsf-mog seed $seed" >&2
-  ours nsf-mog "$seed" --data mog8 --flow nsf --layers 4 --hidden 128 --bins 8 --bound 5 \
-    --steps 1000 --batch 512 --eval-every 1000
+  if has realnvp-moons; then
+    echo "ours realnvp-moons seed $seed" >&2
+    ours realnvp-moons "$seed" --data peer-moons --flow realnvp --layers 8 --hidden 256 \
+      --steps 2000 --batch 512 --eval-every 2000
+  fi
+  if has nsf-mog; then
+    echo "ours nsf-mog seed $seed" >&2
+    ours nsf-mog "$seed" --data mog8 --flow nsf --layers 4 --hidden 128 --bins 8 --bound 5 \
+      --steps 1000 --batch 512 --eval-every 1000
+  fi
 done
 python3 "$(dirname "$0")/density_peer_summary.py" "$OUT"
