@@ -2,7 +2,7 @@
 
 mod common;
 
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::TensorData;
 use common::*;
 use flow_core::{
@@ -342,6 +342,20 @@ fn batchnorm_training<B: AutodiffBackend>(device: &B::Device) {
     }
     let report = testing::check_gradients(&layer, standard_inputs::<B>(N, 3, 14, device), None);
     assert!(report.is_ok(), "{report:?}");
+    // Evaluation (no autodiff: running averages): the harness's checks that need no
+    // autodiff, on this backend; the ladj against central differences in f64 is in
+    // finite_differences.rs.
+    let eval = layer.valid();
+    let x = standard_inputs::<B>(N, 3, 16, device)
+        .inner()
+        .mul_scalar(2.0);
+    testing::check_round_trip(&eval, x.clone(), None, TOL).unwrap();
+    testing::check_batch_consistency(&eval, x.clone(), None, TOL).unwrap();
+    testing::check_extreme(&eval, &x, None, 1e4).unwrap();
+    testing::check_inverse_extreme(&eval, &x, None, 1e4).unwrap();
+    // f32 central differences with a coarse step: the map is affine, so they are exact
+    // up to rounding.
+    testing::check_ladj_finite_diff(&eval, x, None, 1e-2, 1e-3).unwrap();
 }
 
 /// A run-time stack of every layer kind, as `Vec<Layer>`, through the harness.
@@ -387,7 +401,7 @@ on_backends! {
     maf_affine_passes_harness => maf_affine;
     maf_spline_passes_harness => maf_spline;
     lu_linear_passes_harness => lu_linear;
-    batchnorm_training_mode => batchnorm_training;
+    batchnorm_training_and_evaluation => batchnorm_training;
     planar_passes_harness => planar_layer;
     radial_passes_harness => radial_layer;
     additive_coupling_passes_harness => additive_coupling;
