@@ -105,17 +105,22 @@ impl<B: Backend> LuLinear<B> {
         self.upper.val().triu(1)
     }
 
-    /// The matrix `W = P L U`, `[D, D]` (for inspection; the layer never forms it).
-    pub fn weight(&self) -> Tensor<B, 2> {
-        let d = self.dim;
-        let device = self.bias.device();
-        let eye = Tensor::<B, 2>::eye(d, &device);
+    /// `L U`, `[D, D]`.
+    fn lu(&self) -> Tensor<B, 2> {
+        let eye = Tensor::<B, 2>::eye(self.dim, &self.bias.device());
         let l = eye.clone() + self.strict_lower();
         let u = self.strict_upper() + eye * self.log_diag.val().exp().unsqueeze::<2>();
+        l.matmul(u)
+    }
+
+    /// The matrix `W = P L U`, `[D, D]` (for inspection).
+    pub fn weight(&self) -> Tensor<B, 2> {
         // Rows of W are the rows of L U, permuted: W = P (L U), and P acting on rows of a
         // matrix is the permutation layer acting on the columns of its transpose.
-        let lu_t = l.matmul(u).transpose();
-        self.permutation.forward(lu_t, None).0.transpose()
+        self.permutation
+            .forward(self.lu().transpose(), None)
+            .0
+            .transpose()
     }
 }
 
@@ -129,11 +134,7 @@ impl<B: Backend> Transform<B> for LuLinear<B> {
         _context: Option<&Tensor<B, 2>>,
     ) -> (Tensor<B, 2>, Tensor<B, 1>) {
         let [n, _] = x.dims();
-        let d = self.dim;
-        let eye = Tensor::<B, 2>::eye(d, &x.device());
-        let l = eye.clone() + self.strict_lower();
-        let u = self.strict_upper() + eye * self.log_diag.val().exp().unsqueeze::<2>();
-        let h = x.matmul(l.matmul(u).transpose());
+        let h = x.matmul(self.lu().transpose());
         let y = self.permutation.forward(h, None).0 + self.bias.val().unsqueeze();
         (y, self.ladj(n))
     }

@@ -203,7 +203,8 @@ fn pick<B: Backend>(t: &Tensor<B, 3>, bin: &Tensor<B, 3, Int>) -> (Tensor<B, 2>,
     (lo, hi)
 }
 
-/// The per-bin quantities at the chosen bins: `(x_k, w_k, y_k, h_k, δ_k, δ_{k+1})`.
+/// The per-bin quantities at the chosen bins: `x_k, w_k, y_k, h_k, δ_k, δ_{k+1}`, the slope
+/// `s = h_k / w_k` and `β = δ_{k+1} + δ_k − 2s`.
 struct Bin<B: Backend> {
     x_k: Tensor<B, 2>,
     w: Tensor<B, 2>,
@@ -211,6 +212,8 @@ struct Bin<B: Backend> {
     h: Tensor<B, 2>,
     d_k: Tensor<B, 2>,
     d_k1: Tensor<B, 2>,
+    s: Tensor<B, 2>,
+    beta: Tensor<B, 2>,
 }
 
 impl<B: Backend> Bin<B> {
@@ -218,31 +221,53 @@ impl<B: Backend> Bin<B> {
         let (x_k, x_k1) = pick(&knots.x, bin);
         let (y_k, y_k1) = pick(&knots.y, bin);
         let (d_k, d_k1) = pick(&knots.delta, bin);
+        let w = x_k1 - x_k.clone();
+        let h = y_k1 - y_k.clone();
+        let s = h.clone() / w.clone();
+        let beta = d_k1.clone() + d_k.clone() - s.clone() * 2.0;
         Self {
-            w: x_k1 - x_k.clone(),
-            h: y_k1 - y_k.clone(),
             x_k,
+            w,
             y_k,
+            h,
             d_k,
             d_k1,
+            s,
+            beta,
         }
     }
 
-    fn slope(&self) -> Tensor<B, 2> {
-        self.h.clone() / self.w.clone()
-    }
-
-    /// `ln dy/dx` at `ξ` (see the module docs), with `s` the bin's slope.
-    fn log_derivative(&self, xi: Tensor<B, 2>, s: Tensor<B, 2>) -> Tensor<B, 2> {
+    /// `(t, 1 − ξ, s + β t)` at `ξ`, with `t = ξ(1 − ξ)`: the pieces both `y` and `dy/dx`
+    /// are built from.
+    fn terms(&self, xi: &Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
         let one_minus = xi.clone().neg().add_scalar(1.0);
         let t = xi.clone() * one_minus.clone();
-        let denom =
-            s.clone() + (self.d_k1.clone() + self.d_k.clone() - s.clone() * 2.0) * t.clone();
-        let numer = self.d_k1.clone() * xi.square()
-            + s.clone() * t * 2.0
-            + self.d_k.clone() * one_minus.square();
-        s.log() * 2.0 + numer.log() - denom.log() * 2.0
+        let denom = self.s.clone() + self.beta.clone() * t.clone();
+        (t, one_minus, denom)
     }
+
+    /// `ln dy/dx` at `ξ` (see the module docs), from [`Bin::terms`] at `ξ`.
+    fn log_derivative(
+        &self,
+        xi: Tensor<B, 2>,
+        (t, one_minus, denom): (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>),
+    ) -> Tensor<B, 2> {
+        let numer = self.d_k1.clone() * xi.square()
+            + self.s.clone() * t * 2.0
+            + self.d_k.clone() * one_minus.square();
+        self.s.clone().log() * 2.0 + numer.log() - denom.log() * 2.0
+    }
+}
+
+/// `v_in` and `ladj_in` where `inside`, the identity (`v`, 0) elsewhere; `ladj` summed per row.
+fn with_tails<B: Backend>(
+    v: Tensor<B, 2>,
+    inside: Tensor<B, 2, Bool>,
+    v_in: Tensor<B, 2>,
+    ladj_in: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let ladj = ladj_in.zeros_like().mask_where(inside.clone(), ladj_in);
+    (v.mask_where(inside, v_in), sum_rows(ladj))
 }
 
 /// Entries of `v` inside `[−B, B]` (`true`), and `v` with the others replaced by 0 so that
@@ -272,18 +297,13 @@ pub fn rq_spline<B: Backend>(
     let knots = Knots::new(n, widths, heights, derivatives, spec);
     let (inside, xs) = inside(&x, spec.bound);
     let bin = Bin::new(&knots, &bin_of(&xs, &knots.x));
-    let s = bin.slope();
     let xi = (xs - bin.x_k.clone()) / bin.w.clone();
-    let one_minus = xi.clone().neg().add_scalar(1.0);
-    let t = xi.clone() * one_minus;
-    let beta = bin.d_k1.clone() + bin.d_k.clone() - s.clone() * 2.0;
+    let terms = bin.terms(&xi);
+    let (t, denom) = (terms.0.clone(), terms.2.clone());
     let y_in = bin.y_k.clone()
-        + bin.h.clone() * (s.clone() * xi.clone().square() + bin.d_k.clone() * t.clone())
-            / (s.clone() + beta * t);
-    let ladj_in = bin.log_derivative(xi, s);
-    let y = x.mask_where(inside.clone(), y_in);
-    let ladj = ladj_in.clone().zeros_like().mask_where(inside, ladj_in);
-    (y, sum_rows(ladj))
+        + bin.h.clone() * (bin.s.clone() * xi.clone().square() + bin.d_k.clone() * t) / denom;
+    let ladj_in = bin.log_derivative(xi, terms);
+    with_tails(x, inside, y_in, ladj_in)
 }
 
 /// Inverse of [`rq_spline`]: `x = RQS⁻¹(y)`, with `ladj = Σ_j ln|∂x_j/∂y_j|` (the negative
@@ -299,17 +319,14 @@ pub fn rq_spline_inverse<B: Backend>(
     let knots = Knots::new(n, widths, heights, derivatives, spec);
     let (inside, ys) = inside(&y, spec.bound);
     let bin = Bin::new(&knots, &bin_of(&ys, &knots.y));
-    let s = bin.slope();
     let dy = ys - bin.y_k.clone();
-    let beta = bin.d_k1.clone() + bin.d_k.clone() - s.clone() * 2.0;
-    let a = bin.h.clone() * (s.clone() - bin.d_k.clone()) + dy.clone() * beta.clone();
-    let b = bin.h.clone() * bin.d_k.clone() - dy.clone() * beta;
-    let c = s.clone().neg() * dy;
+    let a = bin.h.clone() * (bin.s.clone() - bin.d_k.clone()) + dy.clone() * bin.beta.clone();
+    let b = bin.h.clone() * bin.d_k.clone() - dy.clone() * bin.beta.clone();
+    let c = bin.s.clone().neg() * dy;
     let disc = (b.clone().square() - a * c.clone() * 4.0).clamp_min(0.0);
     let xi = c * 2.0 / (b.neg() - disc.sqrt());
     let x_in = xi.clone() * bin.w.clone() + bin.x_k.clone();
-    let ladj_in = bin.log_derivative(xi, s).neg();
-    let x = y.mask_where(inside.clone(), x_in);
-    let ladj = ladj_in.clone().zeros_like().mask_where(inside, ladj_in);
-    (x, sum_rows(ladj))
+    let terms = bin.terms(&xi);
+    let ladj_in = bin.log_derivative(xi, terms).neg();
+    with_tails(y, inside, x_in, ladj_in)
 }

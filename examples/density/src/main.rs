@@ -386,7 +386,6 @@ fn fit(args: &FitArgs) -> Result<Summary> {
     let mut best: Option<(f64, usize, Model<Inner>)> = None;
     let mut since_best = 0;
     let mut curve = String::from("step,train_nll,valid_nll\n");
-    let (mut running, mut running_n) = (0.0, 0usize);
     let mut pending: Vec<Tensor<Train, 1>> = Vec::new();
     let started = Instant::now();
     let mut steps_run = 0;
@@ -407,10 +406,7 @@ fn fit(args: &FitArgs) -> Result<Summary> {
         if step % args.eval_every == 0 || step == args.steps {
             // One read of the losses since the last evaluation (no per-step sync).
             let losses = host(Tensor::cat(std::mem::take(&mut pending), 0).inner());
-            running += losses.iter().sum::<f64>();
-            running_n += losses.len();
-            let train_nll = running / running_n as f64;
-            (running, running_n) = (0.0, 0);
+            let train_nll = losses.iter().sum::<f64>() / losses.len() as f64;
             let valid_model = model.valid();
             let valid_nll = -mean_log_prob(&valid_model, &data.valid)?;
             if !valid_nll.is_finite() || !train_nll.is_finite() {
