@@ -139,6 +139,7 @@ on_backends! {
 
 #[test]
 fn diag_normal_matches_closed_form() {
+    let _rng = seeded_ndarray();
     let device = Default::default();
     let base = randomize(DiagNormalConfig::new(2).init::<NdAd>(&device).unwrap(), 0.5);
     let (mu, ls) = (host(base.loc.val()), host(base.log_scale.val()));
@@ -158,6 +159,7 @@ fn diag_normal_matches_closed_form() {
 
 #[test]
 fn actnorm_data_init_through_flow() {
+    let _rng = seeded_ndarray();
     let device = Default::default();
     let layers = (
         ActNormConfig::new(2).init::<NdAd>(&device).unwrap(),
@@ -183,6 +185,7 @@ fn actnorm_data_init_through_flow() {
 
 #[test]
 fn bad_input_gets_typed_errors() {
+    let _rng = seeded_ndarray();
     let device = Default::default();
     type B = NdAd;
     let flow = Flow::new(

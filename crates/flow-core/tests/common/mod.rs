@@ -25,16 +25,42 @@ pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().convert::<f64>().into_vec::<f64>().unwrap()
 }
 
+/// The seed every test gives its backend's random number generator: `FLOW_TEST_SEED`, or 0.
+///
+/// Fixed so that a failure reproduces; `FLOW_TEST_SEED=7 cargo test` sweeps other draws.
+pub fn test_seed() -> u64 {
+    std::env::var("FLOW_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Seeds ndarray's random number generator (one per process, shared by `f32` and `f64`)
+/// and holds it for the rest of the test: initialisations and `randomize` draw the same
+/// numbers on every run however the test harness schedules its threads.
+pub fn seeded_ndarray() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = RNG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    NdArray::<f32>::seed(&Default::default(), test_seed());
+    guard
+}
+
 /// `on_backends! { name => generic_fn; ... }` makes `ndarray::name` and `wgpu::name` tests
-/// calling `generic_fn::<Backend>(&device)`; the wgpu tests take
-/// [`flow_core::testing::exclusive_device`] (burn 0.21 fusion is not safe across threads).
+/// calling `generic_fn::<Backend>(&device)`, each with its backend seeded by
+/// [`test_seed`]; the wgpu tests take [`flow_core::testing::exclusive_device`] (burn 0.21
+/// fusion is not safe across threads), the ndarray tests [`seeded_ndarray`].
 #[macro_export]
 macro_rules! on_backends {
     ($($name:ident => $body:ident;)*) => {
         mod ndarray {
             #[allow(unused_imports)]
             use super::*;
-            $( #[test] fn $name() { $body::<common::NdAd>(&Default::default()); } )*
+            $( #[test] fn $name() {
+                let _rng = common::seeded_ndarray();
+                $body::<common::NdAd>(&Default::default());
+            } )*
         }
         #[cfg(feature = "wgpu")]
         mod wgpu {
@@ -42,7 +68,9 @@ macro_rules! on_backends {
             use super::*;
             $( #[test] fn $name() {
                 let _gpu = flow_core::testing::exclusive_device();
-                $body::<common::WgAd>(&Default::default());
+                let device = Default::default();
+                <common::WgAd as common::Backend>::seed(&device, common::test_seed());
+                $body::<common::WgAd>(&device);
             } )*
         }
     };
