@@ -55,6 +55,8 @@ pub mod distribution;
 pub mod elementwise;
 pub mod error;
 pub mod flow;
+#[cfg(feature = "fused")]
+pub mod fused;
 pub mod layer;
 pub mod lu;
 pub mod made;
@@ -80,7 +82,7 @@ pub use layer::Layer;
 pub use lu::{LuLinear, LuLinearConfig};
 pub use made::{Made, MadeConfig, MaskedLinear, Order};
 pub use permutation::Permutation;
-pub use planar::{Planar, PlanarConfig, planar};
+pub use planar::{Planar, PlanarConfig, planar, planar_reference};
 pub use radial::{Radial, RadialConfig, radial};
 pub use spline::{RqSpline, rq_spline, rq_spline_inverse};
 pub use transform::{Inverse, Invertible, TrainableTransform, Transform};

@@ -35,7 +35,25 @@ const LADJ_EPS: f64 = 1e-12;
 /// the batch, or one per row, as produced by an amortizing encoder).
 /// Returns `(f(z): [n, d], ln|det ∂f/∂z|: [n])`. The invertibility constraint on `u` is
 /// applied here, so any raw `u` gives an invertible map.
+///
+/// On the backends with a fused kernel ([`crate::fused`], feature `wgpu`) this is one GPU
+/// launch forward and one backward; elsewhere it is [`planar_reference`].
 pub fn planar<B: Backend>(
+    z: Tensor<B, 2>,
+    u: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    b: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    #[cfg(feature = "fused")]
+    if let Some(out) = crate::fused::planar(&z, &u, &w, &b) {
+        return out;
+    }
+    planar_reference(z, u, w, b)
+}
+
+/// [`planar()`] as a chain of tensor operations: the reference for the fused kernel and the
+/// path on every backend without one.
+pub fn planar_reference<B: Backend>(
     z: Tensor<B, 2>,
     u: Tensor<B, 2>,
     w: Tensor<B, 2>,

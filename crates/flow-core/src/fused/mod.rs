@@ -1,0 +1,80 @@
+//! Fused GPU kernels (CubeCL) for the hot log-determinant paths, with their backward passes.
+//!
+//! The pure tensor kernels ([`planar_reference`](crate::planar::planar_reference), …) are
+//! the reference and the path of every backend; on the CubeCL backends this module names,
+//! the public kernels ([`planar()`](crate::planar())) run one fused GPU kernel instead of a
+//! chain of element-wise launches, and register a hand-written backward kernel with burn's
+//! autodiff so training uses it too.
+//!
+//! # Dispatch
+//! The library stays generic over `B: Backend`: a public kernel asks [`planar`] here whether
+//! `B` is one of the backends with a fused kernel (a `TypeId` comparison, resolved per
+//! monomorphisation) and moves its tensors to that concrete type without copying. Backends
+//! with fused kernels (feature `wgpu`):
+//! - `CubeBackend<WgpuRuntime, f32, i32, u32>` (what [`crate::backend`] names for `wgpu`)
+//!   and `Autodiff` of it.
+//!
+//! burn's fusion-wrapped `burn::backend::Wgpu` takes the reference path (its own fuser
+//! already merges the element-wise chain into few kernels).
+//!
+//! # Kernels
+//! - planar step ([`planar`]): forward `z' = z + û·tanh(wᵀz + b)` and `ln|1 + h'·wᵀû|` in
+//!   one launch, one GPU thread per row (the invertibility constraint on `û` included);
+//!   backward: the gradients of `z`, `u`, `w`, `b` in one launch (per-row parameter
+//!   gradients, summed over rows afterwards when the parameters are shared).
+
+mod planar;
+
+use std::any::{Any, TypeId};
+
+use burn::tensor::{Tensor, backend::Backend};
+
+/// `x` as type `U`, which the caller has checked is `T` itself (`TypeId` equality).
+fn same_type<T: 'static, U: 'static>(x: T) -> Option<U> {
+    let mut slot = Some(x);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<U>>()
+        .and_then(Option::take)
+}
+
+/// True when `B` is exactly `C`.
+fn is<B: 'static, C: 'static>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<C>()
+}
+
+/// The wgpu backend with fused kernels, without and with autodiff.
+#[cfg(feature = "wgpu")]
+type WgpuInner = burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+#[cfg(feature = "wgpu")]
+type WgpuTrain = burn::backend::Autodiff<WgpuInner>;
+
+/// The fused planar step on `B`, or `None` when `B` has no fused kernel.
+///
+/// Same contract as [`crate::planar()`]: shapes `z: [n, d]`, `u, w: [m, d]`, `b: [m, 1]`
+/// with `m ∈ {1, n}`.
+pub fn planar<B: Backend>(
+    z: &Tensor<B, 2>,
+    u: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    b: &Tensor<B, 2>,
+) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
+    fn on<B: Backend, C: Backend>(
+        z: &Tensor<B, 2>,
+        u: &Tensor<B, 2>,
+        w: &Tensor<B, 2>,
+        b: &Tensor<B, 2>,
+        f: impl FnOnce(Tensor<C, 2>, Tensor<C, 2>, Tensor<C, 2>, Tensor<C, 2>) -> Tensor<C, 2>,
+    ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
+        let cast = |t: &Tensor<B, 2>| same_type::<Tensor<B, 2>, Tensor<C, 2>>(t.clone());
+        let packed = f(cast(z)?, cast(u)?, cast(w)?, cast(b)?);
+        let packed = same_type::<Tensor<C, 2>, Tensor<B, 2>>(packed)?;
+        Some(planar::unpack(packed))
+    }
+    #[cfg(feature = "wgpu")]
+    if is::<B, WgpuInner>() {
+        return on::<B, WgpuInner>(z, u, w, b, planar::forward_packed);
+    } else if is::<B, WgpuTrain>() {
+        return on::<B, WgpuTrain>(z, u, w, b, planar::forward_packed_autodiff);
+    }
+    None
+}
