@@ -84,5 +84,7 @@ pub use made::{Made, MadeConfig, MaskedLinear, Order};
 pub use permutation::Permutation;
 pub use planar::{Planar, PlanarConfig, planar, planar_reference};
 pub use radial::{Radial, RadialConfig, radial};
-pub use spline::{RqSpline, rq_spline, rq_spline_inverse};
+pub use spline::{
+    RqSpline, rq_spline, rq_spline_inverse, rq_spline_inverse_reference, rq_spline_reference,
+};
 pub use transform::{Inverse, Invertible, TrainableTransform, Transform};

@@ -10,7 +10,8 @@
 //! `δ = 1`; the boundary derivatives are `δ_0 = δ_K = 1`, which makes the spline meet the
 //! identity tails with a continuous derivative. All-zero parameters give the identity.
 //!
-//! In bin `k`, with `w_k = x_{k+1} − x_k`, `h_k = y_{k+1} − y_k`, `s_k = h_k / w_k`,
+//! In bin `k`, with `w_k = x_{k+1} − x_k`, `h_k = y_{k+1} − y_k` (both computed as `2B` times
+//! the bin's size, not as differences of rounded knots), `s_k = h_k / w_k`,
 //! `ξ = (x − x_k) / w_k` and `t = ξ(1 − ξ)`:
 //!
 //! ```text
@@ -115,27 +116,35 @@ impl RqSpline {
     }
 }
 
-/// Knot positions `[n, d, K + 1]` from unnormalized sizes `[n, d, K]`: `−B`, the interior
-/// cumulative sums, and exactly `B` last.
-fn knots<B: Backend>(unnormalized: Tensor<B, 3>, min: f64, bound: f64) -> Tensor<B, 3> {
+/// Knot positions `[n, d, K + 1]` from unnormalized sizes `[n, d, K]` (`−B`, the interior
+/// cumulative sums, and exactly `B` last), and the bin sizes `[n, d, K]` themselves (scaled to
+/// `2B`): a bin's width is taken from its size, not as a difference of two rounded knots,
+/// which would lose digits to cancellation in narrow bins.
+fn knots<B: Backend>(
+    unnormalized: Tensor<B, 3>,
+    min: f64,
+    bound: f64,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
     let [n, d, k] = unnormalized.dims();
     let sizes = softmax(unnormalized, 2)
         .mul_scalar(1.0 - min * k as f64)
         .add_scalar(min);
     let interior = sizes
+        .clone()
         .cumsum(2)
         .narrow(2, 0, k - 1)
         .mul_scalar(2.0 * bound)
         .sub_scalar(bound);
     let device = interior.device();
-    Tensor::cat(
+    let knots = Tensor::cat(
         vec![
             Tensor::full([n, d, 1], -bound, &device),
             interior,
             Tensor::full([n, d, 1], bound, &device),
         ],
         2,
-    )
+    );
+    (knots, sizes.mul_scalar(2.0 * bound))
 }
 
 /// Knot derivatives `[n, d, K + 1]`: 1 at both ends, `m_δ + softplus(δ̂ + c)` inside.
@@ -148,10 +157,12 @@ fn derivatives<B: Backend>(unnormalized: Tensor<B, 3>, min: f64) -> Tensor<B, 3>
     Tensor::cat(vec![one(), interior, one()], 2)
 }
 
-/// The knots and derivatives of a spline, broadcast to the input's `[n, d]`.
+/// The knots, bin sizes and derivatives of a spline, broadcast to the input's `[n, d]`.
 struct Knots<B: Backend> {
     x: Tensor<B, 3>,
     y: Tensor<B, 3>,
+    widths: Tensor<B, 3>,
+    heights: Tensor<B, 3>,
     delta: Tensor<B, 3>,
 }
 
@@ -171,9 +182,13 @@ impl<B: Backend> Knots<B> {
         let widths = widths.expand([n, d, k]);
         let heights = heights.expand([n, d, k]);
         let derivs = derivs.expand([n, d, k - 1]);
+        let (x, widths) = knots(widths, spec.min_bin_width, spec.bound);
+        let (y, heights) = knots(heights, spec.min_bin_height, spec.bound);
         Self {
-            x: knots(widths, spec.min_bin_width, spec.bound),
-            y: knots(heights, spec.min_bin_height, spec.bound),
+            x,
+            y,
+            widths,
+            heights,
             delta: derivatives(derivs, spec.min_derivative),
         }
     }
@@ -218,11 +233,11 @@ struct Bin<B: Backend> {
 
 impl<B: Backend> Bin<B> {
     fn new(knots: &Knots<B>, bin: &Tensor<B, 3, Int>) -> Self {
-        let (x_k, x_k1) = pick(&knots.x, bin);
-        let (y_k, y_k1) = pick(&knots.y, bin);
+        let [n, d, _] = knots.widths.dims();
+        let at = |t: &Tensor<B, 3>| t.clone().gather(2, bin.clone()).reshape([n, d]);
+        let (x_k, w) = (at(&knots.x), at(&knots.widths));
+        let (y_k, h) = (at(&knots.y), at(&knots.heights));
         let (d_k, d_k1) = pick(&knots.delta, bin);
-        let w = x_k1 - x_k.clone();
-        let h = y_k1 - y_k.clone();
         let s = h.clone() / w.clone();
         let beta = d_k1.clone() + d_k.clone() - s.clone() * 2.0;
         Self {
@@ -286,7 +301,26 @@ fn inside<B: Backend>(v: &Tensor<B, 2>, bound: f64) -> (Tensor<B, 2, Bool>, Tens
 /// Shapes: `x: [n, d]`; `widths, heights: [m, d, K]`; `derivatives: [m, d, K − 1]` (the
 /// interior knots), `m ∈ {1, n}`, all unnormalized (see the module docs). Returns `y: [n, d]`
 /// and `ladj = Σ_j ln|∂y_j/∂x_j|: [n]`. `spec` must be valid ([`RqSpline::validate`]).
+///
+/// On the backends with a fused kernel ([`crate::fused`], feature `wgpu`) this is one GPU
+/// launch (plus the ladj's sum) forward and one backward; elsewhere [`rq_spline_reference`].
 pub fn rq_spline<B: Backend>(
+    x: Tensor<B, 2>,
+    widths: Tensor<B, 3>,
+    heights: Tensor<B, 3>,
+    derivatives: Tensor<B, 3>,
+    spec: &RqSpline,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    #[cfg(feature = "fused")]
+    if let Some(out) = crate::fused::rq_spline(&x, &widths, &heights, &derivatives, spec, false) {
+        return out;
+    }
+    rq_spline_reference(x, widths, heights, derivatives, spec)
+}
+
+/// [`rq_spline`] as a chain of tensor operations: the reference for the fused kernel and
+/// the path on every backend without one.
+pub fn rq_spline_reference<B: Backend>(
     x: Tensor<B, 2>,
     widths: Tensor<B, 3>,
     heights: Tensor<B, 3>,
@@ -309,6 +343,21 @@ pub fn rq_spline<B: Backend>(
 /// Inverse of [`rq_spline`]: `x = RQS⁻¹(y)`, with `ladj = Σ_j ln|∂x_j/∂y_j|` (the negative
 /// of the forward's at that point). Same shapes and parameters as [`rq_spline`].
 pub fn rq_spline_inverse<B: Backend>(
+    y: Tensor<B, 2>,
+    widths: Tensor<B, 3>,
+    heights: Tensor<B, 3>,
+    derivatives: Tensor<B, 3>,
+    spec: &RqSpline,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    #[cfg(feature = "fused")]
+    if let Some(out) = crate::fused::rq_spline(&y, &widths, &heights, &derivatives, spec, true) {
+        return out;
+    }
+    rq_spline_inverse_reference(y, widths, heights, derivatives, spec)
+}
+
+/// [`rq_spline_inverse`] as a chain of tensor operations (the fused kernel's reference).
+pub fn rq_spline_inverse_reference<B: Backend>(
     y: Tensor<B, 2>,
     widths: Tensor<B, 3>,
     heights: Tensor<B, 3>,

@@ -14,13 +14,6 @@ use flow_core::{
 
 const N: usize = 8;
 
-/// f32 tolerance for spline layers. The autodiff Jacobian, the reference here, is the
-/// quotient rule applied to the spline's rational function, which cancels in f32 for steep
-/// bins (seen: 1e-4 at moderate parameters, 3e-2 at steep ones), while the analytic
-/// log-derivative is a sum of positive terms. `finite_differences.rs` and `spline.rs`
-/// check the spline layers in f64 to 1e-7.
-const SPLINE_TOL: f64 = 1e-3;
-
 fn planar_layer<B: AutodiffBackend>(device: &B::Device) {
     for dim in [1, 2, 5] {
         let layer = PlanarConfig::new(dim)

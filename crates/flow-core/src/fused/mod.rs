@@ -21,13 +21,24 @@
 //! - planar step ([`planar`]): forward `z' = z + û·tanh(wᵀz + b)` and `ln|1 + h'·wᵀû|` in
 //!   one launch, one GPU thread per row (the invertibility constraint on `û` included);
 //!   backward: the gradients of `z`, `u`, `w`, `b` in one launch (per-row parameter
-//!   gradients, summed over rows afterwards when the parameters are shared).
+//!   gradients, summed over rows afterwards when the parameters are shared);
+//! - rational-quadratic spline ([`rq_spline`]): normalisation of the raw bin parameters
+//!   (softmax, cumulative sum, softplus), bin search, forward or inverse, and every entry's
+//!   log-derivative in one launch, one thread per entry (a `sum` over features makes the
+//!   ladj); backward: the gradients of the input and of the raw widths, heights and
+//!   derivatives in one launch.
 
 mod planar;
+mod spline;
+
+/// Helpers shared by the kernels.
+mod util;
 
 use std::any::{Any, TypeId};
 
 use burn::tensor::{Tensor, backend::Backend};
+
+use crate::spline::RqSpline;
 
 /// `x` as type `U`, which the caller has checked is `T` itself (`TypeId` equality).
 fn same_type<T: 'static, U: 'static>(x: T) -> Option<U> {
@@ -76,5 +87,46 @@ pub fn planar<B: Backend>(
     } else if is::<B, WgpuTrain>() {
         return on::<B, WgpuTrain>(z, u, w, b, planar::forward_packed_autodiff);
     }
+    None
+}
+
+/// The fused rational-quadratic spline on `B` (forward, or inverse when `inverse`), or
+/// `None` when `B` has no fused kernel.
+///
+/// Same contract as [`crate::rq_spline`] / [`crate::rq_spline_inverse`]: `v: [n, d]`;
+/// `widths, heights: [m, d, K]`; `derivatives: [m, d, K − 1]`, `m ∈ {1, n}`; a valid `spec`.
+pub fn rq_spline<B: Backend>(
+    v: &Tensor<B, 2>,
+    widths: &Tensor<B, 3>,
+    heights: &Tensor<B, 3>,
+    derivatives: &Tensor<B, 3>,
+    spec: &RqSpline,
+    inverse: bool,
+) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
+    type Args<B> = spline::Args<B>;
+    fn on<B: Backend, C: Backend>(
+        (v, w, h, d): (&Tensor<B, 2>, &Tensor<B, 3>, &Tensor<B, 3>, &Tensor<B, 3>),
+        f: impl FnOnce(Args<C>) -> Tensor<C, 2>,
+    ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
+        let args = (
+            same_type::<_, Tensor<C, 2>>(v.clone())?,
+            same_type::<_, Tensor<C, 3>>(w.clone())?,
+            same_type::<_, Tensor<C, 3>>(h.clone())?,
+            same_type::<_, Tensor<C, 3>>(d.clone())?,
+        );
+        let packed = same_type::<Tensor<C, 2>, Tensor<B, 2>>(f(args))?;
+        Some(spline::unpack(packed))
+    }
+    let inputs = (v, widths, heights, derivatives);
+    let spec = *spec;
+    #[cfg(feature = "wgpu")]
+    if is::<B, WgpuInner>() {
+        return on::<B, WgpuInner>(inputs, |a| spline::forward_packed(a, spec, inverse));
+    } else if is::<B, WgpuTrain>() {
+        return on::<B, WgpuTrain>(inputs, |a| {
+            spline::forward_packed_autodiff(a, spec, inverse)
+        });
+    }
+    let _ = (inputs, spec, inverse);
     None
 }

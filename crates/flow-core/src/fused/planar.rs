@@ -33,22 +33,14 @@ use burn::{
 };
 use burn_cubecl::{
     BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous,
-    ops::numeric::empty_device_dtype, tensor::CubeTensor,
+    tensor::CubeTensor,
 };
 use cubecl::prelude::*;
 
+use super::util::{empty_like, launch_1d, primitive, softplus, softplus_grad};
+
 /// Rows per cube (one thread per row).
 const ROWS_PER_CUBE: u32 = 64;
-
-/// softplus, linear above 20 (the reference's switch point).
-#[cube]
-fn softplus<F: Float>(x: F) -> F {
-    let mut y = x;
-    if x <= F::new(20.0) {
-        y = F::log1p(F::exp(x));
-    }
-    y
-}
 
 /// Per-row quantities shared by forward and backward.
 #[derive(CubeType)]
@@ -172,12 +164,7 @@ fn planar_backward_kernel<F: Float>(
     }
     let g_a = (g_dot_uh - F::new(2.0) * r.h * r.wuh * g_s) * r.hp;
     let q = r.ww + F::new(1e-12);
-    let mut sig = F::new(1.0);
-    if r.wu <= F::new(20.0) {
-        let e = F::exp(r.wu);
-        sig = e / (F::new(1.0) + e);
-    }
-    let g_wu = g_c / q * (sig - F::new(1.0));
+    let g_wu = g_c / q * (softplus_grad::<F>(r.wu) - F::new(1.0));
     let g_ww = -g_c * r.c / q;
     for k in 0..d {
         let wk = w[pb + k];
@@ -191,22 +178,6 @@ fn planar_backward_kernel<F: Float>(
             g_a * z[zb + k] + g_wuh * uh + r.c * g_uh + g_wu * uk + F::new(2.0) * g_ww * wk;
     }
     gb[i] = g_a;
-}
-
-fn launch_dims<R: CubeRuntime>(n: usize) -> (CubeCount, CubeDim) {
-    (
-        CubeCount::Static((n as u32).div_ceil(ROWS_PER_CUBE).max(1), 1, 1),
-        CubeDim::new_1d(ROWS_PER_CUBE),
-    )
-}
-
-fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, shape: [usize; 2]) -> CubeTensor<R> {
-    empty_device_dtype(
-        like.client.clone(),
-        like.device.clone(),
-        Shape::new(shape),
-        like.dtype,
-    )
 }
 
 /// Forward kernel on contiguous copies of the inputs: `[n, d + 1]`.
@@ -223,8 +194,8 @@ fn forward_inner<R: CubeRuntime>(
         into_contiguous(b),
     );
     let (n, d) = (z.meta.shape()[0], z.meta.shape()[1]);
-    let out = empty_like(&z, [n, d + 1]);
-    let (count, dim) = launch_dims::<R>(n);
+    let out = empty_like(&z, Shape::new([n, d + 1]));
+    let (count, dim) = launch_1d(n, ROWS_PER_CUBE);
     let dtype = z.dtype;
     planar_forward_kernel::launch::<R>(
         &z.client.clone(),
@@ -256,12 +227,12 @@ fn backward_inner<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElemen
     let (n, d) = (z.meta.shape()[0], z.meta.shape()[1]);
     let shared = u.meta.shape()[0] != n;
     let (gz, gu, gw, gb) = (
-        empty_like(&z, [n, d]),
-        empty_like(&z, [n, d]),
-        empty_like(&z, [n, d]),
-        empty_like(&z, [n, 1]),
+        empty_like(&z, Shape::new([n, d])),
+        empty_like(&z, Shape::new([n, d])),
+        empty_like(&z, Shape::new([n, d])),
+        empty_like(&z, Shape::new([n, 1])),
     );
-    let (count, dim) = launch_dims::<R>(n);
+    let (count, dim) = launch_1d(n, ROWS_PER_CUBE);
     let dtype = z.dtype;
     planar_backward_kernel::launch::<R>(
         &z.client.clone(),
@@ -293,10 +264,6 @@ fn backward_inner<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElemen
 
 /// The inputs the backward pass reads: `(z, u, w, b)`.
 type State<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
-
-fn primitive<B: Backend>(t: BurnTensor<B, 2>) -> B::FloatTensorPrimitive {
-    t.into_primitive().tensor()
-}
 
 /// The fused forward on a CubeCL backend without autodiff: `[n, d + 1]`, ladj last.
 pub(super) fn forward_packed<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
