@@ -1,6 +1,7 @@
 //! The backend this build's cargo features select, for binaries and examples
-//! (`ndarray`, `flex` or `wgpu`; `wgpu` wins over `flex`, `flex` over `ndarray`). Library code stays generic over
-//! `B: Backend`; this module only names one concrete choice.
+//! (`ndarray`, `flex`, `wgpu` or `cuda`; `cuda` wins over `wgpu`, `wgpu` over `flex`, `flex`
+//! over `ndarray`). Library code stays generic over `B: Backend`; this module only names one
+//! concrete choice. The CubeCL choices (`wgpu`, `cuda`) have [`crate::fused`] kernels.
 
 /// The inference backend chosen by features.
 ///
@@ -9,20 +10,29 @@
 /// ("Should have handle for tensor", tracel-ai/burn#4328, #4347), and burn-train reads
 /// tensors from its checkpointer and metric threads. Seen here: `train-vae` on wgpu
 /// aborted within a few epochs with fusion, and runs clean without it.
-#[cfg(feature = "wgpu")]
-pub type Inner = burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+pub type Inner = crate::fused::WgpuInner;
+/// The inference backend chosen by features: burn's unfused CUDA `CubeBackend` (same
+/// reason as for `wgpu`).
+#[cfg(feature = "cuda")]
+pub type Inner = crate::fused::CudaInner;
 /// The inference backend chosen by features.
-#[cfg(all(feature = "flex", not(feature = "wgpu")))]
+#[cfg(all(feature = "flex", not(any(feature = "wgpu", feature = "cuda"))))]
 pub type Inner = burn::backend::Flex;
 /// The inference backend chosen by features.
-#[cfg(all(feature = "ndarray", not(any(feature = "wgpu", feature = "flex"))))]
+#[cfg(all(
+    feature = "ndarray",
+    not(any(feature = "wgpu", feature = "flex", feature = "cuda"))
+))]
 pub type Inner = burn::backend::NdArray;
 
 /// The training backend: [`Inner`] with autodiff.
 pub type Train = burn::backend::Autodiff<Inner>;
 
 /// Human-readable backend name, for logs and reports.
-pub const NAME: &str = if cfg!(feature = "wgpu") {
+pub const NAME: &str = if cfg!(feature = "cuda") {
+    "cuda"
+} else if cfg!(feature = "wgpu") {
     "wgpu"
 } else if cfg!(feature = "flex") {
     "flex"

@@ -47,7 +47,12 @@
 
 pub mod actnorm;
 pub mod autoregressive;
-#[cfg(any(feature = "ndarray", feature = "flex", feature = "wgpu"))]
+#[cfg(any(
+    feature = "ndarray",
+    feature = "flex",
+    feature = "wgpu",
+    feature = "cuda"
+))]
 pub mod backend;
 pub mod batchnorm;
 pub mod coupling;

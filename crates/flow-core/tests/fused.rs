@@ -1,6 +1,6 @@
-//! Fused CubeCL kernels against their tensor-op references, on the wgpu backend that has
-//! them (`flow_core::backend::{Inner, Train}`: burn's unfused `CubeBackend`; in CI, Mesa's
-//! lavapipe).
+//! Fused CubeCL kernels against their tensor-op references, on the backend the features
+//! select (`flow_core::backend::{Inner, Train}`: burn's unfused `CubeBackend` for wgpu, or
+//! for CUDA with `--features cuda`; in CI, wgpu on Mesa's lavapipe).
 //!
 //! Inputs are fresh each run (the seed is printed; `FLOW_TEST_SEED` replays one) and include
 //! the kernels' edge cases: saturated `tanh`, `w = 0`, the linear branch of softplus,
@@ -15,7 +15,7 @@
 //! f64 value, or (where f32 cannot get that close) within twice the f32 reference's own
 //! worst error in that output; the number of such entries is printed. A wrong term fails
 //! all three: it is off by orders of magnitude more.
-#![cfg(feature = "wgpu")]
+#![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 mod common;
 

@@ -10,12 +10,14 @@
 //! The library stays generic over `B: Backend`: a public kernel asks [`planar`] here whether
 //! `B` is one of the backends with a fused kernel (a `TypeId` comparison, resolved per
 //! monomorphisation) and moves its tensors to that concrete type without copying. Backends
-//! with fused kernels (feature `wgpu`):
-//! - `CubeBackend<WgpuRuntime, f32, i32, u32>` (what [`crate::backend`] names for `wgpu`)
-//!   and `Autodiff` of it.
+//! with fused kernels:
+//! - feature `wgpu`: `CubeBackend<WgpuRuntime, f32, i32, u32>` ([`WgpuInner`], what
+//!   [`crate::backend`] names for `wgpu`) and `Autodiff` of it;
+//! - feature `cuda`: `CubeBackend<CudaRuntime, f32, i32, u8>` ([`CudaInner`]) and
+//!   `Autodiff` of it.
 //!
-//! burn's fusion-wrapped `burn::backend::Wgpu` takes the reference path (its own fuser
-//! already merges the element-wise chain into few kernels).
+//! burn's fusion-wrapped `burn::backend::Wgpu` / `Cuda` take the reference path (their own
+//! fuser already merges element-wise chains into fewer kernels).
 //!
 //! # Kernels
 //! - planar step ([`planar`]): forward `z' = z + û·tanh(wᵀz + b)` and `ln|1 + h'·wᵀû|` in
@@ -53,11 +55,17 @@ fn is<B: 'static, C: 'static>() -> bool {
     TypeId::of::<B>() == TypeId::of::<C>()
 }
 
-/// The wgpu backend with fused kernels, without and with autodiff.
+/// burn's unfused wgpu backend, which has the fused kernels.
 #[cfg(feature = "wgpu")]
-type WgpuInner = burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+pub type WgpuInner =
+    burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
 #[cfg(feature = "wgpu")]
 type WgpuTrain = burn::backend::Autodiff<WgpuInner>;
+/// burn's unfused CUDA backend, which has the fused kernels.
+#[cfg(feature = "cuda")]
+pub type CudaInner = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+#[cfg(feature = "cuda")]
+type CudaTrain = burn::backend::Autodiff<CudaInner>;
 
 /// The fused planar step on `B`, or `None` when `B` has no fused kernel.
 ///
@@ -86,6 +94,12 @@ pub fn planar<B: Backend>(
         return on::<B, WgpuInner>(z, u, w, b, planar::forward_packed);
     } else if is::<B, WgpuTrain>() {
         return on::<B, WgpuTrain>(z, u, w, b, planar::forward_packed_autodiff);
+    }
+    #[cfg(feature = "cuda")]
+    if is::<B, CudaInner>() {
+        return on::<B, CudaInner>(z, u, w, b, planar::forward_packed);
+    } else if is::<B, CudaTrain>() {
+        return on::<B, CudaTrain>(z, u, w, b, planar::forward_packed_autodiff);
     }
     None
 }
@@ -124,6 +138,14 @@ pub fn rq_spline<B: Backend>(
         return on::<B, WgpuInner>(inputs, |a| spline::forward_packed(a, spec, inverse));
     } else if is::<B, WgpuTrain>() {
         return on::<B, WgpuTrain>(inputs, |a| {
+            spline::forward_packed_autodiff(a, spec, inverse)
+        });
+    }
+    #[cfg(feature = "cuda")]
+    if is::<B, CudaInner>() {
+        return on::<B, CudaInner>(inputs, |a| spline::forward_packed(a, spec, inverse));
+    } else if is::<B, CudaTrain>() {
+        return on::<B, CudaTrain>(inputs, |a| {
             spline::forward_packed_autodiff(a, spec, inverse)
         });
     }
