@@ -30,3 +30,11 @@ potentials:
 vae-peer:
     cargo build --release -p train-vae
     benches/vae_peer.sh
+
+# Fused GPU kernels against their tensor-op references (criterion; `--features cuda` on NVIDIA).
+bench-fused FEATURE="wgpu":
+    cargo bench -p flow-benches --features {{FEATURE}} --bench fused
+
+# The GPU run on a machine with one NVIDIA GPU (needs PY=<python with CUDA torch + peers>).
+gpu:
+    benches/gpu/run.sh

@@ -11,11 +11,11 @@
 /// tensors from its checkpointer and metric threads. Seen here: `train-vae` on wgpu
 /// aborted within a few epochs with fusion, and runs clean without it.
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-pub type Inner = crate::fused::WgpuInner;
+pub type Inner = WgpuInner;
 /// The inference backend chosen by features: burn's unfused CUDA `CubeBackend` (same
 /// reason as for `wgpu`).
 #[cfg(feature = "cuda")]
-pub type Inner = crate::fused::CudaInner;
+pub type Inner = CudaInner;
 /// The inference backend chosen by features.
 #[cfg(all(feature = "flex", not(any(feature = "wgpu", feature = "cuda"))))]
 pub type Inner = burn::backend::Flex;
@@ -44,3 +44,12 @@ pub const NAME: &str = if cfg!(feature = "cuda") {
 pub fn device() -> burn::tensor::Device<Inner> {
     Default::default()
 }
+
+/// burn's unfused wgpu backend (f32), the one with [`crate::fused`] kernels.
+#[cfg(feature = "wgpu")]
+pub type WgpuInner =
+    burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+
+/// burn's unfused CUDA backend (f32), the one with [`crate::fused`] kernels.
+#[cfg(feature = "cuda")]
+pub type CudaInner = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;

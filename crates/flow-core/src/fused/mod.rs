@@ -11,9 +11,9 @@
 //! `B` is one of the backends with a fused kernel (a `TypeId` comparison, resolved per
 //! monomorphisation) and moves its tensors to that concrete type without copying. Backends
 //! with fused kernels:
-//! - feature `wgpu`: `CubeBackend<WgpuRuntime, f32, i32, u32>` ([`WgpuInner`], what
-//!   [`crate::backend`] names for `wgpu`) and `Autodiff` of it;
-//! - feature `cuda`: `CubeBackend<CudaRuntime, f32, i32, u8>` ([`CudaInner`]) and
+//! - feature `wgpu`: `CubeBackend<WgpuRuntime, f32, i32, u32>` ([`crate::backend::WgpuInner`],
+//!   what [`crate::backend`] names for `wgpu`) and `Autodiff` of it;
+//! - feature `cuda`: `CubeBackend<CudaRuntime, f32, i32, u8>` ([`crate::backend::CudaInner`]) and
 //!   `Autodiff` of it.
 //!
 //! burn's fusion-wrapped `burn::backend::Wgpu` / `Cuda` take the reference path (their own
@@ -55,15 +55,12 @@ fn is<B: 'static, C: 'static>() -> bool {
     TypeId::of::<B>() == TypeId::of::<C>()
 }
 
-/// burn's unfused wgpu backend, which has the fused kernels.
 #[cfg(feature = "wgpu")]
-pub type WgpuInner =
-    burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+use crate::backend::WgpuInner;
 #[cfg(feature = "wgpu")]
 type WgpuTrain = burn::backend::Autodiff<WgpuInner>;
-/// burn's unfused CUDA backend, which has the fused kernels.
 #[cfg(feature = "cuda")]
-pub type CudaInner = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+use crate::backend::CudaInner;
 #[cfg(feature = "cuda")]
 type CudaTrain = burn::backend::Autodiff<CudaInner>;
 
