@@ -118,16 +118,19 @@ fn planar_inputs<B: Backend>(
     // ladj's 1/(1 + h'·wᵀû) is ill-conditioned in f32 (1 + wᵀû = softplus(wᵀu) → 0) and no
     // two f32 implementations agree to 1e-5 there.
     let scale = 1.0 / (d as f64).sqrt();
-    let z = normal(n, d, 1.5);
+    let mut z = normal(n, d, 1.5);
     let (mut u, mut w, mut b) = (normal(m, d, scale), normal(m, d, scale), normal(m, 1, 1.0));
     if m == n && n >= 3 {
+        let mut zv = host(z.clone());
         let mut wv = host(w.clone());
         let mut uv = host(u.clone());
         let mut bv = host(b.clone());
         // Rows 0 and 2: a = wᵀz + b far in tanh's flat tail (h' = 0). Row 2 needs it: with
-        // wᵀu > 20, wᵀû ≈ wᵀu − 1 multiplies any rounding of h' in the ladj.
+        // wᵀu > 20, wᵀû ≈ wᵀu − 1 multiplies any rounding of h' in the ladj; its z is 0 so
+        // that its large w cannot pull a back out of the tail.
         bv[0] = 40.0;
         bv[2] = 40.0;
+        zv[2 * d..3 * d].fill(0.0);
         wv[d..2 * d].fill(0.0); // a translation: û is irrelevant, w/‖w‖² guarded
         for k in 0..d {
             wv[2 * d + k] = 5.0; // wᵀu = 25·d > 20: softplus' linear branch
@@ -140,6 +143,10 @@ fn planar_inputs<B: Backend>(
             )
         };
         (u, w, b) = (t(uv, d), t(wv, d), t(bv, 1));
+        z = Tensor::from_data(
+            TensorData::new(zv.iter().map(|&x| x as f32).collect(), [n, d]),
+            device,
+        );
     }
     [z, u, w, b]
 }
