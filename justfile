@@ -31,6 +31,10 @@ vae-peer:
     cargo build --release -p train-vae
     benches/vae_peer.sh
 
+# Layer families at the peer benchmarks' sizes (criterion; FEATURE: ndarray, flex, wgpu, cuda).
+bench-layers FEATURE="ndarray":
+    cargo bench -p flow-benches --features flow-core/{{FEATURE}} --bench layers
+
 # Fused GPU kernels against their tensor-op references (criterion; `--features cuda` on NVIDIA).
 bench-fused FEATURE="wgpu":
     cargo bench -p flow-benches --features {{FEATURE}} --bench fused
