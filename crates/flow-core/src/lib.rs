@@ -60,7 +60,7 @@ pub mod distribution;
 pub mod elementwise;
 pub mod error;
 pub mod flow;
-#[cfg(feature = "fused")]
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod fused;
 pub mod layer;
 pub mod lu;

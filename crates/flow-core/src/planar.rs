@@ -44,7 +44,7 @@ pub fn planar<B: Backend>(
     w: Tensor<B, 2>,
     b: Tensor<B, 2>,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    #[cfg(feature = "fused")]
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if let Some(out) = crate::fused::planar(&z, &u, &w, &b) {
         return out;
     }

@@ -311,7 +311,7 @@ pub fn rq_spline<B: Backend>(
     derivatives: Tensor<B, 3>,
     spec: &RqSpline,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    #[cfg(feature = "fused")]
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if let Some(out) = crate::fused::rq_spline(&x, &widths, &heights, &derivatives, spec, false) {
         return out;
     }
@@ -349,7 +349,7 @@ pub fn rq_spline_inverse<B: Backend>(
     derivatives: Tensor<B, 3>,
     spec: &RqSpline,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    #[cfg(feature = "fused")]
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if let Some(out) = crate::fused::rq_spline(&y, &widths, &heights, &derivatives, spec, true) {
         return out;
     }
