@@ -13,7 +13,7 @@
 //! with fused kernels:
 //! - feature `wgpu`: `CubeBackend<WgpuRuntime, f32, i32, u32>` ([`crate::backend::WgpuInner`],
 //!   what [`crate::backend`] names for `wgpu`) and `Autodiff` of it;
-//! - feature `cuda`: `CubeBackend<CudaRuntime, f32, i32, u8>` ([`crate::backend::CudaInner`]) and
+//! - feature `cuda`: `CubeBackend<CudaRuntime, f32, i32, u8>` (`flow_core::backend::CudaInner`) and
 //!   `Autodiff` of it.
 //!
 //! burn's fusion-wrapped `burn::backend::Wgpu` / `Cuda` take the reference path (their own
