@@ -11,7 +11,7 @@
 //! `B` is one of the backends with a fused kernel (a `TypeId` comparison, resolved per
 //! monomorphisation) and moves its tensors to that concrete type without copying. Backends
 //! with fused kernels:
-//! - feature `wgpu`: `CubeBackend<WgpuRuntime, f32, i32, u32>` ([`crate::backend::WgpuInner`],
+//! - feature `wgpu`: `CubeBackend<WgpuRuntime, f32, i32, u32>` (`flow_core::backend::WgpuInner`,
 //!   what [`crate::backend`] names for `wgpu`) and `Autodiff` of it;
 //! - feature `cuda`: `CubeBackend<CudaRuntime, f32, i32, u8>` (`flow_core::backend::CudaInner`) and
 //!   `Autodiff` of it.
