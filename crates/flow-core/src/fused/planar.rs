@@ -21,14 +21,7 @@
 //! Parameter gradients are written per row and summed over rows when `m = 1`.
 
 use burn::{
-    backend::{
-        Autodiff,
-        autodiff::{
-            checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
-            grads::Gradients,
-            ops::{Backward, Ops, OpsKind},
-        },
-    },
+    backend::Autodiff,
     tensor::{Shape, Tensor as BurnTensor, TensorPrimitive, backend::Backend},
 };
 use burn_cubecl::{
@@ -37,7 +30,10 @@ use burn_cubecl::{
 };
 use cubecl::prelude::*;
 
-use super::util::{empty_like, launch_1d, primitive, softplus, softplus_grad};
+use super::util::{
+    FusedBackward, Inputs, empty_like, launch_1d, primitive, record, softplus, softplus_grad,
+    sum_over_rows,
+};
 
 /// Rows per cube (one thread per row).
 const ROWS_PER_CUBE: u32 = 64;
@@ -214,7 +210,7 @@ fn forward_inner<R: CubeRuntime>(
 /// Backward kernel: `(∂z, ∂u, ∂w, ∂b)` with the parameters' gradients summed over rows
 /// when they are shared (`m = 1 < n`).
 fn backward_inner<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-    (z, u, w, b): State<R>,
+    (z, u, w, b): Inputs<R>,
     g: CubeTensor<R>,
 ) -> [CubeTensor<R>; 4] {
     let (z, u, w, b, g) = (
@@ -249,21 +245,15 @@ fn backward_inner<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElemen
         gb.clone().into_tensor_arg(),
         dtype.into(),
     );
-    let sum_rows = |t: CubeTensor<R>| {
+    let sum_rows = |t| {
         if shared {
-            let t = BurnTensor::<CubeBackend<R, F, I, BT>, 2>::from_primitive(
-                TensorPrimitive::Float(t),
-            );
-            primitive(t.sum_dim(0))
+            sum_over_rows::<R, F, I, BT, 2>(t)
         } else {
             t
         }
     };
     [gz, sum_rows(gu), sum_rows(gw), sum_rows(gb)]
 }
-
-/// The inputs the backward pass reads: `(z, u, w, b)`.
-type State<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
 
 /// The fused forward on a CubeCL backend without autodiff: `[n, d + 1]`, ladj last.
 pub(super) fn forward_packed<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
@@ -276,22 +266,16 @@ pub(super) fn forward_packed<R: CubeRuntime, F: FloatElement, I: IntElement, BT:
     BurnTensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-#[derive(Debug)]
-struct PlanarBackward;
+/// The planar step's backward kernel as an autodiff node.
+struct PlanarGrad;
 
-impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
-    Backward<CubeBackend<R, F, I, BT>, 4> for PlanarBackward
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedBackward<R, F, I, BT>
+    for PlanarGrad
 {
-    type State = State<R>;
+    type State = Inputs<R>;
 
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = grads.consume::<CubeBackend<R, F, I, BT>>(&ops.node);
-        let grads_in = backward_inner::<R, F, I, BT>(ops.state, grad);
-        for (parent, g) in ops.parents.into_iter().zip(grads_in) {
-            if let Some(node) = parent {
-                grads.register::<CubeBackend<R, F, I, BT>>(node.id, g);
-            }
-        }
+    fn gradients(state: Inputs<R>, grad: CubeTensor<R>) -> [CubeTensor<R>; 4] {
+        backward_inner::<R, F, I, BT>(state, grad)
     }
 }
 
@@ -307,29 +291,8 @@ pub(super) fn forward_packed_autodiff<
     w: BurnTensor<Autodiff<CubeBackend<R, F, I, BT>>, 2>,
     b: BurnTensor<Autodiff<CubeBackend<R, F, I, BT>>, 2>,
 ) -> BurnTensor<Autodiff<CubeBackend<R, F, I, BT>>, 2> {
-    let (z, u, w, b) = (primitive(z), primitive(u), primitive(w), primitive(b));
-    let nodes = [
-        z.node.clone(),
-        u.node.clone(),
-        w.node.clone(),
-        b.node.clone(),
-    ];
-    let inputs = (z.primitive, u.primitive, w.primitive, b.primitive);
-    let out = match PlanarBackward
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let (z, u, w, b) = inputs.clone();
-            prep.finish(inputs, forward_inner(z, u, w, b))
-        }
-        OpsKind::UnTracked(prep) => {
-            let (z, u, w, b) = inputs;
-            prep.finish(forward_inner(z, u, w, b))
-        }
-    };
-    BurnTensor::from_primitive(TensorPrimitive::Float(out))
+    let inputs = (primitive(z), primitive(u), primitive(w), primitive(b));
+    record::<R, F, I, BT, PlanarGrad>(inputs, |s| s, |(z, u, w, b)| forward_inner(z, u, w, b))
 }
 
 /// Splits the packed `[n, d + 1]` output into `(z', ladj)` (views, no copy).

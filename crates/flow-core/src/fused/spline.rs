@@ -14,14 +14,7 @@
 //!   widths and heights, and through `δ = m_δ + softplus(θ + c)` to the raw derivatives.
 
 use burn::{
-    backend::{
-        Autodiff,
-        autodiff::{
-            checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
-            grads::Gradients,
-            ops::{Backward, Ops, OpsKind},
-        },
-    },
+    backend::Autodiff,
     tensor::{Shape, Tensor as BurnTensor, TensorPrimitive},
 };
 use burn_cubecl::{
@@ -30,7 +23,10 @@ use burn_cubecl::{
 };
 use cubecl::prelude::*;
 
-use super::util::{empty_like, launch_1d, primitive, softplus, softplus_grad};
+use super::util::{
+    FusedBackward, Inputs, empty_like, launch_1d, primitive, record, softplus, softplus_grad,
+    sum_over_rows,
+};
 
 use crate::spline::RqSpline;
 
@@ -416,9 +412,6 @@ fn spline_backward_kernel<F: Float>(
     }
 }
 
-/// The inputs the backward pass reads: `(v, widths, heights, derivatives)`.
-type Inputs<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
-
 fn contiguous<R: CubeRuntime>((v, w, h, d): Inputs<R>) -> Inputs<R> {
     (
         into_contiguous(v),
@@ -488,12 +481,9 @@ fn backward_inner<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElemen
         inverse,
         dtype.into(),
     );
-    let sum_rows = |t: CubeTensor<R>| {
+    let sum_rows = |t| {
         if m == 1 && n > 1 {
-            let t = BurnTensor::<CubeBackend<R, F, I, BT>, 3>::from_primitive(
-                TensorPrimitive::Float(t),
-            );
-            t.sum_dim(0).into_primitive().tensor()
+            sum_over_rows::<R, F, I, BT, 3>(t)
         } else {
             t
         }
@@ -522,22 +512,16 @@ pub(super) fn forward_packed<R: CubeRuntime, F: FloatElement, I: IntElement, BT:
     BurnTensor::from_primitive(TensorPrimitive::Float(forward_inner(inputs, spec, inverse)))
 }
 
-#[derive(Debug)]
-struct SplineBackward;
+/// The spline's backward kernel as an autodiff node.
+struct SplineGrad;
 
-impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
-    Backward<CubeBackend<R, F, I, BT>, 4> for SplineBackward
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedBackward<R, F, I, BT>
+    for SplineGrad
 {
     type State = State<R>;
 
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = grads.consume::<CubeBackend<R, F, I, BT>>(&ops.node);
-        let grads_in = backward_inner::<R, F, I, BT>(ops.state, grad);
-        for (parent, g) in ops.parents.into_iter().zip(grads_in) {
-            if let Some(node) = parent {
-                grads.register::<CubeBackend<R, F, I, BT>>(node.id, g);
-            }
-        }
+    fn gradients(state: State<R>, grad: CubeTensor<R>) -> [CubeTensor<R>; 4] {
+        backward_inner::<R, F, I, BT>(state, grad)
     }
 }
 
@@ -552,26 +536,12 @@ pub(super) fn forward_packed_autodiff<
     spec: RqSpline,
     inverse: bool,
 ) -> BurnTensor<Autodiff<CubeBackend<R, F, I, BT>>, 2> {
-    let (v, w, h, d) = (primitive(v), primitive(w), primitive(h), primitive(d));
-    let nodes = [
-        v.node.clone(),
-        w.node.clone(),
-        h.node.clone(),
-        d.node.clone(),
-    ];
-    let inputs = (v.primitive, w.primitive, h.primitive, d.primitive);
-    let out = match SplineBackward
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let out = forward_inner(inputs.clone(), spec, inverse);
-            prep.finish((inputs, spec, inverse), out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(forward_inner(inputs, spec, inverse)),
-    };
-    BurnTensor::from_primitive(TensorPrimitive::Float(out))
+    let inputs = (primitive(v), primitive(w), primitive(h), primitive(d));
+    record::<R, F, I, BT, SplineGrad>(
+        inputs,
+        |inputs| (inputs, spec, inverse),
+        |inputs| forward_inner(inputs, spec, inverse),
+    )
 }
 
 /// Splits the packed `[n, 2d]` output into `(values, Σ_j log-derivatives)`.

@@ -1,8 +1,23 @@
-//! Launch geometry, output allocation, primitive access and the cube functions both
-//! kernels use.
+//! Launch geometry, output allocation, primitive access, the cube functions both kernels
+//! use, and the autodiff node every fused kernel records.
 
-use burn::tensor::{Shape, Tensor, backend::Backend};
-use burn_cubecl::{CubeRuntime, ops::numeric::empty_device_dtype, tensor::CubeTensor};
+use core::marker::PhantomData;
+
+use burn::{
+    backend::{
+        Autodiff,
+        autodiff::{
+            checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+            grads::Gradients,
+            ops::{Backward, Ops, OpsKind},
+        },
+    },
+    tensor::{Shape, Tensor, TensorPrimitive, backend::Backend, ops::FloatTensor},
+};
+use burn_cubecl::{
+    BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement,
+    ops::numeric::empty_device_dtype, tensor::CubeTensor,
+};
 use cubecl::prelude::*;
 
 /// One thread per unit of work, `per_cube` threads per cube.
@@ -42,4 +57,109 @@ pub(super) fn softplus_grad<F: Float>(x: F) -> F {
         g = e / (F::new(1.0) + e);
     }
     g
+}
+
+/// The four inner tensors a fused kernel reads.
+pub(super) type Inputs<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
+
+/// The burn backend a fused kernel runs on.
+type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+
+/// `t` summed over its first (row) dimension, keeping it (size 1): the gradient of a
+/// parameter shared by every row from its per-row gradients.
+pub(super) fn sum_over_rows<
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+    const D: usize,
+>(
+    t: CubeTensor<R>,
+) -> CubeTensor<R> {
+    primitive(Tensor::<Cube<R, F, I, BT>, D>::from_primitive(TensorPrimitive::Float(t)).sum_dim(0))
+}
+
+/// A fused kernel's backward pass: the gradients of its four inputs from the packed
+/// output's gradient and the state its forward recorded.
+pub(super) trait FusedBackward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>:
+    'static
+{
+    /// What the backward pass reads.
+    type State: Clone + Send + core::fmt::Debug + 'static;
+    /// `[∂L/∂input; 4]`, in the inputs' order and shapes.
+    fn gradients(state: Self::State, grad: CubeTensor<R>) -> [CubeTensor<R>; 4];
+}
+
+/// The autodiff graph node of a fused kernel `K`.
+struct Node<K>(PhantomData<fn() -> K>);
+
+impl<K> core::fmt::Debug for Node<K> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(core::any::type_name::<K>())
+    }
+}
+
+impl<R, F, I, BT, K> Backward<Cube<R, F, I, BT>, 4> for Node<K>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+    K: FusedBackward<R, F, I, BT>,
+{
+    type State = K::State;
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Cube<R, F, I, BT>>(&ops.node);
+        for (parent, g) in ops.parents.into_iter().zip(K::gradients(ops.state, grad)) {
+            if let Some(node) = parent {
+                grads.register::<Cube<R, F, I, BT>>(node.id, g);
+            }
+        }
+    }
+}
+
+/// An autodiff tensor's primitive on a fused backend.
+type AutodiffPrimitive<R, F, I, BT> = FloatTensor<Autodiff<Cube<R, F, I, BT>>>;
+/// The four autodiff tensors a fused kernel reads.
+type AutodiffInputs<R, F, I, BT> = (
+    AutodiffPrimitive<R, F, I, BT>,
+    AutodiffPrimitive<R, F, I, BT>,
+    AutodiffPrimitive<R, F, I, BT>,
+    AutodiffPrimitive<R, F, I, BT>,
+);
+
+/// Runs `forward` on the inner tensors of `inputs` and, when any input is tracked, records
+/// one graph node whose backward is `K` with the state `state` builds from the inputs.
+pub(super) fn record<R, F, I, BT, K>(
+    (a, b, c, d): AutodiffInputs<R, F, I, BT>,
+    state: impl FnOnce(Inputs<R>) -> K::State,
+    forward: impl FnOnce(Inputs<R>) -> CubeTensor<R>,
+) -> Tensor<Autodiff<Cube<R, F, I, BT>>, 2>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+    K: FusedBackward<R, F, I, BT>,
+{
+    let nodes = [
+        a.node.clone(),
+        b.node.clone(),
+        c.node.clone(),
+        d.node.clone(),
+    ];
+    let inputs = (a.primitive, b.primitive, c.primitive, d.primitive);
+    let out = match Node::<K>(PhantomData)
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let out = forward(inputs.clone());
+            prep.finish(state(inputs), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(inputs)),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
 }
