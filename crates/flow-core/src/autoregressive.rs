@@ -8,8 +8,10 @@
 //! With `τ` an element-wise bijection ([`Elementwise`]):
 //!
 //! - forward (noise → data, sampling): `y_j = τ(x_j; θ_j(y_{<j}))`. Each `y_j` needs the
-//!   earlier `y`, so this takes `D` passes of the MADE: pass `k` fixes the features of
-//!   degree `≤ k`.
+//!   earlier `y`, so this takes `D` sequential steps, one per feature in increasing
+//!   degree, each computing only that feature's parameters ([`crate::made::Sequential`]:
+//!   a rank-1 update of the first hidden layer, the other hidden layers, and `P` output
+//!   columns).
 //! - inverse (data → noise, density): `x_j = τ⁻¹(y_j; θ_j(y_{<j}))`, all `θ` from one pass
 //!   of the MADE on `y`.
 //! - `ln|det ∂y/∂x| = Σ_j ln|τ'(x_j; θ_j)|`: the Jacobian is triangular in the order.
@@ -110,16 +112,31 @@ impl<B: Backend> Transform<B> for MaskedAutoregressive<B> {
         x: Tensor<B, 2>,
         context: Option<&Tensor<B, 2>>,
     ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        // Pass k makes the features of degree ≤ k exact; the last pass's parameters are
-        // computed from a y whose features of degree < D are all exact, so its output and
-        // log-determinant are exact.
-        let mut y = x.zeros_like();
+        // One feature at a time in increasing degree: feature j's parameters only see
+        // the features fixed before it (see `Sequential`).
+        let [n, d] = x.dims();
+        let mut made = self.made.sequential(n, context, &x.device());
+        let order = made.order().to_vec();
+        let mut columns: Vec<Option<Tensor<B, 2>>> = vec![None; d];
         let mut ladj = None;
-        for _ in 0..self.dim() {
-            let (next, l) = self.kind.forward(x.clone(), self.params(y, context));
-            y = next;
-            ladj = Some(l);
+        for (k, &j) in order.iter().enumerate() {
+            let (y_j, l_j) = self.kind.forward(x.clone().narrow(1, j, 1), made.params(j));
+            if k + 1 < d {
+                made.fix(j, y_j.clone());
+            }
+            columns[j] = Some(y_j);
+            ladj = Some(match ladj {
+                Some(acc) => acc + l_j,
+                None => l_j,
+            });
         }
+        let y = Tensor::cat(
+            columns
+                .into_iter()
+                .map(|c| c.expect("every feature is fixed"))
+                .collect(),
+            1,
+        );
         (y, ladj.expect("dim ≥ 1"))
     }
 }

@@ -97,8 +97,13 @@ impl<B: Backend> MaskedLinear<B> {
 
     /// `[n, d_in] -> [n, d_out]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let w = self.weight.val() * self.mask.clone();
-        x.matmul(w) + self.bias.val().unsqueeze()
+        let (w, b) = self.masked();
+        x.matmul(w) + b.unsqueeze()
+    }
+
+    /// The masked weight `W ⊙ M: [d_in, d_out]` and the bias `[d_out]`.
+    fn masked(&self) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        (self.weight.val() * self.mask.clone(), self.bias.val())
     }
 }
 
@@ -167,12 +172,15 @@ impl MadeConfig {
                     .init(device),
             }
         });
+        let mut by_degree: Vec<usize> = (0..d).collect();
+        by_degree.sort_by_key(|&i| input[i]);
         Ok(Made {
             layers,
             out,
             context,
             dim: d,
             context_dim: self.context_dim,
+            by_degree,
         })
     }
 }
@@ -192,6 +200,9 @@ pub struct Made<B: Backend> {
     context: Option<ContextInput<B>>,
     dim: usize,
     context_dim: usize,
+    /// The features in increasing degree: the order in which sequential evaluation fixes
+    /// them.
+    by_degree: Vec<usize>,
 }
 
 impl<B: Backend> Made<B> {
@@ -229,6 +240,108 @@ impl<B: Backend> Made<B> {
             Some((paths, c)) => out + paths.out.forward(c),
             None => out,
         }
+    }
+
+    /// The network prepared for evaluation one feature at a time, for `n` rows whose
+    /// features are all zero so far (see [`Sequential`]).
+    ///
+    /// # Panics
+    /// If a conditional network gets no context.
+    pub fn sequential(
+        &self,
+        n: usize,
+        context: Option<&Tensor<B, 2>>,
+        device: &B::Device,
+    ) -> Sequential<B> {
+        let context = self.context.as_ref().map(|paths| {
+            let c = context.unwrap_or_else(|| {
+                panic!("this MADE needs a context of width {}", self.context_dim)
+            });
+            (
+                paths.hidden.forward(c.clone()),
+                paths.out.forward(c.clone()),
+            )
+        });
+        let (w1, b1) = self.layers[0].masked();
+        let [_, hidden] = w1.dims();
+        let h1 = Tensor::<B, 2>::zeros([n, hidden], device) + b1.unsqueeze();
+        let (w, b) = self.out.masked();
+        let p = w.dims()[1] / self.dim;
+        let feature_out = |j: usize| {
+            let cols = |t: Tensor<B, 2>, rows| {
+                let parts: Vec<_> = (0..p)
+                    .map(|q| t.clone().narrow(1, q * self.dim + j, 1))
+                    .collect();
+                Tensor::cat(parts, 1).reshape([rows, p])
+            };
+            (cols(w.clone(), hidden), cols(b.clone().unsqueeze::<2>(), 1))
+        };
+        Sequential {
+            h1: match &context {
+                Some((to_hidden, _)) => h1 + to_hidden.clone(),
+                None => h1,
+            },
+            inputs: (0..self.dim).map(|i| w1.clone().narrow(0, i, 1)).collect(),
+            hidden: self.layers[1..].iter().map(MaskedLinear::masked).collect(),
+            outputs: (0..self.dim).map(feature_out).collect(),
+            context_out: context.map(|(_, out)| out),
+            dim: self.dim,
+            by_degree: self.by_degree.clone(),
+        }
+    }
+}
+
+/// A [`Made`] evaluated one feature at a time, in increasing degree: what a masked
+/// autoregressive layer's `D`-pass direction (sampling a MAF, the density of an IAF)
+/// needs.
+///
+/// The masked weights are formed once. The first hidden layer's pre-activation is kept
+/// and updated when a feature `i` is fixed, by the rank-1 term `y_i · (W₁ ⊙ M₁)[i, :]`;
+/// the other hidden layers are evaluated in full; and the output layer only for the `P`
+/// columns of the feature asked for. For the 784-512-512-1568 MADE of the MAF benchmark
+/// that is 0.27 M multiply-adds per row and feature instead of 1.47 M for a full pass.
+/// Exact: the outputs of feature `j` only see features of lower degree, which are fixed
+/// (or still zero, as in a full pass on a zero-initialised `y`) when `j`'s turn comes.
+#[derive(Debug)]
+pub struct Sequential<B: Backend> {
+    h1: Tensor<B, 2>,
+    inputs: Vec<Tensor<B, 2>>,
+    hidden: Vec<(Tensor<B, 2>, Tensor<B, 1>)>,
+    outputs: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
+    context_out: Option<Tensor<B, 2>>,
+    dim: usize,
+    by_degree: Vec<usize>,
+}
+
+impl<B: Backend> Sequential<B> {
+    /// The features in the order they must be fixed (increasing degree).
+    pub fn order(&self) -> &[usize] {
+        &self.by_degree
+    }
+
+    /// The parameters `[n, P, 1]` of feature `j`, from the features fixed so far.
+    pub fn params(&self, j: usize) -> Tensor<B, 3> {
+        let mut h = activation::relu(self.h1.clone());
+        for (w, b) in &self.hidden {
+            h = activation::relu(h.matmul(w.clone()) + b.clone().unsqueeze());
+        }
+        let (w, b) = &self.outputs[j];
+        let mut theta = h.matmul(w.clone()) + b.clone();
+        if let Some(out) = &self.context_out {
+            let [n, _] = out.dims();
+            let p = w.dims()[1];
+            let parts: Vec<_> = (0..p)
+                .map(|q| out.clone().narrow(1, q * self.dim + j, 1))
+                .collect();
+            theta = theta + Tensor::cat(parts, 1).reshape([n, p]);
+        }
+        let [n, p] = theta.dims();
+        theta.reshape([n, p, 1])
+    }
+
+    /// Fixes feature `j` to `y: [n, 1]`.
+    pub fn fix(&mut self, j: usize, y: Tensor<B, 2>) {
+        self.h1 = self.h1.clone() + y * self.inputs[j].clone();
     }
 }
 
