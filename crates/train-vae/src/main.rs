@@ -92,6 +92,11 @@ fn train(args: &TrainArgs, device: &burn::tensor::Device<Inner>) -> Result<(), V
     Ok(())
 }
 
+/// mimalloc: glibc's malloc returns large tensor buffers to the kernel on every free,
+/// and the next op faults in fresh pages (docs/benchmarks.md measures the cost).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

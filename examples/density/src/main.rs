@@ -13,7 +13,6 @@
 #[cfg(not(any(feature = "ndarray", feature = "flex", feature = "wgpu")))]
 compile_error!("enable a backend feature: `ndarray` (default), `flex` or `wgpu`");
 
-mod data;
 mod model;
 
 use std::{
@@ -33,7 +32,7 @@ use flow_plots::{Panel, Window};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tracing::info;
 
-use data::{DataError, Standardizer, Table, Toy};
+use density::data::{self, DataError, Standardizer, Table, Toy};
 use model::{FlowArgs, Model};
 
 /// Density estimation with normalizing flows.
@@ -560,6 +559,11 @@ fn eval(args: &EvalArgs) -> Result<f64> {
     }
     Ok(mean_log_prob(&model, &standardizer.apply(&table))? + standardizer.log_det())
 }
+
+/// mimalloc: glibc's malloc returns large tensor buffers to the kernel on every free,
+/// and the next op faults in fresh pages (docs/benchmarks.md measures the cost).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

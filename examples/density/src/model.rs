@@ -13,7 +13,9 @@ use flow_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, data::Standardizer, other};
+use density::data::Standardizer;
+
+use crate::{Error, Result, other};
 
 /// A fitted density: standard normal base, a stack of layers.
 pub type Model<B> = Flow<B, StandardNormal, Vec<Layer<B>>>;

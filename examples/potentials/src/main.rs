@@ -505,6 +505,11 @@ fn write_reports(
     Ok(())
 }
 
+/// mimalloc: glibc's malloc returns large tensor buffers to the kernel on every free,
+/// and the next op faults in fresh pages (docs/benchmarks.md measures the cost).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
