@@ -18,52 +18,10 @@ use burn::tensor::{Distribution, Tensor, backend::Backend};
 use criterion::{Criterion, criterion_group, criterion_main};
 use flow_benches::planar_inputs;
 use flow_core::{
-    Coupling, CouplingConfig, Elementwise, Flow, MaskedAutoregressive, MaskedAutoregressiveConfig,
-    Order, Permutation, StandardNormal,
+    Flow, StandardNormal,
     backend::{Inner, Train},
     planar,
 };
-
-type Couplings<B> = Vec<(Coupling<B>, Permutation<B>)>;
-
-fn couplings<B: Backend>(
-    dim: usize,
-    layers: usize,
-    hidden: usize,
-    kind: Elementwise,
-    device: &B::Device,
-) -> Flow<B, StandardNormal, Couplings<B>> {
-    let stack = (0..layers)
-        .map(|_| {
-            let coupling = CouplingConfig::new(dim, kind)
-                .with_hidden(hidden)
-                .init(device)
-                .expect("a valid coupling");
-            (
-                coupling,
-                Permutation::reverse(dim, device).expect("a valid permutation"),
-            )
-        })
-        .collect();
-    Flow::new(StandardNormal::new(dim).expect("dim ≥ 1"), stack).expect("a valid flow")
-}
-
-fn maf<B: Backend>(device: &B::Device) -> Flow<B, StandardNormal, Vec<MaskedAutoregressive<B>>> {
-    let stack = (0..5)
-        .map(|i| {
-            MaskedAutoregressiveConfig::new(784, Elementwise::affine())
-                .with_hidden(512)
-                .with_order(if i % 2 == 0 {
-                    Order::Natural
-                } else {
-                    Order::Reversed
-                })
-                .init(device)
-                .expect("a valid MAF layer")
-        })
-        .collect();
-    Flow::new(StandardNormal::new(784).expect("dim ≥ 1"), stack).expect("a valid flow")
-}
 
 fn sync<B: Backend>(device: &B::Device) {
     B::sync(device).expect("the device finishes its queue");
@@ -118,27 +76,25 @@ fn flow_family<T>(
 
 fn realnvp_moons(c: &mut Criterion) {
     let device = Default::default();
-    let kind = Elementwise::affine();
     flow_family(
         c,
         "realnvp_moons",
         512,
         true,
-        couplings::<Inner>(2, 8, 256, kind, &device),
-        couplings::<Train>(2, 8, 256, kind, &device),
+        flow_benches::realnvp_moons::<Inner>(&device),
+        flow_benches::realnvp_moons::<Train>(&device),
     );
 }
 
 fn nsf_mog(c: &mut Criterion) {
     let device = Default::default();
-    let kind = Elementwise::spline(8, 5.0);
     flow_family(
         c,
         "nsf_mog",
         512,
         true,
-        couplings::<Inner>(8, 4, 128, kind, &device),
-        couplings::<Train>(8, 4, 128, kind, &device),
+        flow_benches::nsf_mog::<Inner>(&device),
+        flow_benches::nsf_mog::<Train>(&device),
     );
 }
 
@@ -149,8 +105,8 @@ fn maf_mnist(c: &mut Criterion) {
         "maf_mnist",
         128,
         false,
-        maf::<Inner>(&device),
-        maf::<Train>(&device),
+        flow_benches::maf_mnist::<Inner>(&device),
+        flow_benches::maf_mnist::<Train>(&device),
     );
 }
 

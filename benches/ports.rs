@@ -1,0 +1,596 @@
+//! Rust ports of the four PyTorch peer benchmarks in `shared/peer` (its README specifies
+//! them): the same data formulas, layer sizes, parameter counts, batch sizes, optimizer
+//! (Adam with torch's defaults) and timing windows, on the backend the features select
+//! (`ndarray` by default, or `--features flex`). Each prints **one JSON line** on stdout
+//! with the peer's metric names; progress goes to stderr.
+//!
+//! ```text
+//! cargo run --release -p flow-benches --bin ports -- realnvp-moons --threads 2
+//! ```
+//!
+//! `benches/side_by_side.py` (`just bench-peers`) runs them alternately with the peers.
+
+use std::time::Instant;
+
+use burn::{
+    module::{AutodiffModule, Module},
+    optim::{AdamConfig, GradientsParams, Optimizer},
+    tensor::{Distribution, Tensor, TensorData, backend::Backend},
+};
+use clap::{Parser, Subcommand};
+use density::data::{Table, Toy, mnist_logit};
+use flow_core::{
+    Flow, Invertible, StandardNormal,
+    backend::{self, Inner, Train},
+};
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use serde_json::{Value, json};
+use tracing::info;
+use train_vae::model::{ModelConfig, Vae};
+
+/// The peer benchmarks, ported.
+#[derive(Parser, Debug)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+    /// Worker threads of the CPU backend (rayon and the matmul's pool).
+    #[arg(long, global = true, default_value_t = 2)]
+    threads: usize,
+    /// Seed of the data stream and of the backend's initialization.
+    #[arg(long, global = true, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// a. VAE with a 10-step amortized planar posterior on binarized MNIST (the peer's
+    /// `--variant amortised`).
+    VaePlanar {
+        /// Training epochs (≥ 1 + throughput-epochs).
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        /// Epochs timed after the first (the warm-up).
+        #[arg(long, default_value_t = 2)]
+        throughput_epochs: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Posterior samples per validation image for the IW bound (0: no evaluation).
+        #[arg(long, default_value_t = 100)]
+        iw_samples: usize,
+        #[arg(long, default_value_t = 1234)]
+        val_seed: u64,
+    },
+    /// b. RealNVP (8 affine couplings) on two moons.
+    RealnvpMoons {
+        /// Training steps.
+        #[arg(long, default_value_t = 2000)]
+        steps: usize,
+        /// Steps before the timed window.
+        #[arg(long, default_value_t = 20)]
+        warmup_steps: usize,
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 10_000)]
+        test_n: usize,
+        #[arg(long, default_value_t = 4321)]
+        test_seed: u64,
+    },
+    /// c. MAF (5 MADE layers) on dequantized logit-space MNIST.
+    MafMnist {
+        /// Training steps.
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+        /// Steps before the timed window.
+        #[arg(long, default_value_t = 5)]
+        warmup_steps: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 1000)]
+        logprob_batch: usize,
+        #[arg(long, default_value_t = 64)]
+        sample_batch: usize,
+        #[arg(long, default_value_t = 1234)]
+        val_seed: u64,
+    },
+    /// d. Rational-quadratic spline couplings on the 8-D Gaussian mixture.
+    NsfMog {
+        /// Training steps.
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        /// Steps before the timed window.
+        #[arg(long, default_value_t = 20)]
+        warmup_steps: usize,
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 10_000)]
+        test_n: usize,
+        #[arg(long, default_value_t = 4321)]
+        test_seed: u64,
+    },
+}
+
+fn sync<B: Backend>() {
+    B::sync(&Default::default()).expect("the device finishes its queue");
+}
+
+fn host(t: Tensor<Inner, 1>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .into_vec()
+        .expect("a float tensor")
+}
+
+fn table<B: Backend>(t: &Table) -> Tensor<B, 2> {
+    let values: Vec<f32> = t.values.iter().map(|&v| v as f32).collect();
+    Tensor::from_data(
+        TensorData::new(values, [t.rows(), t.dim]),
+        &Default::default(),
+    )
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Adam with torch's defaults (β = (0.9, 0.999), ε = 1e-8; burn's default ε is 1e-5).
+fn adam() -> AdamConfig {
+    AdamConfig::new().with_epsilon(1e-8)
+}
+
+/// `steps` Adam steps on `loss(model, step)`, timing steps `warmup..steps` (the peers'
+/// window). Losses are read from the device every 100 steps, and once at the end.
+/// Returns the model, steps/s over the window, the whole loop's seconds and the losses.
+fn train<M: AutodiffModule<Train>>(
+    mut model: M,
+    run: (usize, usize),
+    lr: f64,
+    mut loss: impl FnMut(&M, usize) -> Tensor<Train, 1>,
+) -> (M, f64, f64, Vec<f64>) {
+    let (steps, warmup) = run;
+    assert!(warmup < steps, "--warmup-steps must be below --steps");
+    let mut optim = adam().init::<Train, M>();
+    let mut pending = Vec::new();
+    let mut losses = Vec::new();
+    let all = Instant::now();
+    let mut timed = all;
+    for step in 0..steps {
+        if step == warmup {
+            sync::<Train>();
+            timed = Instant::now();
+        }
+        let l = loss(&model, step);
+        pending.push(l.clone().detach().inner());
+        let grads = GradientsParams::from_grads(l.backward(), &model);
+        model = optim.step(lr, model, grads);
+        if (step + 1) % 100 == 0 || step + 1 == steps {
+            losses.extend(host(Tensor::cat(std::mem::take(&mut pending), 0)));
+            let recent = &losses[losses.len().saturating_sub(100)..];
+            info!(
+                step = step + 1,
+                loss = format!("{:.4}", mean(recent)),
+                "training"
+            );
+        }
+    }
+    let window = timed.elapsed().as_secs_f64();
+    let wall = all.elapsed().as_secs_f64();
+    let last = losses.last().copied().unwrap_or(f64::NAN);
+    assert!(
+        last.is_finite(),
+        "training diverged: the last loss is {last}"
+    );
+    (model, (steps - warmup) as f64 / window, wall, losses)
+}
+
+/// Items per second of `f` (which returns after the device is done): one warm-up call,
+/// then calls until 1 s or 50 calls, as the peers' `throughput`.
+fn throughput(items: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let (mut reps, mut seconds) = (0, 0.0);
+    while seconds < 1.0 && reps < 50 {
+        let t = Instant::now();
+        f();
+        seconds += t.elapsed().as_secs_f64();
+        reps += 1;
+    }
+    (items * reps) as f64 / seconds
+}
+
+/// Parameter counts per top-level module of a flow (one entry per layer).
+fn flow_params<T: Module<Train>>(flow: &Flow<Train, StandardNormal, Vec<T>>) -> Value {
+    let per: Vec<usize> = flow.transform.iter().map(Module::num_params).collect();
+    json!(per)
+}
+
+/// The density benchmarks' shared second half: test log-likelihood, then `log_prob` and
+/// `sample` throughput on the whole test set, as `realnvp_moons.py` and `nsf_mog.py`.
+fn evaluate_density<T: Invertible<Inner>>(
+    model: &Flow<Inner, StandardNormal, T>,
+    test: Tensor<Inner, 2>,
+) -> (f64, f64, f64) {
+    let n = test.dims()[0];
+    let device = Default::default();
+    let test_ll = mean(&host(
+        model.log_prob(test.clone(), None).expect("valid input"),
+    ));
+    let log_prob = throughput(n, || {
+        let _ = model.log_prob(test.clone(), None).expect("valid input");
+        sync::<Inner>();
+    });
+    let sample = throughput(n, || {
+        let _ = model.sample(n, None, &device).expect("n ≥ 1");
+        sync::<Inner>();
+    });
+    (test_ll, log_prob, sample)
+}
+
+fn density_bench(
+    name: &str,
+    toy: Toy,
+    run: (usize, usize, usize),
+    lr: f64,
+    test: (usize, u64),
+    seed: u64,
+) -> Value {
+    let (steps, warmup, batch) = run;
+    let mut rng = StdRng::seed_from_u64(seed);
+    // Fresh batches for every step, drawn before the timed loop (as the peers).
+    let batches: Vec<Tensor<Train, 2>> = (0..steps)
+        .map(|_| table(&toy.sample(batch, &mut rng)))
+        .collect();
+    let test_table = toy.sample(test.0, &mut StdRng::seed_from_u64(test.1));
+    Train::seed(&Default::default(), seed);
+    let device = Default::default();
+    let (model, layers) = if toy == Toy::Mog8 {
+        let m = flow_benches::nsf_mog::<Train>(&device);
+        let layers = json!(
+            m.transform
+                .iter()
+                .map(|(c, _)| c.num_params())
+                .collect::<Vec<_>>()
+        );
+        (m, layers)
+    } else {
+        let m = flow_benches::realnvp_moons::<Train>(&device);
+        let layers = json!(
+            m.transform
+                .iter()
+                .map(|(c, _)| c.num_params())
+                .collect::<Vec<_>>()
+        );
+        (m, layers)
+    };
+    let params = model.num_params();
+    info!(bench = name, params, "model built");
+    let (model, steps_per_s, wall, losses) = train(model, (steps, warmup), lr, |m, step| {
+        m.log_prob(batches[step].clone(), None)
+            .expect("valid input")
+            .mean()
+            .neg()
+    });
+    let (test_ll, log_prob, sample) = evaluate_density(&model.valid(), table(&test_table));
+    info!(steps_per_s, test_ll, log_prob, sample, "done");
+    let mut out = json!({
+        "bench": name, "params": params, "params_per_layer": layers,
+        "batch": batch, "steps": steps, "warmup_steps": warmup,
+        "train_steps_per_s": steps_per_s, "train_samples_per_s": steps_per_s * batch as f64,
+        "train_wall_s": wall,
+        "final_train_loss_avg100": mean(&losses[losses.len().saturating_sub(100)..]),
+        "test_ll": test_ll, "test_n": test.0,
+        "logprob_samples_per_s": log_prob, "sample_samples_per_s": sample,
+    });
+    if let Some(true_ll) = toy.exact_log_prob(&test_table) {
+        out["test_ll_true_density"] = json!(true_ll);
+    }
+    out
+}
+
+/// `[rows, 784]` MNIST grey levels of `rows` (indices into `pixels`) on the device.
+fn gather<B: Backend>(pixels: &[u8], rows: &[usize]) -> Tensor<B, 2> {
+    let values: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| pixels[r * 784..(r + 1) * 784].iter().map(|&p| f32::from(p)))
+        .collect();
+    Tensor::from_data(
+        TensorData::new(values, [rows.len(), 784]),
+        &Default::default(),
+    )
+}
+
+/// Dequantize and map to logit space on the device (`maf_mnist.py`'s `to_logit`):
+/// `y = logit(α + (1 − 2α)(pixel + u)/256)`, `u ~ U(0, 1)`, `α = 10⁻⁶`.
+fn to_logit<B: Backend>(pixels: Tensor<B, 2>) -> Tensor<B, 2> {
+    const ALPHA: f64 = 1e-6;
+    let u = Tensor::random(pixels.shape(), Distribution::Default, &pixels.device());
+    let s = (pixels + u)
+        .div_scalar(256.0)
+        .mul_scalar(1.0 - 2.0 * ALPHA)
+        .add_scalar(ALPHA);
+    s.clone().log() - s.neg().log1p()
+}
+
+fn maf_mnist(
+    run: (usize, usize, usize),
+    lr: f64,
+    batches: (usize, usize),
+    val_seed: u64,
+    seed: u64,
+) -> Value {
+    let (steps, warmup, batch) = run;
+    let images = train_vae::data::embedded_images().expect("the embedded MNIST subset");
+    let (train_px, val_px) = images.pixels.split_at(9000 * 784);
+    let (val, val_log_det) = mnist_logit(val_px, 784, &mut StdRng::seed_from_u64(val_seed));
+    let val = table::<Inner>(&val);
+    let mut rng = StdRng::seed_from_u64(seed);
+    Train::seed(&Default::default(), seed);
+    let model = flow_benches::maf_mnist::<Train>(&Default::default());
+    let params = model.num_params();
+    let layers = flow_params(&model);
+    info!(bench = "maf-mnist", params, "model built");
+    let per_epoch = 9000 / batch;
+    let mut order: Vec<usize> = (0..9000).collect();
+    let (model, steps_per_s, wall, losses) = train(model, (steps, warmup), lr, |m, step| {
+        let i = step % per_epoch;
+        if i == 0 {
+            order.shuffle(&mut rng);
+        }
+        let x = to_logit(gather::<Train>(
+            train_px,
+            &order[i * batch..(i + 1) * batch],
+        ));
+        m.log_prob(x, None).expect("valid input").mean().neg()
+    });
+    let model = model.valid();
+    let (lp_batch, sample_batch) = batches;
+    let n = val.dims()[0];
+    let log_prob_all = || {
+        let parts: Vec<Tensor<Inner, 1>> = (0..n)
+            .step_by(lp_batch)
+            .map(|i| {
+                model
+                    .log_prob(val.clone().slice([i..(i + lp_batch).min(n)]), None)
+                    .expect("valid input")
+            })
+            .collect();
+        Tensor::cat(parts, 0)
+    };
+    let _ = log_prob_all();
+    sync::<Inner>();
+    let t = Instant::now();
+    let lp = log_prob_all();
+    sync::<Inner>();
+    let log_prob = n as f64 / t.elapsed().as_secs_f64();
+    let lp = host(lp);
+    let val_ll = mean(&lp);
+    let val_bpd = -(val_ll + mean(&val_log_det)) / (784.0 * std::f64::consts::LN_2);
+    let device = Default::default();
+    let _ = model.sample(2, None, &device).expect("n ≥ 1");
+    sync::<Inner>();
+    let t = Instant::now();
+    let s = model.sample(sample_batch, None, &device).expect("n ≥ 1");
+    sync::<Inner>();
+    let sample_time = t.elapsed().as_secs_f64();
+    assert_eq!(s.dims(), [sample_batch, 784]);
+    info!(
+        steps_per_s,
+        log_prob,
+        sample = sample_batch as f64 / sample_time,
+        val_ll,
+        val_bpd,
+        "done"
+    );
+    json!({
+        "bench": "maf-mnist", "params": params, "params_per_layer": layers,
+        "batch": batch, "steps": steps, "warmup_steps": warmup,
+        "train_steps_per_s": steps_per_s, "train_samples_per_s": steps_per_s * batch as f64,
+        "train_wall_s": wall,
+        "final_train_loss_avg25": mean(&losses[losses.len().saturating_sub(25)..]),
+        "logprob_samples_per_s": log_prob, "logprob_batch": lp_batch,
+        "sample_samples_per_s": sample_batch as f64 / sample_time, "sample_batch": sample_batch,
+        "sample_time_s": sample_time,
+        "val_ll_logit_nats": val_ll, "val_bits_per_dim_pixel": val_bpd,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vae_planar(
+    epochs: usize,
+    throughput_epochs: usize,
+    batch: usize,
+    lr: f64,
+    iw_samples: usize,
+    val_seed: u64,
+    seed: u64,
+) -> Value {
+    assert!(
+        epochs > throughput_epochs,
+        "--epochs must exceed --throughput-epochs (epoch 1 is the warm-up)"
+    );
+    let images = train_vae::data::embedded_images().expect("the embedded MNIST subset");
+    let train_p = images.slice(0..9000).intensities();
+    let val = images.slice(9000..10_000).binarize(val_seed);
+    let device = Default::default();
+    Train::seed(&device, seed);
+    let config = ModelConfig::default();
+    let mut model: Vae<Train> = config.init(&device).expect("the default model");
+    let mut breakdown = serde_json::Map::new();
+    for (name, shape) in model.param_shapes() {
+        let part = name.split('.').next().unwrap_or(&name).to_string();
+        let count = shape.iter().product::<usize>() as u64;
+        let entry = breakdown.entry(part).or_insert(json!(0));
+        *entry = json!(entry.as_u64().unwrap_or(0) + count);
+    }
+    let params = model.num_params();
+    info!(bench = "vae-planar", params, "model built");
+    let mut optim = adam().init::<Train, Vae<Train>>();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..9000).collect();
+    let per_epoch = 9000 / batch;
+    let (mut epoch_times, mut epoch_losses) = (Vec::new(), Vec::new());
+    for epoch in 1..=epochs {
+        let t = Instant::now();
+        order.shuffle(&mut rng);
+        let mut pending = Vec::with_capacity(per_epoch);
+        for i in 0..per_epoch {
+            let rows = &order[i * batch..(i + 1) * batch];
+            let p: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| train_p[r * 784..(r + 1) * 784].iter().copied())
+                .collect();
+            let p = Tensor::<Train, 2>::from_data(TensorData::new(p, [batch, 784]), &device);
+            // Dynamic binarization, fresh for every batch: x ~ Bernoulli(p).
+            let u = Tensor::<Train, 2>::random([batch, 784], Distribution::Default, &device);
+            let x = u.lower(p).float();
+            let terms = model.terms(x);
+            let loss = (terms.recon + terms.kl).mean();
+            pending.push(loss.clone().detach().inner());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+        }
+        let loss = mean(&host(Tensor::cat(pending, 0)));
+        epoch_times.push(t.elapsed().as_secs_f64());
+        assert!(loss.is_finite(), "training diverged in epoch {epoch}");
+        epoch_losses.push(loss);
+        info!(
+            epoch,
+            neg_elbo = format!("{loss:.2}"),
+            seconds = format!("{:.2}", t.elapsed().as_secs_f64()),
+            "training"
+        );
+    }
+    let timed: f64 = epoch_times[1..=throughput_epochs].iter().sum();
+    let images_per_s = (throughput_epochs * per_epoch * batch) as f64 / timed;
+    let mut out = json!({
+        "bench": "vae-planar", "params": params, "param_breakdown": breakdown,
+        "batch": batch, "epochs": epochs, "throughput_epochs": throughput_epochs,
+        "train_images_per_s": images_per_s, "epoch_times_s": epoch_times,
+        "train_neg_elbo_per_epoch": epoch_losses,
+    });
+    if iw_samples > 0 {
+        let model = model.valid();
+        let x = Tensor::<Inner, 2>::from_data(TensorData::new(val, [1000, 784]), &device);
+        let t = Instant::now();
+        let (elbo, nll) = model.importance_weighted(x, iw_samples, 10_000);
+        out["val_elbo"] = json!(mean(&host(elbo)));
+        out["val_nll_iw"] = json!(mean(&host(nll)));
+        out["iw_samples"] = json!(iw_samples);
+        out["eval_time_s"] = json!(t.elapsed().as_secs_f64());
+    }
+    info!(images_per_s, "done");
+    out
+}
+
+/// mimalloc, as the project's programs (glibc's malloc returns large buffers to the
+/// kernel on every free; docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    // The CPU backends' pools: rayon (element-wise work, flex's GEMM) and matrixmultiply's
+    // own pool (ndarray's GEMM), both `--threads` wide, set before the first tensor op.
+    // SAFETY: no other thread exists yet that could read the environment.
+    unsafe { std::env::set_var("MATMUL_NUM_THREADS", cli.threads.to_string()) };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.threads)
+        .build_global()
+        .expect("the first rayon pool");
+    let load_start = load_average();
+    let seed = cli.seed;
+    let mut out = match cli.bench {
+        Bench::VaePlanar {
+            epochs,
+            throughput_epochs,
+            batch,
+            lr,
+            iw_samples,
+            val_seed,
+        } => vae_planar(
+            epochs,
+            throughput_epochs,
+            batch,
+            lr,
+            iw_samples,
+            val_seed,
+            seed,
+        ),
+        Bench::RealnvpMoons {
+            steps,
+            warmup_steps,
+            batch,
+            lr,
+            test_n,
+            test_seed,
+        } => density_bench(
+            "realnvp-moons",
+            Toy::PeerMoons,
+            (steps, warmup_steps, batch),
+            lr,
+            (test_n, test_seed),
+            seed,
+        ),
+        Bench::MafMnist {
+            steps,
+            warmup_steps,
+            batch,
+            lr,
+            logprob_batch,
+            sample_batch,
+            val_seed,
+        } => maf_mnist(
+            (steps, warmup_steps, batch),
+            lr,
+            (logprob_batch, sample_batch),
+            val_seed,
+            seed,
+        ),
+        Bench::NsfMog {
+            steps,
+            warmup_steps,
+            batch,
+            lr,
+            test_n,
+            test_seed,
+        } => density_bench(
+            "nsf-mog",
+            Toy::Mog8,
+            (steps, warmup_steps, batch),
+            lr,
+            (test_n, test_seed),
+            seed,
+        ),
+    };
+    out["variant"] = json!(format!("flow-rs/{}", backend::NAME));
+    out["threads"] = json!(cli.threads);
+    out["seed"] = json!(seed);
+    out["argv"] = json!(std::env::args().skip(1).collect::<Vec<_>>());
+    out["versions"] = json!({"flow-rs": env!("CARGO_PKG_VERSION"), "burn": "0.21.0"});
+    out["loadavg_1m_at_start"] = json!(load_start);
+    out["loadavg_1m_at_end"] = json!(load_average());
+    println!("{out}");
+}
+
+/// The 1-minute load average (`/proc/loadavg`), to spot a run shared with other work.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

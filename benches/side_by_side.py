@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Side by side: the Rust ports (`ports`) and the PyTorch peers, alternately, in one run.
+
+For each benchmark and each pair, runs the port (A) and then every peer variant (B),
+all at the same thread count, and repeats (A B A B ...). Each program prints one JSON
+line; they are appended to the output file. Then prints, for every throughput metric,
+the Rust median, the fastest peer variant's median, and the ratio (Rust / peer, per pair)
+as median [min, max] over the pairs, against the target.
+
+    benches/side_by_side.py --python /path/to/peer-venv/bin/python      # or PY=...
+    just bench-peers                                                     # the same
+
+Only the standard library; the peers' Python environment is described in
+`<peer>/README.md`. Take the numbers on an idle machine (`--wait-quiet` waits for one
+before every run): with two threads the peers collapse when another process takes a core.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+# (bench, peer script, peer variants, throughput metrics, quality metrics)
+BENCHES = {
+    "vae-planar": ("vae_planar.py", ["amortised", "normflows"],
+                   ["train_images_per_s"], ["val_elbo", "val_nll_iw"]),
+    "realnvp-moons": ("realnvp_moons.py", ["zuko", "nflows"],
+                      ["train_steps_per_s", "logprob_samples_per_s", "sample_samples_per_s"],
+                      ["test_ll"]),
+    "maf-mnist": ("maf_mnist.py", ["zuko", "nflows"],
+                  ["train_steps_per_s", "logprob_samples_per_s", "sample_samples_per_s"],
+                  ["val_bits_per_dim_pixel"]),
+    "nsf-mog": ("nsf_mog.py", ["zuko", "nflows"],
+                ["train_steps_per_s", "logprob_samples_per_s", "sample_samples_per_s"],
+                ["test_ll"]),
+}
+
+# The issue's targets (ratio against the fastest peer).
+TARGETS = {("maf-mnist", "train_steps_per_s"): 1.25,
+           ("maf-mnist", "logprob_samples_per_s"): 1.25}
+DEFAULT_TARGET = 2.0
+
+# Dense matmul FLOPs of one maf-mnist training step (shared/peer/README.md, TRAIN_FLOPS).
+MAF_TRAIN_FLOPS = 5.528e9
+
+# Shorter runs for a quick look (the same arguments go to both sides).
+QUICK = {"vae-planar": ["--epochs", "3", "--iw-samples", "10"],
+         "realnvp-moons": ["--steps", "300"],
+         "maf-mnist": ["--steps", "30", "--sample-batch", "16"],
+         "nsf-mog": ["--steps", "300"]}
+# The VAE's throughput is over epochs 2-3: train 3 epochs (of the peers' 10) by default.
+DEFAULT_ARGS = {"vae-planar": ["--epochs", "3"]}
+
+
+def run(cmd, env, wait_quiet, peer_dir):
+    if wait_quiet:
+        subprocess.run([os.path.join(peer_dir, "wait_quiet.sh"), "3"], check=True,
+                       stdout=sys.stderr)
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        sys.exit(f"no JSON line from {' '.join(cmd)}")
+    return json.loads(lines[-1])
+
+
+def matmul_peak(args, env):
+    cmd = [args.python, os.path.join(args.peer, "matmul_peak.py"), "--quick",
+           "--threads", str(args.threads)]
+    return run(cmd, env, args.wait_quiet, args.peer)["peak_2048_gflops_median"]
+
+
+def table(records, threads, peak):
+    """Markdown tables: throughput ratios, then quality, from the JSON records."""
+    lines = [f"| benchmark | metric | Rust median | fastest peer: median | ratio median [min, max] "
+             f"| target | met |", "|---|---|---|---|---|---|---|"]
+    quality = ["| benchmark | metric | Rust median | peer medians |", "|---|---|---|---|"]
+    for bench, (_, variants, metrics, quals) in BENCHES.items():
+        ours = [r for r in records if r["bench"] == bench and r["variant"].startswith("flow-rs")]
+        if not ours:
+            continue
+        peers = {v: [r for r in records if r["bench"] == bench and r["variant"] == v]
+                 for v in variants}
+        peers = {v: rs for v, rs in peers.items() if rs}
+        for metric in metrics:
+            rust = [r[metric] for r in ours]
+            best = max(peers, key=lambda v: statistics.median(r[metric] for r in peers[v]))
+            peer = [r[metric] for r in peers[best]]
+            ratios = [a / b for a, b in zip(rust, peer)]
+            target = TARGETS.get((bench, metric), DEFAULT_TARGET)
+            ratio = statistics.median(ratios)
+            lines.append(
+                f"| {bench} | {metric} | {statistics.median(rust):.4g} "
+                f"| {best}: {statistics.median(peer):.4g} "
+                f"| **{ratio:.2f}×** [{min(ratios):.2f}, {max(ratios):.2f}] "
+                f"| ≥ {target}× | {'yes' if ratio >= target else 'no'} |")
+            if bench == "maf-mnist" and metric == "train_steps_per_s":
+                for name, vals in [("flow-rs", rust), (best, peer)]:
+                    gflops = MAF_TRAIN_FLOPS * statistics.median(vals) / 1e9
+                    share = f" = {100 * gflops / peak:.0f} % of {peak:.0f}" if peak else ""
+                    lines.append(f"| maf-mnist | ↳ train matmul GFLOP/s, {name} | "
+                                 f"{gflops:.1f}{share} | | | ≥ 60 % (Rust) | "
+                                 f"{'yes' if name == 'flow-rs' and peak and gflops >= 0.6 * peak else ('no' if name == 'flow-rs' and peak else '')} |")
+        for metric in quals:
+            if metric not in ours[0]:
+                continue
+            rust = statistics.median(r[metric] for r in ours)
+            peer = ", ".join(f"{v} {statistics.median(r[metric] for r in rs):.4g}"
+                             for v, rs in peers.items() if metric in rs[0])
+            quality.append(f"| {bench} | {metric} | {rust:.4g} | {peer} |")
+    pairs = max((sum(1 for r in records if r["bench"] == b and r["variant"].startswith("flow-rs"))
+                 for b in BENCHES), default=0)
+    loads = [r.get("loadavg_1m_at_end") for r in records if r.get("loadavg_1m_at_end") is not None]
+    head = (f"{threads} threads, {pairs} pairs, 1-min load average at the end of runs "
+            f"{min(loads):.2f}–{max(loads):.2f}" if loads else f"{threads} threads")
+    return head + "\n\n" + "\n".join(lines) + "\n\nQuality (not timed):\n\n" + "\n".join(quality)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--python", default=os.environ.get("PY"),
+                   help="python with torch, zuko, nflows, normflows (default $PY)")
+    p.add_argument("--peer", default="../shared/peer", help="the peer benchmarks' directory")
+    p.add_argument("--ports", default="target/release/ports", help="the Rust ports' binary")
+    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--benches", nargs="+", default=list(BENCHES), choices=list(BENCHES))
+    p.add_argument("--out", default=None, help="JSON lines (default runs/side-by-side/<time>.jsonl)")
+    p.add_argument("--markdown", default=None, help="also write the table here")
+    p.add_argument("--quick", action="store_true", help="short runs (a smoke test, not numbers)")
+    p.add_argument("--wait-quiet", action="store_true",
+                   help="wait for idle CPUs before every run (the peer's wait_quiet.sh)")
+    p.add_argument("--no-peak", action="store_true", help="skip the matmul peak")
+    p.add_argument("--summarize", default=None, help="only print the table of this file")
+    args = p.parse_args()
+    if args.summarize:
+        records = [json.loads(line) for line in open(args.summarize) if line.strip()]
+        peak = next((r["peak_2048_gflops_median"] for r in records
+                     if r.get("bench") == "matmul-peak"), None)
+        threads = next((r["threads"] for r in records if "threads" in r), "?")
+        print(table([r for r in records if r.get("bench") != "matmul-peak"], threads, peak))
+        return
+    if not args.python:
+        sys.exit("give the peers' python: --python PATH or PY=PATH (see <peer>/README.md)")
+    if not os.path.isfile(args.ports):
+        sys.exit(f"{args.ports} not found: cargo build --release -p flow-benches --bin ports")
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS", "MATMUL_NUM_THREADS"):
+        env[var] = str(args.threads)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or os.path.join("runs", "side-by-side", f"{stamp}.jsonl")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    records = []
+
+    def keep(record):
+        records.append(record)
+        with open(out, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    peak = None
+    if not args.no_peak:
+        peak = matmul_peak(args, env)
+        keep({"bench": "matmul-peak", "peak_2048_gflops_median": peak, "threads": args.threads})
+    for pair in range(1, args.pairs + 1):
+        for bench in args.benches:
+            script, variants, _, _ = BENCHES[bench]
+            extra = QUICK[bench] if args.quick else DEFAULT_ARGS.get(bench, [])
+            common = ["--threads", str(args.threads), "--seed", str(pair)] + extra
+            keep(run([args.ports, bench] + common, env, args.wait_quiet, args.peer))
+            for variant in variants:
+                keep(run([args.python, os.path.join(args.peer, script), "--variant", variant]
+                         + common, env, args.wait_quiet, args.peer))
+        print(f"pair {pair} of {args.pairs} done", file=sys.stderr, flush=True)
+    text = table([r for r in records if r["bench"] != "matmul-peak"], args.threads, peak)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+    print(f"records: {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
