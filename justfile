@@ -42,3 +42,10 @@ bench-fused FEATURE="wgpu":
 # The GPU run on a machine with one NVIDIA GPU (needs PY=<python with CUDA torch + peers>).
 gpu:
     benches/gpu/run.sh
+
+# The four peer benchmarks side by side with their Rust ports, alternately (A B A B, 3
+# pairs, 2 threads), and the ratio table (needs PY=<python with torch, zuko, nflows,
+# normflows>; the peers' directory is PEER, default ../shared/peer). ~20 min; idle machine.
+bench-peers FEATURE="flex" *ARGS:
+    cargo build --release -p flow-benches --bin ports --features {{FEATURE}}
+    python3 benches/side_by_side.py --peer "${PEER:-../shared/peer}" {{ARGS}}

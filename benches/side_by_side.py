@@ -67,14 +67,19 @@ def run(cmd, env, wait_quiet, peer_dir):
     return json.loads(lines[-1])
 
 
-def matmul_peak(args, env):
-    cmd = [args.python, os.path.join(args.peer, "matmul_peak.py"), "--quick",
-           "--threads", str(args.threads)]
-    return run(cmd, env, args.wait_quiet, args.peer)["peak_2048_gflops_median"]
+def matmul_peaks(args, env):
+    """2048³ f32 matmul GFLOP/s: torch's (the peers' `matmul_peak.py`), then ours."""
+    torch = run([args.python, os.path.join(args.peer, "matmul_peak.py"), "--quick",
+                 "--threads", str(args.threads)], env, args.wait_quiet, args.peer)
+    ours = run([args.ports, "matmul", "--threads", str(args.threads)], env, args.wait_quiet,
+               args.peer)
+    return {"torch": torch["peak_2048_gflops_median"], "flow-rs": ours["peak_2048_gflops_median"],
+            "flow-rs rows": ours["rows"]}
 
 
-def table(records, threads, peak):
+def table(records, threads, peaks):
     """Markdown tables: throughput ratios, then quality, from the JSON records."""
+    peak = (peaks or {}).get("torch")
     lines = [f"| benchmark | metric | Rust median | fastest peer: median | ratio median [min, max] "
              f"| target | met |", "|---|---|---|---|---|---|---|"]
     quality = ["| benchmark | metric | Rust median | peer medians |", "|---|---|---|---|"]
@@ -98,12 +103,16 @@ def table(records, threads, peak):
                 f"| **{ratio:.2f}×** [{min(ratios):.2f}, {max(ratios):.2f}] "
                 f"| ≥ {target}× | {'yes' if ratio >= target else 'no'} |")
             if bench == "maf-mnist" and metric == "train_steps_per_s":
-                for name, vals in [("flow-rs", rust), (best, peer)]:
-                    gflops = MAF_TRAIN_FLOPS * statistics.median(vals) / 1e9
-                    share = f" = {100 * gflops / peak:.0f} % of {peak:.0f}" if peak else ""
-                    lines.append(f"| maf-mnist | ↳ train matmul GFLOP/s, {name} | "
-                                 f"{gflops:.1f}{share} | | | ≥ 60 % (Rust) | "
-                                 f"{'yes' if name == 'flow-rs' and peak and gflops >= 0.6 * peak else ('no' if name == 'flow-rs' and peak else '')} |")
+                ours_rate = MAF_TRAIN_FLOPS * statistics.median(rust) / 1e9
+                peer_rate = MAF_TRAIN_FLOPS * statistics.median(peer) / 1e9
+                if peak:
+                    own = (peaks or {}).get("flow-rs")
+                    own_share = f"; {100 * ours_rate / own:.0f} % of our GEMM's {own:.0f}" if own else ""
+                    lines.append(
+                        f"| maf-mnist | ↳ train GFLOP/s (5.528 GFLOP/step), % of torch.mm 2048³ "
+                        f"= {peak:.0f} | {ours_rate:.1f} = {100 * ours_rate / peak:.0f} %{own_share} "
+                        f"| {best}: {peer_rate:.1f} = {100 * peer_rate / peak:.0f} % | | ≥ 60 % "
+                        f"| {'yes' if ours_rate >= 0.6 * peak else 'no'} |")
         for metric in quals:
             if metric not in ours[0]:
                 continue
@@ -116,6 +125,9 @@ def table(records, threads, peak):
     loads = [r.get("loadavg_1m_at_end") for r in records if r.get("loadavg_1m_at_end") is not None]
     head = (f"{threads} threads, {pairs} pairs, 1-min load average at the end of runs "
             f"{min(loads):.2f}–{max(loads):.2f}" if loads else f"{threads} threads")
+    if peaks:
+        head += (f"; f32 matmul 2048³: torch.mm {peaks['torch']:.0f} GFLOP/s, "
+                 f"ours {peaks['flow-rs']:.0f} GFLOP/s")
     return head + "\n\n" + "\n".join(lines) + "\n\nQuality (not timed):\n\n" + "\n".join(quality)
 
 
@@ -139,10 +151,9 @@ def main():
     args = p.parse_args()
     if args.summarize:
         records = [json.loads(line) for line in open(args.summarize) if line.strip()]
-        peak = next((r["peak_2048_gflops_median"] for r in records
-                     if r.get("bench") == "matmul-peak"), None)
+        peaks = next((r["peaks"] for r in records if r.get("bench") == "matmul-peak"), None)
         threads = next((r["threads"] for r in records if "threads" in r), "?")
-        print(table([r for r in records if r.get("bench") != "matmul-peak"], threads, peak))
+        print(table([r for r in records if r.get("bench") != "matmul-peak"], threads, peaks))
         return
     if not args.python:
         sys.exit("give the peers' python: --python PATH or PY=PATH (see <peer>/README.md)")
@@ -161,10 +172,10 @@ def main():
         with open(out, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
-    peak = None
+    peaks = None
     if not args.no_peak:
-        peak = matmul_peak(args, env)
-        keep({"bench": "matmul-peak", "peak_2048_gflops_median": peak, "threads": args.threads})
+        peaks = matmul_peaks(args, env)
+        keep({"bench": "matmul-peak", "peaks": peaks, "threads": args.threads})
     for pair in range(1, args.pairs + 1):
         for bench in args.benches:
             script, variants, _, _ = BENCHES[bench]
@@ -175,7 +186,7 @@ def main():
                 keep(run([args.python, os.path.join(args.peer, script), "--variant", variant]
                          + common, env, args.wait_quiet, args.peer))
         print(f"pair {pair} of {args.pairs} done", file=sys.stderr, flush=True)
-    text = table([r for r in records if r["bench"] != "matmul-peak"], args.threads, peak)
+    text = table([r for r in records if r["bench"] != "matmul-peak"], args.threads, peaks)
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as f:
