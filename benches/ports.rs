@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use burn::{
     module::{AutodiffModule, Module},
-    optim::{AdamConfig, GradientsParams, Optimizer},
+    optim::{GradientsParams, Optimizer},
     tensor::{Distribution, Tensor, TensorData, backend::Backend},
 };
 use clap::{Parser, Subcommand};
@@ -22,6 +22,7 @@ use density::data::{Table, Toy, mnist_logit};
 use flow_core::{
     Flow, Invertible, StandardNormal,
     backend::{self, Inner, Train},
+    optim::FusedAdamConfig,
 };
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde_json::{Value, json};
@@ -151,9 +152,9 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-/// Adam with torch's defaults (β = (0.9, 0.999), ε = 1e-8; burn's default ε is 1e-5).
-fn adam() -> AdamConfig {
-    AdamConfig::new().with_epsilon(1e-8)
+/// Adam with torch's defaults (β = (0.9, 0.999), ε = 1e-8), fused on the CPU backends.
+fn adam() -> FusedAdamConfig {
+    FusedAdamConfig::new()
 }
 
 /// `steps` Adam steps on `loss(model, step)`, timing steps `warmup..steps` (the peers'
@@ -326,10 +327,18 @@ fn matmul(repeats: usize, min_time: f64) -> Value {
             let normal = |shape: [usize; 2]| {
                 Tensor::<Inner, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device)
             };
-            let a = if transposed { normal([k, m]) } else { normal([m, k]) };
+            let a = if transposed {
+                normal([k, m])
+            } else {
+                normal([m, k])
+            };
             let b = normal([k, n]);
             let product = || {
-                let a = if transposed { a.clone().transpose() } else { a.clone() };
+                let a = if transposed {
+                    a.clone().transpose()
+                } else {
+                    a.clone()
+                };
                 let _ = a.matmul(b.clone());
                 sync::<Inner>();
             };

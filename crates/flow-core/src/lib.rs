@@ -67,6 +67,7 @@ pub mod lu;
 pub mod made;
 pub mod nets;
 pub mod ops;
+pub mod optim;
 pub mod permutation;
 pub mod planar;
 pub mod radial;

@@ -23,7 +23,7 @@ use std::{
 
 use burn::{
     module::{AutodiffModule, Module},
-    optim::{AdamConfig, GradientsParams, Optimizer},
+    optim::{GradientsParams, Optimizer},
     tensor::{Tensor, TensorData, backend::Backend},
 };
 use clap::{Parser, Subcommand};
@@ -380,7 +380,9 @@ fn fit(args: &FitArgs) -> Result<Summary> {
     std::fs::create_dir_all(&out).map_err(|e| other(format!("{}: {e}", out.display())))?;
     info!(data = %data.name, dim, flow = %args.flow.describe(), params, out = %out.display(), "fitting");
 
-    let mut optim = AdamConfig::new().init();
+    let mut optim = flow_core::optim::FusedAdamConfig::new()
+        .with_epsilon(1e-5)
+        .init();
     let mut batches = Batches::new(&data, args.seed.wrapping_add(1));
     let mut best: Option<(f64, usize, Model<Inner>)> = None;
     let mut since_best = 0;
