@@ -62,6 +62,8 @@ pub mod error;
 pub mod flow;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod fused;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+pub mod host;
 pub mod layer;
 pub mod lu;
 pub mod made;

@@ -36,24 +36,12 @@ mod spline;
 /// Helpers shared by the kernels.
 mod util;
 
-use std::any::{Any, TypeId};
-
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::spline::RqSpline;
-
-/// `x` as type `U`, which the caller has checked is `T` itself (`TypeId` equality).
-fn same_type<T: 'static, U: 'static>(x: T) -> Option<U> {
-    let mut slot = Some(x);
-    (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<U>>()
-        .and_then(Option::take)
-}
-
-/// True when `B` is exactly `C`.
-fn is<B: 'static, C: 'static>() -> bool {
-    TypeId::of::<B>() == TypeId::of::<C>()
-}
+use crate::{
+    ops::{is, same_type},
+    spline::RqSpline,
+};
 
 #[cfg(feature = "wgpu")]
 use crate::backend::WgpuInner;
