@@ -15,7 +15,10 @@
 //! f64 value, or (where f32 cannot get that close) within twice the f32 reference's own
 //! worst error in that output; the number of such entries is printed. A wrong term fails
 //! all three: it is off by orders of magnitude more.
-#![cfg(any(feature = "wgpu", feature = "cuda"))]
+//!
+//! With `--features flex` (and neither GPU feature) the spline tests check the CPU kernel
+//! of `flow_core::host` the same way: `cargo test -p flow-core --features flex --test fused`.
+#![cfg(any(feature = "wgpu", feature = "cuda", feature = "flex"))]
 
 mod common;
 
@@ -25,12 +28,13 @@ use burn::tensor::{
 };
 use common::{SPLINE_TOL, host};
 use flow_core::{
-    CouplingConfig, Elementwise, MaskedAutoregressiveConfig, PlanarConfig, RqSpline,
+    CouplingConfig, Elementwise, MaskedAutoregressiveConfig, RqSpline,
     backend::{Inner, Train},
-    planar, planar_reference, rq_spline, rq_spline_inverse, rq_spline_inverse_reference,
-    rq_spline_reference,
+    rq_spline, rq_spline_inverse, rq_spline_inverse_reference, rq_spline_reference,
     testing::{self, exclusive_device, randomize},
 };
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+use flow_core::{PlanarConfig, planar, planar_reference};
 
 /// Values and gradients agree to this (relative, floor 1 near zero; f32).
 const REL: f64 = 1e-5;
@@ -103,6 +107,7 @@ fn assert_agree(
     }
 }
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 /// Planar inputs `(z, u, w, b)` with `n` rows and `m ∈ {1, n}` parameter rows, edge rows
 /// planted when `m = n`: row 0 saturates tanh, row 1 has `w = 0`, row 2 has `wᵀu > 20`.
 fn planar_inputs<B: Backend>(
@@ -151,8 +156,10 @@ fn planar_inputs<B: Backend>(
     [z, u, w, b]
 }
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 const PLANAR_OUTPUTS: [&str; 6] = ["z'", "ladj", "∂z", "∂u", "∂w", "∂b"];
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 /// Values, ladj and the gradients of `(z, u, w, b)` for the loss `Σ z'·gy + Σ ladj·gl`,
 /// through the fused kernel or the reference.
 fn planar_outputs<B: AutodiffBackend>(
@@ -181,6 +188,7 @@ fn planar_outputs<B: AutodiffBackend>(
     out
 }
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 /// Fused and reference planar steps agree in values (inference and training backends) and
 /// in the gradients of every input (the fused backward against autodiff of the reference).
 #[test]
@@ -229,6 +237,7 @@ fn planar_step_matches_reference() {
     }
 }
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 /// The planar layer on the fused backend passes the shared property checks: its ladj
 /// against the autodiff Jacobian (which runs the fused backward), gradients to every
 /// parameter, finite extremes, batch consistency.
@@ -392,7 +401,11 @@ fn rq_spline_matches_reference() {
                 moved(dr, &device),
             );
             let (vi, wi, hi, di) = &inner;
-            assert!(flow_core::fused::rq_spline(vi, wi, hi, di, &spec, inverse).is_some());
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            let fused = flow_core::fused::rq_spline(vi, wi, hi, di, &spec, inverse);
+            #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+            let fused = flow_core::host::rq_spline(vi, wi, hi, di, &spec, inverse);
+            assert!(fused.is_some(), "the backend under test has the fused kernel");
             let (y, l) = spline_call(true, inverse, inner.clone(), &spec);
             let (y_ref, l_ref) = spline_call(false, inverse, inner, &spec);
             assert_agree(
