@@ -564,6 +564,10 @@ fn vae_planar(
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // Keep freed memory for the next tensor instead of purging it back to the kernel
+    // (`mi_option_purge_delay`, 15 in mimalloc 3's `mi_option_e`; libmimalloc-sys names
+    // no constant for it). SAFETY: called before any other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -405,7 +405,10 @@ fn rq_spline_matches_reference() {
             let fused = flow_core::fused::rq_spline(vi, wi, hi, di, &spec, inverse);
             #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
             let fused = flow_core::host::rq_spline(vi, wi, hi, di, &spec, inverse);
-            assert!(fused.is_some(), "the backend under test has the fused kernel");
+            assert!(
+                fused.is_some(),
+                "the backend under test has the fused kernel"
+            );
             let (y, l) = spline_call(true, inverse, inner.clone(), &spec);
             let (y_ref, l_ref) = spline_call(false, inverse, inner, &spec);
             assert_agree(

@@ -568,6 +568,10 @@ fn eval(args: &EvalArgs) -> Result<f64> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Keep freed memory for the next tensor instead of purging it back to the kernel
+    // (`mi_option_purge_delay`, 15 in mimalloc 3's `mi_option_e`; libmimalloc-sys names
+    // no constant for it). SAFETY: called before any other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
