@@ -71,7 +71,7 @@ def matmul_peaks(args, env):
     """2048³ f32 matmul GFLOP/s: torch's (the peers' `matmul_peak.py`), then ours."""
     torch = run([args.python, os.path.join(args.peer, "matmul_peak.py"), "--quick",
                  "--threads", str(args.threads)], env, args.wait_quiet, args.peer)
-    ours = run([args.ports, "matmul", "--threads", str(args.threads)], env, args.wait_quiet,
+    ours = run([args.ports[0], "matmul", "--threads", str(args.threads)], env, args.wait_quiet,
                args.peer)
     return {"torch": torch["peak_2048_gflops_median"], "flow-rs": ours["peak_2048_gflops_median"],
             "flow-rs rows": ours["rows"]}
@@ -84,13 +84,15 @@ def table(records, threads, peaks):
              f"| target | met |", "|---|---|---|---|---|---|---|"]
     quality = ["| benchmark | metric | Rust median | peer medians |", "|---|---|---|---|"]
     for bench, (_, variants, metrics, quals) in BENCHES.items():
-        ours = [r for r in records if r["bench"] == bench and r["variant"].startswith("flow-rs")]
-        if not ours:
+        ours_all = [r for r in records if r["bench"] == bench and r["variant"].startswith("flow-rs")]
+        if not ours_all:
             continue
         peers = {v: [r for r in records if r["bench"] == bench and r["variant"] == v]
                  for v in variants}
         peers = {v: rs for v, rs in peers.items() if rs}
-        for metric in metrics:
+        builds = sorted({r["variant"] for r in ours_all}, key=lambda v: v != "flow-rs/flex")
+        for metric, build in [(m, b) for m in metrics for b in builds]:
+            ours = [r for r in ours_all if r["variant"] == build]
             rust = [r[metric] for r in ours]
             best = max(peers, key=lambda v: statistics.median(r[metric] for r in peers[v]))
             peer = [r[metric] for r in peers[best]]
@@ -98,11 +100,11 @@ def table(records, threads, peaks):
             target = TARGETS.get((bench, metric), DEFAULT_TARGET)
             ratio = statistics.median(ratios)
             lines.append(
-                f"| {bench} | {metric} | {statistics.median(rust):.4g} "
+                f"| {bench} | {metric} ({build.split('/')[1]}) | {statistics.median(rust):.4g} "
                 f"| {best}: {statistics.median(peer):.4g} "
                 f"| **{ratio:.2f}×** [{min(ratios):.2f}, {max(ratios):.2f}] "
                 f"| ≥ {target}× | {'yes' if ratio >= target else 'no'} |")
-            if bench == "maf-mnist" and metric == "train_steps_per_s":
+            if bench == "maf-mnist" and metric == "train_steps_per_s" and build == builds[0]:
                 ours_rate = MAF_TRAIN_FLOPS * statistics.median(rust) / 1e9
                 peer_rate = MAF_TRAIN_FLOPS * statistics.median(peer) / 1e9
                 if peak:
@@ -114,13 +116,15 @@ def table(records, threads, peaks):
                         f"| {best}: {peer_rate:.1f} = {100 * peer_rate / peak:.0f} % | | ≥ 60 % "
                         f"| {'yes' if ours_rate >= 0.6 * peak else 'no'} |")
         for metric in quals:
+            ours = [r for r in ours_all if r["variant"] == builds[0]]
             if metric not in ours[0]:
                 continue
             rust = statistics.median(r[metric] for r in ours)
             peer = ", ".join(f"{v} {statistics.median(r[metric] for r in rs):.4g}"
                              for v, rs in peers.items() if metric in rs[0])
             quality.append(f"| {bench} | {metric} | {rust:.4g} | {peer} |")
-    pairs = max((sum(1 for r in records if r["bench"] == b and r["variant"].startswith("flow-rs"))
+    pairs = max((sum(1 for r in records if r["bench"] == b and r["variant"] == "flow-rs/flex")
+                 or sum(1 for r in records if r["bench"] == b and r["variant"].startswith("flow-rs"))
                  for b in BENCHES), default=0)
     loads = [r.get("loadavg_1m_at_end") for r in records if r.get("loadavg_1m_at_end") is not None]
     head = (f"{threads} threads, {pairs} pairs, 1-min load average at the end of runs "
@@ -137,7 +141,9 @@ def main():
     p.add_argument("--python", default=os.environ.get("PY"),
                    help="python with torch, zuko, nflows, normflows (default $PY)")
     p.add_argument("--peer", default="../shared/peer", help="the peer benchmarks' directory")
-    p.add_argument("--ports", default="target/release/ports", help="the Rust ports' binary")
+    p.add_argument("--ports", nargs="+", default=["target/release/ports"],
+                   help="the Rust ports' binaries (one per backend build; the first is the "
+                        "one the matmul peak is measured with)")
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--benches", nargs="+", default=list(BENCHES), choices=list(BENCHES))
@@ -157,8 +163,9 @@ def main():
         return
     if not args.python:
         sys.exit("give the peers' python: --python PATH or PY=PATH (see <peer>/README.md)")
-    if not os.path.isfile(args.ports):
-        sys.exit(f"{args.ports} not found: cargo build --release -p flow-benches --bin ports")
+    for ports in args.ports:
+        if not os.path.isfile(ports):
+            sys.exit(f"{ports} not found: cargo build --release -p flow-benches --bin ports")
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS", "MATMUL_NUM_THREADS"):
         env[var] = str(args.threads)
@@ -181,7 +188,8 @@ def main():
             script, variants, _, _ = BENCHES[bench]
             extra = QUICK[bench] if args.quick else DEFAULT_ARGS.get(bench, [])
             common = ["--threads", str(args.threads), "--seed", str(pair)] + extra
-            keep(run([args.ports, bench] + common, env, args.wait_quiet, args.peer))
+            for ports in args.ports:
+                keep(run([ports, bench] + common, env, args.wait_quiet, args.peer))
             for variant in variants:
                 keep(run([args.python, os.path.join(args.peer, script), "--variant", variant]
                          + common, env, args.wait_quiet, args.peer))

@@ -15,6 +15,11 @@
 //! (`crate::fused`, features `wgpu` / `cuda`), whose derivation its module docs give.
 //! Backends: `burn::backend::Flex` (feature `flex`), `burn::backend::NdArray` (f32,
 //! feature `ndarray`) and `Autodiff` of either; every other backend takes the reference.
+//!
+//! The planar step ([`planar`]) is fused the same way: one pass per row (the constraint
+//! on `û`, `tanh`, the step and its log-determinant), and one for its backward; in the
+//! VAE's amortized posterior that replaces about 20 tensor operations per step, each
+//! forward and backward, on `[128, 32]` tensors.
 
 use rayon::prelude::*;
 
@@ -27,16 +32,13 @@ use burn::{
             ops::{Backward, Ops, OpsKind},
         },
     },
-    tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor},
+    tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend},
 };
 
 use crate::{
     ops::{is, same_type},
     spline::RqSpline,
 };
-
-/// Rows per rayon task: enough work to amortise the task, few enough to balance 2+ threads.
-const ROWS_PER_TASK: usize = 64;
 
 /// The spline's constants in `f64`.
 #[derive(Debug, Clone, Copy)]
@@ -291,137 +293,129 @@ fn entry_backward(
     g_in
 }
 
-/// The inputs as host values (in `f64`: a copy, which the kernel's `f64` arithmetic would
-/// make entry by entry anyway): `v: [n, d]`, raw widths and heights `[m, d, K]`, raw
-/// derivatives `[m, d, K − 1]`.
+/// A kernel's four inputs as host values, each `[rows, cols]` (in `f64`: a copy, which
+/// the kernels' `f64` arithmetic would make entry by entry anyway).
 #[derive(Debug, Clone)]
-struct Inputs {
-    v: Vec<f64>,
-    w: Vec<f64>,
-    h: Vec<f64>,
-    d: Vec<f64>,
-    n: usize,
-    dim: usize,
-    /// Parameter rows `m ∈ {1, n}`.
-    m: usize,
+struct Host {
+    data: [Vec<f64>; 4],
+    shapes: [[usize; 2]; 4],
 }
 
-impl Inputs {
-    fn new(v: TensorData, w: TensorData, h: TensorData, d: TensorData) -> Self {
-        let (n, dim, m) = (v.shape[0], v.shape[1], w.shape[0]);
-        let values = |t: TensorData| t.convert::<f64>().into_vec::<f64>().expect("float values");
-        Self {
-            v: values(v),
-            w: values(w),
-            h: values(h),
-            d: values(d),
-            n,
-            dim,
-            m,
-        }
+impl Host {
+    fn new(inputs: [TensorData; 4]) -> Self {
+        let shapes = inputs.each_ref().map(|t| [t.shape[0], t.shape[1]]);
+        let data = inputs.map(|t| t.convert::<f64>().into_vec::<f64>().expect("float values"));
+        Self { data, shapes }
     }
 
-    /// Entry `(i, j)`'s raw parameters.
-    fn raw(&self, i: usize, j: usize, bins: usize) -> Raw<'_> {
-        let p = if self.m == 1 { 0 } else { i };
-        let e = p * self.dim + j;
-        Raw {
-            w: &self.w[e * bins..(e + 1) * bins],
-            h: &self.h[e * bins..(e + 1) * bins],
-            d: &self.d[e * (bins - 1)..(e + 1) * (bins - 1)],
-        }
+    /// Rows `n` and columns `d` of the first input (the one transformed).
+    fn size(&self) -> (usize, usize) {
+        (self.shapes[0][0], self.shapes[0][1])
+    }
+
+    /// The parameter row of data row `i`: parameters are per row, or one row shared.
+    fn param_row(&self, i: usize) -> usize {
+        if self.shapes[1][0] == 1 { 0 } else { i }
     }
 }
 
-/// The spline on every entry: `[n, d + 1]` values with each row's summed log-derivative
-/// in the last column.
-fn forward(x: &Inputs, s: &Spec, inverse: bool) -> Vec<f32> {
-    let d = x.dim;
-    let mut out = vec![0f32; x.n * (d + 1)];
-    out.par_chunks_mut(ROWS_PER_TASK * (d + 1))
+/// A fused CPU kernel: a packed `[n, d + 1]` output (the `d` transformed values, then the
+/// row's log-determinant) and the gradients of its four inputs.
+trait Kernel: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// Whole rows per thread task.
+    const ROWS_PER_TASK: usize;
+    /// The transformed values of row `i` into `out[..d]`, returning its log-determinant.
+    fn row(&self, x: &Host, i: usize, out: &mut [f32], scratch: &mut [f64]) -> f64;
+    /// Row `i`'s gradients from `g = ∂L/∂out[i, ..]` (`d + 1` values): the first
+    /// input's into `g_in`, each parameter's (per row) into `g_params`.
+    fn row_backward(
+        &self,
+        x: &Host,
+        i: usize,
+        g: &[f32],
+        g_in: &mut [f32],
+        g_params: [&mut [f32]; 3],
+        scratch: &mut [f64],
+    );
+    /// Scratch values a row needs.
+    fn scratch(&self) -> usize;
+}
+
+/// The kernel on every row: `[n, d + 1]`.
+fn forward<K: Kernel>(k: &K, x: &Host) -> Vec<f32> {
+    let (n, d) = x.size();
+    let mut out = vec![0f32; n * (d + 1)];
+    out.par_chunks_mut(K::ROWS_PER_TASK * (d + 1))
         .enumerate()
         .for_each(|(task, rows)| {
-            let mut scratch = vec![0.0; 2 * s.bins];
+            let mut scratch = vec![0.0; k.scratch()];
             for (r, row) in rows.chunks_mut(d + 1).enumerate() {
-                let i = task * ROWS_PER_TASK + r;
-                let mut ladj = 0.0;
-                for j in 0..d {
-                    let (value, logd) = entry(
-                        x.v[i * d + j] as f64,
-                        x.raw(i, j, s.bins),
-                        s,
-                        inverse,
-                        &mut scratch,
-                    );
-                    row[j] = value as f32;
-                    ladj += logd;
-                }
-                row[d] = ladj as f32;
+                let i = task * K::ROWS_PER_TASK + r;
+                row[d] = k.row(x, i, &mut row[..d], &mut scratch) as f32;
             }
         });
     out
 }
 
-/// Gradients of the inputs from the gradient `g: [n, d + 1]` of [`forward`]'s output.
-fn backward(x: &Inputs, s: &Spec, inverse: bool, g: &[f32]) -> [Vec<f32>; 4] {
-    let (d, k) = (x.dim, s.bins);
-    let mut gv = vec![0f32; x.n * d];
-    let mut gw = vec![0f32; x.n * d * k];
-    let mut gh = vec![0f32; x.n * d * k];
-    let mut gd = vec![0f32; x.n * d * (k - 1)];
-    let per = ROWS_PER_TASK;
-    gv.par_chunks_mut(per * d)
-        .zip(gw.par_chunks_mut(per * d * k))
-        .zip(gh.par_chunks_mut(per * d * k))
-        .zip(gd.par_chunks_mut(per * d * (k - 1)))
+/// Gradients of the four inputs from the gradient `g: [n, d + 1]` of [`forward`]'s output,
+/// each in its input's shape (summed over rows for shared parameters).
+fn backward<K: Kernel>(k: &K, x: &Host, g: &[f32]) -> [Vec<f32>; 4] {
+    let (n, d) = x.size();
+    let per = K::ROWS_PER_TASK;
+    // Per-row widths of the parameters' gradients.
+    let widths = [1, 2, 3].map(|p| x.shapes[p][1]);
+    let mut g_in = vec![0f32; n * d];
+    let mut g_par = widths.map(|c| vec![0f32; n * c]);
+    let [g1, g2, g3] = &mut g_par;
+    g_in.par_chunks_mut(per * d)
+        .zip(g1.par_chunks_mut(per * widths[0]))
+        .zip(g2.par_chunks_mut(per * widths[1]))
+        .zip(g3.par_chunks_mut(per * widths[2]))
         .enumerate()
-        .for_each(|(task, (((gv, gw), gh), gd))| {
-            let mut scratch = vec![0.0; 2 * k];
-            for (r, gv) in gv.chunks_mut(d).enumerate() {
+        .for_each(|(task, (((g_in, g1), g2), g3))| {
+            let mut scratch = vec![0.0; k.scratch()];
+            for (r, g_in) in g_in.chunks_mut(d).enumerate() {
                 let i = task * per + r;
-                let g_log = g[i * (d + 1) + d] as f64;
-                for j in 0..d {
-                    let e = r * d + j;
-                    gv[j] = entry_backward(
-                        x.v[i * d + j],
-                        x.raw(i, j, k),
-                        s,
-                        inverse,
-                        (g[i * (d + 1) + j] as f64, g_log),
-                        &mut scratch,
-                        &mut gw[e * k..(e + 1) * k],
-                        &mut gh[e * k..(e + 1) * k],
-                        &mut gd[e * (k - 1)..(e + 1) * (k - 1)],
-                    ) as f32;
-                }
+                let [c1, c2, c3] = widths;
+                k.row_backward(
+                    x,
+                    i,
+                    &g[i * (d + 1)..(i + 1) * (d + 1)],
+                    g_in,
+                    [
+                        &mut g1[r * c1..(r + 1) * c1],
+                        &mut g2[r * c2..(r + 1) * c2],
+                        &mut g3[r * c3..(r + 1) * c3],
+                    ],
+                    &mut scratch,
+                );
             }
         });
-    if x.m == 1 && x.n > 1 {
+    let [g1, g2, g3] = g_par;
+    if x.shapes[1][0] == 1 && n > 1 {
         // Shared parameters: the sum of every row's gradient.
         let sum_rows = |per_row: Vec<f32>| {
-            let width = per_row.len() / x.n;
+            let width = per_row.len() / n;
             let mut total = vec![0f32; width];
             for row in per_row.chunks(width) {
                 total.iter_mut().zip(row).for_each(|(t, g)| *t += g);
             }
             total
         };
-        return [gv, sum_rows(gw), sum_rows(gh), sum_rows(gd)];
+        return [g_in, sum_rows(g1), sum_rows(g2), sum_rows(g3)];
     }
-    [gv, gw, gh, gd]
+    [g_in, g1, g2, g3]
 }
 
-/// The spline's backward pass as an autodiff node.
+/// A kernel's backward pass as an autodiff node.
 #[derive(Debug)]
-struct SplineNode;
+struct Node<K>(std::marker::PhantomData<K>);
 
-type State = (Inputs, Spec, bool, [Vec<usize>; 4]);
-
-impl<B: Backend> Backward<B, 4> for SplineNode {
-    type State = State;
+impl<B: Backend, K: Kernel> Backward<B, 4> for Node<K> {
+    type State = (K, Host);
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (inputs, spec, inverse, shapes) = ops.state;
+        let (kernel, inputs) = ops.state;
         let g = grads.consume::<B>(&ops.node);
         let g = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(g));
         let device = g.device();
@@ -430,98 +424,152 @@ impl<B: Backend> Backward<B, 4> for SplineNode {
             .convert::<f32>()
             .into_vec::<f32>()
             .expect("f32 gradient");
-        let gradients = backward(&inputs, &spec, inverse, &g);
-        for ((parent, values), shape) in ops.parents.into_iter().zip(gradients).zip(shapes) {
+        let gradients = backward(&kernel, &inputs, &g);
+        for ((parent, values), shape) in ops.parents.into_iter().zip(gradients).zip(inputs.shapes) {
             if let Some(node) = parent {
-                let t = B::float_from_data(TensorData::new(values, shape), &device);
+                let t = B::float_from_data(TensorData::new(values, shape.to_vec()), &device);
                 grads.register::<B>(node.id, t);
             }
         }
     }
 }
 
-/// The four tensors of one spline call.
-type Args<B> = (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>);
-
-fn host_inputs<B: Backend>((v, w, h, d): Args<B>) -> Inputs {
-    Inputs::new(v.into_data(), w.into_data(), h.into_data(), d.into_data())
+/// The packed output `[n, d + 1]` without autodiff.
+fn packed<B: Backend, K: Kernel>(args: [Tensor<B, 2>; 4], kernel: K) -> Tensor<B, 2> {
+    let device = args[0].device();
+    let x = Host::new(args.map(Tensor::into_data));
+    let (n, d) = x.size();
+    Tensor::from_data(TensorData::new(forward(&kernel, &x), [n, d + 1]), &device)
 }
 
-/// Without autodiff: values `[n, d]` and ladj `[n]` straight from the host pass.
-fn spline_inner<B: Backend>(
-    args: Args<B>,
-    spec: &RqSpline,
-    inverse: bool,
-) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    let device = args.0.device();
-    let x = host_inputs(args);
-    let (n, d) = (x.n, x.dim);
-    let out = forward(&x, &Spec::new(spec), inverse);
-    let mut values = Vec::with_capacity(n * d);
-    let mut ladj = Vec::with_capacity(n);
-    for row in out.chunks(d + 1) {
-        values.extend_from_slice(&row[..d]);
-        ladj.push(row[d]);
-    }
-    (
-        Tensor::from_data(TensorData::new(values, [n, d]), &device),
-        Tensor::from_data(TensorData::new(ladj, [n]), &device),
-    )
-}
-
-/// With autodiff: one graph node for the packed `[n, d + 1]` output, then split.
-fn spline_autodiff<B: Backend>(
-    (v, w, h, d): Args<Autodiff<B>>,
-    spec: &RqSpline,
-    inverse: bool,
-) -> (Tensor<Autodiff<B>, 2>, Tensor<Autodiff<B>, 1>) {
-    let device = v.device();
-    let shapes = [
-        v.dims().to_vec(),
-        w.dims().to_vec(),
-        h.dims().to_vec(),
-        d.dims().to_vec(),
-    ];
-    let prim = |t: TensorPrimitive<Autodiff<B>>| t.tensor();
-    let (v, w, h, d) = (
-        prim(v.into_primitive()),
-        prim(w.into_primitive()),
-        prim(h.into_primitive()),
-        prim(d.into_primitive()),
-    );
-    let nodes = [
-        v.node.clone(),
-        w.node.clone(),
-        h.node.clone(),
-        d.node.clone(),
-    ];
-    let inner =
-        |t: FloatTensor<B>| Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t)).into_data();
-    let inner3 =
-        |t: FloatTensor<B>| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(t)).into_data();
-    let x = Inputs::new(
-        inner(v.primitive),
-        inner3(w.primitive),
-        inner3(h.primitive),
-        inner3(d.primitive),
-    );
-    let s = Spec::new(spec);
-    let (n, dim) = (x.n, x.dim);
-    let out = forward(&x, &s, inverse);
-    let out = B::float_from_data(TensorData::new(out, [n, dim + 1]), &device);
-    let packed = match SplineNode
+/// The packed output `[n, d + 1]` as one autodiff node with the kernel's backward.
+fn packed_autodiff<B: Backend, K: Kernel>(
+    args: [Tensor<Autodiff<B>, 2>; 4],
+    kernel: K,
+) -> Tensor<Autodiff<B>, 2> {
+    let device = args[0].device();
+    let prims = args.map(|t| t.into_primitive().tensor());
+    let nodes = prims.each_ref().map(|t| t.node.clone());
+    let x =
+        Host::new(prims.map(|t| {
+            Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t.primitive)).into_data()
+        }));
+    let (n, d) = x.size();
+    let out = B::float_from_data(TensorData::new(forward(&kernel, &x), [n, d + 1]), &device);
+    let out = match Node::<K>(std::marker::PhantomData)
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((x, s, inverse, shapes), out),
+        OpsKind::Tracked(prep) => prep.finish((kernel, x), out),
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
-    let packed = Tensor::<Autodiff<B>, 2>::from_primitive(TensorPrimitive::Float(packed));
-    (
-        packed.clone().narrow(1, 0, dim),
-        packed.narrow(1, dim, 1).reshape([n]),
-    )
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// Runs `kernel` when `B` is one of this module's backends: `(values [n, d], ladj [n])`.
+fn dispatch<B: Backend, K: Kernel>(
+    args: [&Tensor<B, 2>; 4],
+    kernel: K,
+) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
+    fn on<B: Backend, C: Backend>(
+        args: [&Tensor<B, 2>; 4],
+        f: impl FnOnce([Tensor<C, 2>; 4]) -> Tensor<C, 2>,
+    ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
+        let [a, b, c, d] = args.map(|t| same_type::<_, Tensor<C, 2>>(t.clone()));
+        let packed: Tensor<B, 2> = same_type(f([a?, b?, c?, d?]))?;
+        let [n, d1] = packed.dims();
+        Some((
+            packed.clone().narrow(1, 0, d1 - 1),
+            packed.narrow(1, d1 - 1, 1).reshape([n]),
+        ))
+    }
+    #[cfg(feature = "flex")]
+    {
+        type F = burn::backend::Flex;
+        if is::<B, F>() {
+            return on::<B, F>(args, |a| packed(a, kernel));
+        } else if is::<B, Autodiff<F>>() {
+            return on::<B, Autodiff<F>>(args, |a| packed_autodiff(a, kernel));
+        }
+    }
+    #[cfg(feature = "ndarray")]
+    {
+        type N = burn::backend::NdArray;
+        if is::<B, N>() {
+            return on::<B, N>(args, |a| packed(a, kernel));
+        } else if is::<B, Autodiff<N>>() {
+            return on::<B, Autodiff<N>>(args, |a| packed_autodiff(a, kernel));
+        }
+    }
+    let _ = (args, kernel);
+    None
+}
+
+/// The rational-quadratic spline, forward or inverse. Inputs: `v: [n, d]`, raw widths and
+/// heights `[m, d·K]`, raw derivatives `[m, d·(K − 1)]`.
+#[derive(Debug, Clone, Copy)]
+struct Spline {
+    spec: Spec,
+    inverse: bool,
+}
+
+impl Spline {
+    fn raw<'a>(&self, x: &'a Host, i: usize, j: usize) -> Raw<'a> {
+        let (k, d) = (self.spec.bins, x.size().1);
+        let e = x.param_row(i) * d + j;
+        Raw {
+            w: &x.data[1][e * k..(e + 1) * k],
+            h: &x.data[2][e * k..(e + 1) * k],
+            d: &x.data[3][e * (k - 1)..(e + 1) * (k - 1)],
+        }
+    }
+}
+
+impl Kernel for Spline {
+    const ROWS_PER_TASK: usize = 64;
+
+    fn scratch(&self) -> usize {
+        2 * self.spec.bins
+    }
+
+    fn row(&self, x: &Host, i: usize, out: &mut [f32], scratch: &mut [f64]) -> f64 {
+        let d = out.len();
+        let mut ladj = 0.0;
+        for (j, o) in out.iter_mut().enumerate() {
+            let v = x.data[0][i * d + j];
+            let (value, logd) = entry(v, self.raw(x, i, j), &self.spec, self.inverse, scratch);
+            *o = value as f32;
+            ladj += logd;
+        }
+        ladj
+    }
+
+    fn row_backward(
+        &self,
+        x: &Host,
+        i: usize,
+        g: &[f32],
+        g_in: &mut [f32],
+        [gw, gh, gd]: [&mut [f32]; 3],
+        scratch: &mut [f64],
+    ) {
+        let (d, k) = (g_in.len(), self.spec.bins);
+        let g_log = f64::from(g[d]);
+        for j in 0..d {
+            g_in[j] = entry_backward(
+                x.data[0][i * d + j],
+                self.raw(x, i, j),
+                &self.spec,
+                self.inverse,
+                (f64::from(g[j]), g_log),
+                scratch,
+                &mut gw[j * k..(j + 1) * k],
+                &mut gh[j * k..(j + 1) * k],
+                &mut gd[j * (k - 1)..(j + 1) * (k - 1)],
+            ) as f32;
+        }
+    }
 }
 
 /// The fused spline on `B` (forward, or inverse when `inverse`), or `None` when `B` is not
@@ -534,46 +582,146 @@ pub fn rq_spline<B: Backend>(
     spec: &RqSpline,
     inverse: bool,
 ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
-    fn on<B: Backend, C: Backend>(
-        (v, w, h, d): (&Tensor<B, 2>, &Tensor<B, 3>, &Tensor<B, 3>, &Tensor<B, 3>),
-        f: impl FnOnce(Args<C>) -> (Tensor<C, 2>, Tensor<C, 1>),
-    ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
-        let args = (
-            same_type::<_, Tensor<C, 2>>(v.clone())?,
-            same_type::<_, Tensor<C, 3>>(w.clone())?,
-            same_type::<_, Tensor<C, 3>>(h.clone())?,
-            same_type::<_, Tensor<C, 3>>(d.clone())?,
-        );
-        let (y, ladj) = f(args);
-        Some((same_type(y)?, same_type(ladj)?))
+    let flat = |t: &Tensor<B, 3>| {
+        let [m, d, k] = t.dims();
+        t.clone().reshape([m, d * k])
+    };
+    let (w, h, d) = (flat(widths), flat(heights), flat(derivatives));
+    let kernel = Spline {
+        spec: Spec::new(spec),
+        inverse,
+    };
+    dispatch([v, &w, &h, &d], kernel)
+}
+
+/// The planar step (math and backward in `crate::fused`'s planar kernel docs, the same
+/// formulas). Inputs: `z: [n, d]`, `u, w: [m, d]`, `b: [m, 1]`.
+#[derive(Debug, Clone, Copy)]
+struct PlanarStep;
+
+/// Per-row quantities of the planar step.
+struct PlanarRow {
+    wu: f64,
+    ww: f64,
+    c: f64,
+    wuh: f64,
+    h: f64,
+    hp: f64,
+    s: f64,
+}
+
+impl PlanarStep {
+    /// `(z, u, w, b)` of row `i`.
+    fn slices<'a>(x: &'a Host, i: usize) -> (&'a [f64], &'a [f64], &'a [f64], f64) {
+        let (_, d) = x.size();
+        let p = x.param_row(i);
+        (
+            &x.data[0][i * d..(i + 1) * d],
+            &x.data[1][p * d..(p + 1) * d],
+            &x.data[2][p * d..(p + 1) * d],
+            x.data[3][p],
+        )
     }
-    let inputs = (v, widths, heights, derivatives);
-    #[cfg(feature = "flex")]
-    {
-        type F = burn::backend::Flex;
-        if is::<B, F>() {
-            return on::<B, F>(inputs, |a| spline_inner(a, spec, inverse));
-        } else if is::<B, Autodiff<F>>() {
-            return on::<B, Autodiff<F>>(inputs, |a| spline_autodiff(a, spec, inverse));
+
+    fn terms(z: &[f64], u: &[f64], w: &[f64], b: f64) -> PlanarRow {
+        let (mut wu, mut ww, mut wz) = (0.0, 0.0, 0.0);
+        for ((&wk, &uk), &zk) in w.iter().zip(u).zip(z) {
+            wu += wk * uk;
+            ww += wk * wk;
+            wz += wk * zk;
+        }
+        let c = (softplus(wu) - 1.0 - wu) / (ww + 1e-12);
+        let wuh: f64 = w.iter().zip(u).map(|(&wk, &uk)| wk * (uk + c * wk)).sum();
+        let h = (wz + b).tanh();
+        let hp = 1.0 - h * h;
+        PlanarRow {
+            wu,
+            ww,
+            c,
+            wuh,
+            h,
+            hp,
+            s: 1.0 + hp * wuh,
         }
     }
-    #[cfg(feature = "ndarray")]
-    {
-        type N = burn::backend::NdArray;
-        if is::<B, N>() {
-            return on::<B, N>(inputs, |a| spline_inner(a, spec, inverse));
-        } else if is::<B, Autodiff<N>>() {
-            return on::<B, Autodiff<N>>(inputs, |a| spline_autodiff(a, spec, inverse));
-        }
+}
+
+impl Kernel for PlanarStep {
+    const ROWS_PER_TASK: usize = 32;
+
+    fn scratch(&self) -> usize {
+        0
     }
-    let _ = (inputs, spec, inverse);
-    None
+
+    fn row(&self, x: &Host, i: usize, out: &mut [f32], _: &mut [f64]) -> f64 {
+        let (z, u, w, b) = Self::slices(x, i);
+        let r = Self::terms(z, u, w, b);
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = (z[k] + (u[k] + r.c * w[k]) * r.h) as f32;
+        }
+        (r.s.abs() + 1e-12).ln()
+    }
+
+    fn row_backward(
+        &self,
+        x: &Host,
+        i: usize,
+        g: &[f32],
+        gz: &mut [f32],
+        [gu, gw, gb]: [&mut [f32]; 3],
+        _: &mut [f64],
+    ) {
+        let (z, u, w, b) = Self::slices(x, i);
+        let d = z.len();
+        let r = Self::terms(z, u, w, b);
+        let sign = if r.s > 0.0 {
+            1.0
+        } else if r.s < 0.0 {
+            -1.0
+        } else {
+            0.0
+        };
+        let g_s = f64::from(g[d]) * sign / (r.s.abs() + 1e-12);
+        let g_wuh = g_s * r.hp;
+        let (mut g_dot_uh, mut g_c) = (0.0, 0.0);
+        for k in 0..d {
+            let gk = f64::from(g[k]);
+            g_dot_uh += gk * (u[k] + r.c * w[k]);
+            g_c += (gk * r.h + g_wuh * w[k]) * w[k];
+        }
+        let g_a = (g_dot_uh - 2.0 * r.h * r.wuh * g_s) * r.hp;
+        let q = r.ww + 1e-12;
+        let g_wu = g_c / q * (softplus_grad(r.wu) - 1.0);
+        let g_ww = -g_c * r.c / q;
+        for k in 0..d {
+            let gk = f64::from(g[k]);
+            let uh = u[k] + r.c * w[k];
+            let g_uh = gk * r.h + g_wuh * w[k];
+            gz[k] = (gk + g_a * w[k]) as f32;
+            gu[k] = (g_uh + g_wu * w[k]) as f32;
+            gw[k] = (g_a * z[k] + g_wuh * uh + r.c * g_uh + g_wu * u[k] + 2.0 * g_ww * w[k]) as f32;
+        }
+        gb[0] = g_a as f32;
+    }
+}
+
+/// The fused planar step on `B`, or `None` when `B` is not one of this module's CPU
+/// backends. Same contract as [`crate::planar()`].
+pub fn planar<B: Backend>(
+    z: &Tensor<B, 2>,
+    u: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    b: &Tensor<B, 2>,
+) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
+    dispatch([z, u, w, b], PlanarStep)
 }
 
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
     use super::*;
     use crate::{rq_spline_inverse_reference, rq_spline_reference};
+
+    type Args<B> = (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>);
 
     /// A deterministic stream of uniform values on (−1, 1) (xorshift64).
     fn uniforms(mut state: u64) -> impl FnMut() -> f64 {
@@ -749,6 +897,94 @@ mod tests {
                         "{name} (m = {m}, inverse = {inverse}): off by {worst:e}"
                     );
                 }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "ndarray"))]
+mod planar_tests {
+    use super::*;
+    use crate::planar_reference;
+
+    type B = Autodiff<burn::backend::NdArray>;
+
+    /// The CPU planar step against the tensor-op reference: values, ladj and the gradients
+    /// of `z, u, w, b`, for per-row and shared parameters, with a saturated row, `w = 0`
+    /// and a large `wᵀu` (softplus' linear branch) among the rows.
+    #[test]
+    fn planar_matches_reference() {
+        let device = Default::default();
+        let (n, d) = (29, 6);
+        let mut state = 0x853C_49E6_748F_EA9Bu64;
+        let mut uniform = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        for m in [1, n] {
+            let mut values = |rows: usize, cols: usize, scale: f64| -> Vec<f32> {
+                (0..rows * cols)
+                    .map(|_| (scale * uniform()) as f32)
+                    .collect()
+            };
+            let z = values(n, d, 2.0);
+            let mut u = values(m, d, 1.0);
+            let mut w = values(m, d, 1.0);
+            let mut b = values(m, 1, 0.5);
+            if m == n {
+                b[0] = 40.0; // saturated tanh
+                w[d..2 * d].fill(0.0); // w = 0: a translation
+                for k in 0..d {
+                    u[2 * d + k] = 8.0 * w[2 * d + k].signum(); // wᵀu > 20
+                }
+            }
+            let tensor = |v: Vec<f32>, rows: usize, cols: usize| {
+                Tensor::<B, 2>::from_data(TensorData::new(v, [rows, cols]), &device).require_grad()
+            };
+            let inputs = [
+                tensor(z, n, d),
+                tensor(u, m, d),
+                tensor(w, m, d),
+                tensor(b, m, 1),
+            ];
+            let gy = Tensor::<B, 2>::from_data(TensorData::new(values(n, d, 1.0), [n, d]), &device);
+            let gl = Tensor::<B, 1>::from_data(TensorData::new(values(n, 1, 1.0), [n]), &device);
+            let run = |fused: bool| -> Vec<Vec<f64>> {
+                let [z, u, w, b] = inputs.clone();
+                let (y, l) = if fused {
+                    planar(&z, &u, &w, &b).expect("ndarray has the CPU kernel")
+                } else {
+                    planar_reference(z.clone(), u.clone(), w.clone(), b.clone())
+                };
+                let grads =
+                    ((y.clone() * gy.clone()).sum() + (l.clone() * gl.clone()).sum()).backward();
+                let host = |t: Tensor<burn::backend::NdArray, 2>| -> Vec<f64> {
+                    t.into_data().convert::<f64>().into_vec().unwrap()
+                };
+                vec![
+                    y.into_data().convert::<f64>().into_vec().unwrap(),
+                    l.into_data().convert::<f64>().into_vec().unwrap(),
+                    host(z.grad(&grads).unwrap()),
+                    host(u.grad(&grads).unwrap()),
+                    host(w.grad(&grads).unwrap()),
+                    host(b.grad(&grads).unwrap()),
+                ]
+            };
+            let (ours, reference) = (run(true), run(false));
+            for ((name, a), b) in ["z'", "ladj", "∂z", "∂u", "∂w", "∂b"]
+                .iter()
+                .zip(&ours)
+                .zip(&reference)
+            {
+                assert_eq!(a.len(), b.len(), "{name}");
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                    .fold(0.0, f64::max);
+                assert!(worst < 1e-4, "{name} (m = {m}): off by {worst:e}");
             }
         }
     }

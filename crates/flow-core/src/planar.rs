@@ -36,8 +36,9 @@ const LADJ_EPS: f64 = 1e-12;
 /// Returns `(f(z): [n, d], ln|det ∂f/∂z|: [n])`. The invertibility constraint on `u` is
 /// applied here, so any raw `u` gives an invertible map.
 ///
-/// On the backends with a fused kernel ([`crate::fused`], feature `wgpu`) this is one GPU
-/// launch forward and one backward; elsewhere it is [`planar_reference`].
+/// On the backends with a fused kernel this is one pass forward and one backward: a GPU
+/// launch on `wgpu` and `cuda` (`flow_core::fused`), a pass over host memory on `flex` and
+/// `ndarray` (`flow_core::host`); elsewhere it is [`planar_reference`].
 pub fn planar<B: Backend>(
     z: Tensor<B, 2>,
     u: Tensor<B, 2>,
@@ -46,6 +47,10 @@ pub fn planar<B: Backend>(
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if let Some(out) = crate::fused::planar(&z, &u, &w, &b) {
+        return out;
+    }
+    #[cfg(any(feature = "flex", feature = "ndarray"))]
+    if let Some(out) = crate::host::planar(&z, &u, &w, &b) {
         return out;
     }
     planar_reference(z, u, w, b)
