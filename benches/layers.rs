@@ -1,8 +1,9 @@
 //! Layer families at the sizes of the peer benchmarks (`shared/peer`), on the backend the
 //! features select (`cargo bench -p flow-benches --bench layers`; ndarray by default, or
-//! `--features flex | wgpu | cuda`): `log_prob` (the normalizing direction, no autodiff),
-//! `sample` (the generative direction), and one training step's forward + backward of the
-//! mean negative log-likelihood (the optimizer's update is not included).
+//! `--features flex | wgpu | cuda`): the transform's `inverse` (data → noise with its
+//! ladj) and `forward` (noise → data with its ladj), `log_prob` (inverse + base density),
+//! `sample` (base draw + forward), all without autodiff, and one training step's forward +
+//! backward of the mean negative log-likelihood (the optimizer's update is not included).
 //!
 //! - realnvp-moons: 8 affine couplings on ℝ², MLP 1-256-256-2, batch 512;
 //! - nsf-mog: 4 spline couplings on ℝ⁸, 8 bins on [−5, 5], MLP 4-128-128-92, batch 512;
@@ -18,7 +19,7 @@ use burn::tensor::{Distribution, Tensor, backend::Backend};
 use criterion::{Criterion, criterion_group, criterion_main};
 use flow_benches::planar_inputs;
 use flow_core::{
-    Flow, StandardNormal,
+    Flow, Invertible, StandardNormal, Transform,
     backend::{Inner, Train},
     planar,
 };
@@ -34,14 +35,30 @@ fn flow_family<T>(
     batch: usize,
     sample: bool,
     inner: Flow<Inner, StandardNormal, T>,
-    train: Flow<Train, StandardNormal, impl flow_core::Invertible<Train>>,
+    train: Flow<Train, StandardNormal, impl Invertible<Train>>,
 ) where
-    T: flow_core::Invertible<Inner>,
+    T: Invertible<Inner>,
 {
     let device = Default::default();
     let dim = inner.dim();
     let mut group = c.benchmark_group(name);
     let x = Tensor::<Inner, 2>::random([batch, dim], Distribution::Normal(0.0, 1.0), &device);
+    group.bench_function("inverse", |b| {
+        b.iter(|| {
+            let out = inner.transform.inverse(x.clone(), None);
+            sync::<Inner>(&device);
+            out
+        })
+    });
+    if sample {
+        group.bench_function("forward", |b| {
+            b.iter(|| {
+                let out = inner.transform.forward(x.clone(), None);
+                sync::<Inner>(&device);
+                out
+            })
+        });
+    }
     group.bench_function("log_prob", |b| {
         b.iter(|| {
             let lp = inner.log_prob(x.clone(), None).expect("valid input");

@@ -8,8 +8,7 @@
 //! in `f64` (the normalisation of the raw parameters, the bin search, the forward or
 //! inverse map and the log-derivative), split over rayon's threads, and its backward one
 //! more pass. The tensors of these backends live in host memory: taking their values is
-//! not a device transfer (on `flex` it is not even a copy when nothing else holds the
-//! buffer).
+//! not a device transfer, only a copy into `f64`, which the arithmetic wants anyway.
 //!
 //! The math is [`crate::spline`]'s; the backward pass is that of the GPU kernel
 //! (`crate::fused`, features `wgpu` / `cuda`), whose derivation its module docs give.

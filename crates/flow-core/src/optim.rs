@@ -104,6 +104,18 @@ fn take<B: Backend, const D: usize>(t: Tensor<B, D>) -> TensorData {
     t.into_data()
 }
 
+/// `x`, or zero when it is subnormal (`|x| < 2⁻¹²⁶`).
+///
+/// A parameter whose gradient stays zero (a dead ReLU unit, say) has moments that decay
+/// geometrically, `m ← β₁ m`, and reach the subnormal range after some 700 steps; x86 CPUs
+/// take ~100 cycles for every operation on a subnormal operand, which made realnvp-moons
+/// training 1.5× slower from step 700 on. The moments' subnormal values move a parameter by
+/// less than `lr · 2⁻¹²⁶ / ε`, nothing, so flushing them changes no result that matters.
+#[inline]
+fn flush(x: f32) -> f32 {
+    if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x }
+}
+
 impl FusedAdam {
     /// The update on host buffers: `(θ, m, v)` in place from `g`, step `time`, rate `lr`.
     fn update(
@@ -125,8 +137,8 @@ impl FusedAdam {
                 *m = (1.0 - b1) * g;
                 *v = (1.0 - b2) * g * g;
             } else {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
+                *m = flush(b1 * *m + (1.0 - b1) * g);
+                *v = flush(b2 * *v + (1.0 - b2) * g * g);
             }
             *p -= step * *m / (v.sqrt() + eps);
         }
