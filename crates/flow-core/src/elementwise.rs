@@ -93,6 +93,10 @@ impl Elementwise {
                 affine(x, param(&params, 0), log_scale)
             }
             Elementwise::Spline(spec) => {
+                #[cfg(any(feature = "flex", feature = "ndarray"))]
+                if let Some(out) = crate::host::rq_spline_params(&x, &params, spec, false) {
+                    return out;
+                }
                 let [w, h, d] = spline_params(params, spec.bins);
                 rq_spline(x, w, h, d, spec)
             }
@@ -115,6 +119,10 @@ impl Elementwise {
                 affine_inverse(y, param(&params, 0), log_scale)
             }
             Elementwise::Spline(spec) => {
+                #[cfg(any(feature = "flex", feature = "ndarray"))]
+                if let Some(out) = crate::host::rq_spline_params(&y, &params, spec, true) {
+                    return out;
+                }
                 let [w, h, d] = spline_params(params, spec.bins);
                 rq_spline_inverse(y, w, h, d, spec)
             }

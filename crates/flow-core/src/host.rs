@@ -292,18 +292,22 @@ fn entry_backward(
     g_in
 }
 
-/// A kernel's four inputs as host values, each `[rows, cols]` (in `f64`: a copy, which
-/// the kernels' `f64` arithmetic would make entry by entry anyway).
+/// A kernel's inputs as host values, each `[rows, cols]` (in `f64`: a copy, which the
+/// kernels' `f64` arithmetic would make entry by entry anyway). The first is the input
+/// transformed, the others its parameters.
 #[derive(Debug, Clone)]
 struct Host {
-    data: [Vec<f64>; 4],
-    shapes: [[usize; 2]; 4],
+    data: Vec<Vec<f64>>,
+    shapes: Vec<[usize; 2]>,
 }
 
 impl Host {
-    fn new(inputs: [TensorData; 4]) -> Self {
-        let shapes = inputs.each_ref().map(|t| [t.shape[0], t.shape[1]]);
-        let data = inputs.map(|t| t.convert::<f64>().into_vec::<f64>().expect("float values"));
+    fn new(inputs: Vec<TensorData>) -> Self {
+        let shapes = inputs.iter().map(|t| [t.shape[0], t.shape[1]]).collect();
+        let data = inputs
+            .into_iter()
+            .map(|t| t.convert::<f64>().into_vec::<f64>().expect("float values"))
+            .collect();
         Self { data, shapes }
     }
 
@@ -319,21 +323,21 @@ impl Host {
 }
 
 /// A fused CPU kernel: a packed `[n, d + 1]` output (the `d` transformed values, then the
-/// row's log-determinant) and the gradients of its four inputs.
+/// row's log-determinant) and the gradients of its inputs.
 trait Kernel: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// Whole rows per thread task.
     const ROWS_PER_TASK: usize;
     /// The transformed values of row `i` into `out[..d]`, returning its log-determinant.
     fn row(&self, x: &Host, i: usize, out: &mut [f32], scratch: &mut [f64]) -> f64;
     /// Row `i`'s gradients from `g = ∂L/∂out[i, ..]` (`d + 1` values): the first
-    /// input's into `g_in`, each parameter's (per row) into `g_params`.
+    /// input's into `g_in`, each parameter's (for this row) into `g_params`.
     fn row_backward(
         &self,
         x: &Host,
         i: usize,
         g: &[f32],
         g_in: &mut [f32],
-        g_params: [&mut [f32]; 3],
+        g_params: &mut [&mut [f32]],
         scratch: &mut [f64],
     );
     /// Scratch values a row needs.
@@ -356,64 +360,76 @@ fn forward<K: Kernel>(k: &K, x: &Host) -> Vec<f32> {
     out
 }
 
-/// Gradients of the four inputs from the gradient `g: [n, d + 1]` of [`forward`]'s output,
-/// each in its input's shape (summed over rows for shared parameters).
-fn backward<K: Kernel>(k: &K, x: &Host, g: &[f32]) -> [Vec<f32>; 4] {
+/// Gradients of the inputs from the gradient `g: [n, d + 1]` of [`forward`]'s output, each
+/// in its input's shape (summed over rows for shared parameters).
+fn backward<K: Kernel>(k: &K, x: &Host, g: &[f32]) -> Vec<Vec<f32>> {
     let (n, d) = x.size();
-    let per = K::ROWS_PER_TASK;
-    // Per-row widths of the parameters' gradients.
-    let widths = [1, 2, 3].map(|p| x.shapes[p][1]);
-    let mut g_in = vec![0f32; n * d];
-    let mut g_par = widths.map(|c| vec![0f32; n * c]);
-    let [g1, g2, g3] = &mut g_par;
-    g_in.par_chunks_mut(per * d)
-        .zip(g1.par_chunks_mut(per * widths[0]))
-        .zip(g2.par_chunks_mut(per * widths[1]))
-        .zip(g3.par_chunks_mut(per * widths[2]))
+    // Row `i` of `all` holds the input's gradient, then each parameter's for that row.
+    let widths: Vec<usize> = x
+        .shapes
+        .iter()
         .enumerate()
-        .for_each(|(task, (((g_in, g1), g2), g3))| {
+        .map(|(p, s)| if p == 0 { d } else { s[1] })
+        .collect();
+    let width: usize = widths.iter().sum();
+    let mut all = vec![0f32; n * width];
+    all.par_chunks_mut(K::ROWS_PER_TASK * width)
+        .enumerate()
+        .for_each(|(task, rows)| {
             let mut scratch = vec![0.0; k.scratch()];
-            for (r, g_in) in g_in.chunks_mut(d).enumerate() {
-                let i = task * per + r;
-                let [c1, c2, c3] = widths;
+            for (r, row) in rows.chunks_mut(width).enumerate() {
+                let i = task * K::ROWS_PER_TASK + r;
+                let (g_in, mut rest) = row.split_at_mut(d);
+                let mut g_params: Vec<&mut [f32]> = Vec::with_capacity(widths.len() - 1);
+                for &c in &widths[1..] {
+                    let (head, tail) = rest.split_at_mut(c);
+                    g_params.push(head);
+                    rest = tail;
+                }
                 k.row_backward(
                     x,
                     i,
                     &g[i * (d + 1)..(i + 1) * (d + 1)],
                     g_in,
-                    [
-                        &mut g1[r * c1..(r + 1) * c1],
-                        &mut g2[r * c2..(r + 1) * c2],
-                        &mut g3[r * c3..(r + 1) * c3],
-                    ],
+                    &mut g_params,
                     &mut scratch,
                 );
             }
         });
-    let [g1, g2, g3] = g_par;
-    if x.shapes[1][0] == 1 && n > 1 {
-        // Shared parameters: the sum of every row's gradient.
-        let sum_rows = |per_row: Vec<f32>| {
-            let width = per_row.len() / n;
-            let mut total = vec![0f32; width];
-            for row in per_row.chunks(width) {
-                total.iter_mut().zip(row).for_each(|(t, g)| *t += g);
-            }
-            total
-        };
-        return [g_in, sum_rows(g1), sum_rows(g2), sum_rows(g3)];
-    }
-    [g_in, g1, g2, g3]
+    let shared = x.shapes[1][0] == 1 && n > 1;
+    let mut offset = 0;
+    widths
+        .iter()
+        .enumerate()
+        .map(|(p, &c)| {
+            let column = |row: &[f32]| row[offset..offset + c].to_vec();
+            let out = if p > 0 && shared {
+                // Shared parameters: the sum of every row's gradient.
+                let mut total = vec![0f32; c];
+                for row in all.chunks(width) {
+                    total
+                        .iter_mut()
+                        .zip(&row[offset..offset + c])
+                        .for_each(|(t, g)| *t += g);
+                }
+                total
+            } else {
+                all.chunks(width).flat_map(column).collect()
+            };
+            offset += c;
+            out
+        })
+        .collect()
 }
 
-/// A kernel's backward pass as an autodiff node.
+/// A kernel's backward pass as an autodiff node with `N` inputs.
 #[derive(Debug)]
-struct Node<K>(std::marker::PhantomData<K>);
+struct Node<K, const N: usize>(std::marker::PhantomData<K>);
 
-impl<B: Backend, K: Kernel> Backward<B, 4> for Node<K> {
+impl<B: Backend, K: Kernel, const N: usize> Backward<B, N> for Node<K, N> {
     type State = (K, Host);
 
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (kernel, inputs) = ops.state;
         let g = grads.consume::<B>(&ops.node);
         let g = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(g));
@@ -434,28 +450,35 @@ impl<B: Backend, K: Kernel> Backward<B, 4> for Node<K> {
 }
 
 /// The packed output `[n, d + 1]` without autodiff.
-fn packed<B: Backend, K: Kernel>(args: [Tensor<B, 2>; 4], kernel: K) -> Tensor<B, 2> {
+fn packed<B: Backend, K: Kernel, const N: usize>(
+    args: [Tensor<B, 2>; N],
+    kernel: K,
+) -> Tensor<B, 2> {
     let device = args[0].device();
-    let x = Host::new(args.map(Tensor::into_data));
+    let x = Host::new(args.into_iter().map(Tensor::into_data).collect());
     let (n, d) = x.size();
     Tensor::from_data(TensorData::new(forward(&kernel, &x), [n, d + 1]), &device)
 }
 
 /// The packed output `[n, d + 1]` as one autodiff node with the kernel's backward.
-fn packed_autodiff<B: Backend, K: Kernel>(
-    args: [Tensor<Autodiff<B>, 2>; 4],
+fn packed_autodiff<B: Backend, K: Kernel, const N: usize>(
+    args: [Tensor<Autodiff<B>, 2>; N],
     kernel: K,
 ) -> Tensor<Autodiff<B>, 2> {
     let device = args[0].device();
     let prims = args.map(|t| t.into_primitive().tensor());
     let nodes = prims.each_ref().map(|t| t.node.clone());
-    let x =
-        Host::new(prims.map(|t| {
-            Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t.primitive)).into_data()
-        }));
+    let x = Host::new(
+        prims
+            .into_iter()
+            .map(|t| {
+                Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t.primitive)).into_data()
+            })
+            .collect(),
+    );
     let (n, d) = x.size();
     let out = B::float_from_data(TensorData::new(forward(&kernel, &x), [n, d + 1]), &device);
-    let out = match Node::<K>(std::marker::PhantomData)
+    let out = match Node::<K, N>(std::marker::PhantomData)
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
         .stateful()
@@ -467,16 +490,19 @@ fn packed_autodiff<B: Backend, K: Kernel>(
 }
 
 /// Runs `kernel` when `B` is one of this module's backends: `(values [n, d], ladj [n])`.
-fn dispatch<B: Backend, K: Kernel>(
-    args: [&Tensor<B, 2>; 4],
+fn dispatch<B: Backend, K: Kernel, const N: usize>(
+    args: [&Tensor<B, 2>; N],
     kernel: K,
 ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
-    fn on<B: Backend, C: Backend>(
-        args: [&Tensor<B, 2>; 4],
-        f: impl FnOnce([Tensor<C, 2>; 4]) -> Tensor<C, 2>,
+    fn on<B: Backend, C: Backend, const N: usize>(
+        args: [&Tensor<B, 2>; N],
+        f: impl FnOnce([Tensor<C, 2>; N]) -> Tensor<C, 2>,
     ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
-        let [a, b, c, d] = args.map(|t| same_type::<_, Tensor<C, 2>>(t.clone()));
-        let packed: Tensor<B, 2> = same_type(f([a?, b?, c?, d?]))?;
+        let cast: Vec<Tensor<C, 2>> = args
+            .iter()
+            .map(|t| same_type::<_, Tensor<C, 2>>((*t).clone()))
+            .collect::<Option<_>>()?;
+        let packed: Tensor<B, 2> = same_type(f(cast.try_into().ok()?))?;
         let [n, d1] = packed.dims();
         Some((
             packed.clone().narrow(1, 0, d1 - 1),
@@ -487,40 +513,67 @@ fn dispatch<B: Backend, K: Kernel>(
     {
         type F = burn::backend::Flex;
         if is::<B, F>() {
-            return on::<B, F>(args, |a| packed(a, kernel));
+            return on::<B, F, N>(args, |a| packed(a, kernel));
         } else if is::<B, Autodiff<F>>() {
-            return on::<B, Autodiff<F>>(args, |a| packed_autodiff(a, kernel));
+            return on::<B, Autodiff<F>, N>(args, |a| packed_autodiff(a, kernel));
         }
     }
     #[cfg(feature = "ndarray")]
     {
-        type N = burn::backend::NdArray;
-        if is::<B, N>() {
-            return on::<B, N>(args, |a| packed(a, kernel));
-        } else if is::<B, Autodiff<N>>() {
-            return on::<B, Autodiff<N>>(args, |a| packed_autodiff(a, kernel));
+        type Nd = burn::backend::NdArray;
+        if is::<B, Nd>() {
+            return on::<B, Nd, N>(args, |a| packed(a, kernel));
+        } else if is::<B, Autodiff<Nd>>() {
+            return on::<B, Autodiff<Nd>, N>(args, |a| packed_autodiff(a, kernel));
         }
     }
     let _ = (args, kernel);
     None
 }
 
-/// The rational-quadratic spline, forward or inverse. Inputs: `v: [n, d]`, raw widths and
-/// heights `[m, d·K]`, raw derivatives `[m, d·(K − 1)]`.
+/// Where a spline's raw parameters are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Three inputs after `v`: widths and heights `[m, d·K]`, derivatives `[m, d·(K − 1)]`
+    /// (each entry's `K` values contiguous).
+    Split,
+    /// One input after `v`: the conditioner's parameter-major `[m, (3K − 1)·d]`, parameter
+    /// `q` of feature `j` at column `q·d + j` (widths, then heights, then derivatives).
+    Packed,
+}
+
+/// The rational-quadratic spline, forward or inverse, on parameters in either [`Layout`].
 #[derive(Debug, Clone, Copy)]
 struct Spline {
     spec: Spec,
     inverse: bool,
+    layout: Layout,
 }
 
 impl Spline {
-    fn raw<'a>(&self, x: &'a Host, i: usize, j: usize) -> Raw<'a> {
+    /// Entry `(i, j)`'s raw parameters: slices of the inputs, or gathered into `buf`
+    /// (`3K − 1` values) from the packed layout.
+    fn raw<'a>(&self, x: &'a Host, i: usize, j: usize, buf: &'a mut [f64]) -> Raw<'a> {
         let (k, d) = (self.spec.bins, x.size().1);
-        let e = x.param_row(i) * d + j;
-        Raw {
-            w: &x.data[1][e * k..(e + 1) * k],
-            h: &x.data[2][e * k..(e + 1) * k],
-            d: &x.data[3][e * (k - 1)..(e + 1) * (k - 1)],
+        let p = x.param_row(i);
+        match self.layout {
+            Layout::Split => {
+                let e = p * d + j;
+                Raw {
+                    w: &x.data[1][e * k..(e + 1) * k],
+                    h: &x.data[2][e * k..(e + 1) * k],
+                    d: &x.data[3][e * (k - 1)..(e + 1) * (k - 1)],
+                }
+            }
+            Layout::Packed => {
+                let row = &x.data[1][p * (3 * k - 1) * d..(p + 1) * (3 * k - 1) * d];
+                for (q, b) in buf.iter_mut().enumerate() {
+                    *b = row[q * d + j];
+                }
+                let (w, rest) = buf.split_at(k);
+                let (h, dr) = rest.split_at(k);
+                Raw { w, h, d: dr }
+            }
         }
     }
 }
@@ -529,15 +582,18 @@ impl Kernel for Spline {
     const ROWS_PER_TASK: usize = 64;
 
     fn scratch(&self) -> usize {
-        2 * self.spec.bins
+        // Two softmaxes, then one entry's gathered parameters.
+        2 * self.spec.bins + 3 * self.spec.bins - 1
     }
 
     fn row(&self, x: &Host, i: usize, out: &mut [f32], scratch: &mut [f64]) -> f64 {
         let d = out.len();
+        let (softmaxes, buf) = scratch.split_at_mut(2 * self.spec.bins);
         let mut ladj = 0.0;
         for (j, o) in out.iter_mut().enumerate() {
             let v = x.data[0][i * d + j];
-            let (value, logd) = entry(v, self.raw(x, i, j), &self.spec, self.inverse, scratch);
+            let raw = self.raw(x, i, j, buf);
+            let (value, logd) = entry(v, raw, &self.spec, self.inverse, softmaxes);
             *o = value as f32;
             ladj += logd;
         }
@@ -550,23 +606,41 @@ impl Kernel for Spline {
         i: usize,
         g: &[f32],
         g_in: &mut [f32],
-        [gw, gh, gd]: [&mut [f32]; 3],
+        g_params: &mut [&mut [f32]],
         scratch: &mut [f64],
     ) {
         let (d, k) = (g_in.len(), self.spec.bins);
         let g_log = f64::from(g[d]);
+        let (softmaxes, buf) = scratch.split_at_mut(2 * k);
+        // One entry's parameter gradients (widths, heights, derivatives).
+        let mut one = vec![0f32; 3 * k - 1];
         for j in 0..d {
+            let raw = self.raw(x, i, j, buf);
+            let (gw, rest) = one.split_at_mut(k);
+            let (gh, gd) = rest.split_at_mut(k);
             g_in[j] = entry_backward(
                 x.data[0][i * d + j],
-                self.raw(x, i, j),
+                raw,
                 &self.spec,
                 self.inverse,
                 (f64::from(g[j]), g_log),
-                scratch,
-                &mut gw[j * k..(j + 1) * k],
-                &mut gh[j * k..(j + 1) * k],
-                &mut gd[j * (k - 1)..(j + 1) * (k - 1)],
+                softmaxes,
+                gw,
+                gh,
+                gd,
             ) as f32;
+            match self.layout {
+                Layout::Split => {
+                    g_params[0][j * k..(j + 1) * k].copy_from_slice(gw);
+                    g_params[1][j * k..(j + 1) * k].copy_from_slice(gh);
+                    g_params[2][j * (k - 1)..(j + 1) * (k - 1)].copy_from_slice(gd);
+                }
+                Layout::Packed => {
+                    for (q, &v) in one.iter().enumerate() {
+                        g_params[0][q * d + j] = v;
+                    }
+                }
+            }
         }
     }
 }
@@ -589,8 +663,29 @@ pub fn rq_spline<B: Backend>(
     let kernel = Spline {
         spec: Spec::new(spec),
         inverse,
+        layout: Layout::Split,
     };
     dispatch([v, &w, &h, &d], kernel)
+}
+
+/// [`rq_spline`] on the parameters as a conditioner emits them, parameter-major
+/// `[m, 3K − 1, d]` (widths, heights, interior derivatives; what
+/// [`crate::Elementwise`] receives). Reading them in this layout skips the transposed
+/// copies that splitting them into `[m, d, K]` tensors costs on the CPU backends.
+pub fn rq_spline_params<B: Backend>(
+    v: &Tensor<B, 2>,
+    params: &Tensor<B, 3>,
+    spec: &RqSpline,
+    inverse: bool,
+) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
+    let [m, p, d] = params.dims();
+    let params = params.clone().reshape([m, p * d]);
+    let kernel = Spline {
+        spec: Spec::new(spec),
+        inverse,
+        layout: Layout::Packed,
+    };
+    dispatch([v, &params], kernel)
 }
 
 /// The planar step (math and backward in `crate::fused`'s planar kernel docs, the same
@@ -667,9 +762,12 @@ impl Kernel for PlanarStep {
         i: usize,
         g: &[f32],
         gz: &mut [f32],
-        [gu, gw, gb]: [&mut [f32]; 3],
+        g_params: &mut [&mut [f32]],
         _: &mut [f64],
     ) {
+        let [gu, gw, gb] = g_params else {
+            unreachable!("the planar step has three parameters")
+        };
         let (z, u, w, b) = Self::slices(x, i);
         let d = z.len();
         let r = Self::terms(z, u, w, b);
@@ -734,7 +832,7 @@ mod tests {
 
     type B = Autodiff<burn::backend::NdArray>;
 
-    fn values<C: Backend, const D: usize>(t: Tensor<C, D>) -> Vec<f64> {
+    fn values_of<C: Backend, const D: usize>(t: Tensor<C, D>) -> Vec<f64> {
         t.into_data().convert::<f64>().into_vec().unwrap()
     }
 
@@ -772,12 +870,12 @@ mod tests {
             Tensor::<B, 1>::from_data(TensorData::new(ramp(n, 1.0 / n as f64, 0.5), [n]), &device);
         let grads = ((y.clone() * gy).sum() + (l.clone() * gl).sum()).backward();
         vec![
-            values(y),
-            values(l),
-            values(v.grad(&grads).unwrap()),
-            values(w.grad(&grads).unwrap()),
-            values(h.grad(&grads).unwrap()),
-            values(d.grad(&grads).unwrap()),
+            values_of(y),
+            values_of(l),
+            values_of(v.grad(&grads).unwrap()),
+            values_of(w.grad(&grads).unwrap()),
+            values_of(h.grad(&grads).unwrap()),
+            values_of(d.grad(&grads).unwrap()),
         ]
     }
 
@@ -841,6 +939,77 @@ mod tests {
                     assert!(
                         (a - b).abs() <= tol.max(2e-6),
                         "case {case}, inverse {inverse}, input {i}: backward {a}, differences {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The packed layout (what `Elementwise` passes) against the reference on the same
+    /// parameters split into `[m, d, K]` tensors: values, ladj, and the gradients of the
+    /// input and of the packed parameter tensor.
+    #[test]
+    fn packed_layout_matches_reference() {
+        let device = Default::default();
+        let spec = RqSpline::new(5, 3.0);
+        let (n, d, k) = (23, 3, 5);
+        for m in [1, n] {
+            for inverse in [false, true] {
+                let mut uniform = uniforms(0xD1B5_4A32_D192_ED03 + m as u64);
+                let mut values = |count: usize, scale: f64| -> Vec<f32> {
+                    (0..count).map(|_| (scale * uniform()) as f32).collect()
+                };
+                let x =
+                    Tensor::<B, 2>::from_data(TensorData::new(values(n * d, 3.5), [n, d]), &device)
+                        .require_grad();
+                let params = Tensor::<B, 3>::from_data(
+                    TensorData::new(values(m * (3 * k - 1) * d, 1.2), [m, 3 * k - 1, d]),
+                    &device,
+                )
+                .require_grad();
+                let weights =
+                    Tensor::<B, 2>::from_data(TensorData::new(values(n * d, 1.0), [n, d]), &device);
+                let run = |fused: bool| -> Vec<Vec<f64>> {
+                    let (y, l) = if fused {
+                        rq_spline_params(&x, &params, &spec, inverse)
+                            .expect("ndarray has the CPU kernel")
+                    } else {
+                        let per_dim = params.clone().swap_dims(1, 2);
+                        let (w, h, dr) = (
+                            per_dim.clone().narrow(2, 0, k),
+                            per_dim.clone().narrow(2, k, k),
+                            per_dim.narrow(2, 2 * k, k - 1),
+                        );
+                        if inverse {
+                            rq_spline_inverse_reference(x.clone(), w, h, dr, &spec)
+                        } else {
+                            rq_spline_reference(x.clone(), w, h, dr, &spec)
+                        }
+                    };
+                    let grads = ((y.clone() * weights.clone()).sum() + l.clone().sum()).backward();
+                    vec![
+                        values_of(y),
+                        values_of(l),
+                        values_of(x.grad(&grads).unwrap()),
+                        values_of(params.grad(&grads).unwrap()),
+                    ]
+                };
+                let (ours, reference) = (run(true), run(false));
+                for ((name, a), b) in ["value", "ladj", "∂v", "∂params"]
+                    .iter()
+                    .zip(&ours)
+                    .zip(&reference)
+                {
+                    assert_eq!(a.len(), b.len(), "{name}");
+                    let worst = a
+                        .iter()
+                        .zip(b)
+                        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                        .fold(0.0, f64::max);
+                    let tol = if name.starts_with('∂') { 2e-3 } else { 5e-5 };
+                    assert!(
+                        worst < tol,
+                        "{name} (m = {m}, inverse = {inverse}): off by {worst:e}"
                     );
                 }
             }
