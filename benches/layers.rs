@@ -19,7 +19,7 @@ use burn::tensor::{Distribution, Tensor, backend::Backend};
 use criterion::{Criterion, criterion_group, criterion_main};
 use flow_benches::planar_inputs;
 use flow_core::{
-    Flow, Invertible, StandardNormal, Transform,
+    Flow, Invertible, StandardNormal,
     backend::{Inner, Train},
     planar,
 };

@@ -426,7 +426,7 @@ fn maf_mnist(
             .step_by(lp_batch)
             .map(|i| {
                 model
-                    .log_prob(val.clone().slice([i..(i + lp_batch).min(n)]), None)
+                    .log_prob(val.clone().narrow(0, i, lp_batch.min(n - i)), None)
                     .expect("valid input")
             })
             .collect();

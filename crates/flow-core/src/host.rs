@@ -706,7 +706,7 @@ struct PlanarRow {
 
 impl PlanarStep {
     /// `(z, u, w, b)` of row `i`.
-    fn slices<'a>(x: &'a Host, i: usize) -> (&'a [f64], &'a [f64], &'a [f64], f64) {
+    fn slices(x: &Host, i: usize) -> (&[f64], &[f64], &[f64], f64) {
         let (_, d) = x.size();
         let p = x.param_row(i);
         (

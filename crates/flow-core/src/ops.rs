@@ -70,6 +70,23 @@ pub fn zero_ladj<B: Backend>(like: &Tensor<B, 2>) -> Tensor<B, 1> {
     Tensor::zeros([like.dims()[0]], &like.device())
 }
 
+/// `x` as type `U`, which the caller has checked is `T` itself (`TypeId` equality): how
+/// the fused kernels ([`crate::host`], `crate::fused`) take a generic backend's tensors
+/// as their concrete type without copying.
+#[allow(dead_code)] // unused in builds without a backend that has fused kernels
+pub(crate) fn same_type<T: 'static, U: 'static>(x: T) -> Option<U> {
+    let mut slot = Some(x);
+    (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<U>>()
+        .and_then(Option::take)
+}
+
+/// True when `B` is exactly `C`.
+#[allow(dead_code)] // as `same_type`
+pub(crate) fn is<B: 'static, C: 'static>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<C>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,21 +145,4 @@ mod tests {
         assert_eq!(ga[0], 0.5);
         assert_eq!(ga[1], 0.5);
     }
-}
-
-/// `x` as type `U`, which the caller has checked is `T` itself (`TypeId` equality): how
-/// the fused kernels ([`crate::host`], `crate::fused`) take a generic backend's tensors
-/// as their concrete type without copying.
-#[allow(dead_code)] // unused in builds without a backend that has fused kernels
-pub(crate) fn same_type<T: 'static, U: 'static>(x: T) -> Option<U> {
-    let mut slot = Some(x);
-    (&mut slot as &mut dyn std::any::Any)
-        .downcast_mut::<Option<U>>()
-        .and_then(Option::take)
-}
-
-/// True when `B` is exactly `C`.
-#[allow(dead_code)] // as `same_type`
-pub(crate) fn is<B: 'static, C: 'static>() -> bool {
-    std::any::TypeId::of::<B>() == std::any::TypeId::of::<C>()
 }
