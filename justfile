@@ -43,17 +43,17 @@ bench-fused FEATURE="wgpu":
 gpu:
     benches/gpu/run.sh
 
-# The four peer benchmarks side by side with their Rust ports (flex, then ndarray), run
-# alternately with the peers (A B A B, 3 pairs, 2 threads), and the ratio table. Needs
-# PY=<python with torch, zuko, nflows, normflows>; the peers' directory is PEER (default
-# ../shared/peer). ~25 min on an idle 2-core machine; flex builds into target/flex.
+# Runs ours (flex, then ndarray) and the peers alternately (A B A B, 3 pairs, 2 threads).
+# Needs PY=<python with torch, zuko, nflows, normflows>; the peers' directory is PEER
+# (default ../shared/peer). ~25 min on an idle 2-core machine; flex builds into target/flex.
+# The four peer benchmarks side by side with their Rust ports: the ratio table.
 bench-peers *ARGS:
     CARGO_TARGET_DIR=target/flex cargo build --release -p flow-benches --bin ports --features flex
     cargo build --release -p flow-benches --bin ports
     python3 benches/side_by_side.py --peer "${PEER:-../shared/peer}" --ports target/flex/release/ports target/release/ports {{ARGS}}
 
-# Where a Rust port's time goes, by op category (Linux perf, flex build), e.g.
-# `just profile realnvp-moons --steps 300`.
+# e.g. `just profile realnvp-moons --steps 300` (Linux perf, flex build).
+# Where a Rust port's time goes, by op category.
 profile *ARGS:
     CARGO_TARGET_DIR=target/flex cargo build --release -p flow-benches --bin ports --features flex
     python3 benches/profile.py --ports target/flex/release/ports -- {{ARGS}}
