@@ -216,7 +216,8 @@ fn throughput(items: usize, mut f: impl FnMut()) -> f64 {
     (items * reps) as f64 / seconds
 }
 
-/// Parameter counts per top-level module of a flow (one entry per layer).
+/// Parameter counts per top-level module of a flow (one entry per layer; a coupling's
+/// reversal has none).
 fn flow_params<T: Module<Train>>(flow: &Flow<Train, StandardNormal, Vec<T>>) -> Value {
     let per: Vec<usize> = flow.transform.iter().map(Module::num_params).collect();
     json!(per)
@@ -261,25 +262,12 @@ fn density_bench(
     let test_table = toy.sample(test.0, &mut StdRng::seed_from_u64(test.1));
     Train::seed(&Default::default(), seed);
     let device = Default::default();
-    let (model, layers) = if toy == Toy::Mog8 {
-        let m = flow_benches::nsf_mog::<Train>(&device);
-        let layers = json!(
-            m.transform
-                .iter()
-                .map(|(c, _)| c.num_params())
-                .collect::<Vec<_>>()
-        );
-        (m, layers)
+    let model = if toy == Toy::Mog8 {
+        flow_benches::nsf_mog::<Train>(&device)
     } else {
-        let m = flow_benches::realnvp_moons::<Train>(&device);
-        let layers = json!(
-            m.transform
-                .iter()
-                .map(|(c, _)| c.num_params())
-                .collect::<Vec<_>>()
-        );
-        (m, layers)
+        flow_benches::realnvp_moons::<Train>(&device)
     };
+    let layers = flow_params(&model);
     let params = model.num_params();
     info!(bench = name, params, "model built");
     let (model, steps_per_s, wall, losses) = train(model, (steps, warmup), lr, |m, step| {

@@ -31,7 +31,7 @@ use burn::{
             ops::{Backward, Ops, OpsKind},
         },
     },
-    tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend},
+    tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor},
 };
 
 use crate::{
@@ -199,9 +199,9 @@ fn entry_backward(
     inverse: bool,
     (g_out, g_log): (f64, f64),
     scratch: &mut [f64],
-    gw: &mut [f32],
-    gh: &mut [f32],
-    gd: &mut [f32],
+    gw: &mut [f64],
+    gh: &mut [f64],
+    gd: &mut [f64],
 ) -> f64 {
     if v < -s.bound || v > s.bound {
         gw.fill(0.0);
@@ -275,8 +275,8 @@ fn entry_backward(
         dot_h += sm_h[q] * upstream(q, g_yk, g_h) * scale_h;
     }
     for q in 0..s.bins {
-        gw[q] = (sm_w[q] * (upstream(q, g_xk, g_w) * scale_w - dot_w)) as f32;
-        gh[q] = (sm_h[q] * (upstream(q, g_yk, g_h) * scale_h - dot_h)) as f32;
+        gw[q] = sm_w[q] * (upstream(q, g_xk, g_w) * scale_w - dot_w);
+        gh[q] = sm_h[q] * (upstream(q, g_yk, g_h) * scale_h - dot_h);
     }
     // Interior derivative q is knot q + 1.
     for (q, g) in gd.iter_mut().enumerate() {
@@ -287,7 +287,7 @@ fn entry_backward(
         if q == l.k {
             gq += g_d1;
         }
-        *g = (gq * softplus_grad(raw.d[q] + s.shift)) as f32;
+        *g = gq * softplus_grad(raw.d[q] + s.shift);
     }
     g_in
 }
@@ -299,6 +299,12 @@ fn entry_backward(
 struct Host {
     data: Vec<Vec<f64>>,
     shapes: Vec<[usize; 2]>,
+}
+
+/// A float tensor's values. Only called for the host-resident backends of [`dispatch`],
+/// where this is a read of host memory, not a device-to-host transfer.
+fn values<B: Backend>(t: FloatTensor<B>) -> TensorData {
+    Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t)).into_data()
 }
 
 impl Host {
@@ -432,10 +438,8 @@ impl<B: Backend, K: Kernel, const N: usize> Backward<B, N> for Node<K, N> {
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (kernel, inputs) = ops.state;
         let g = grads.consume::<B>(&ops.node);
-        let g = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(g));
-        let device = g.device();
-        let g = g
-            .into_data()
+        let device = B::float_device(&g);
+        let g = values::<B>(g)
             .convert::<f32>()
             .into_vec::<f32>()
             .expect("f32 gradient");
@@ -471,9 +475,7 @@ fn packed_autodiff<B: Backend, K: Kernel, const N: usize>(
     let x = Host::new(
         prims
             .into_iter()
-            .map(|t| {
-                Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t.primitive)).into_data()
-            })
+            .map(|t| values::<B>(t.primitive))
             .collect(),
     );
     let (n, d) = x.size();
@@ -567,6 +569,7 @@ impl Spline {
             }
             Layout::Packed => {
                 let row = &x.data[1][p * (3 * k - 1) * d..(p + 1) * (3 * k - 1) * d];
+                let buf = &mut buf[..3 * k - 1];
                 for (q, b) in buf.iter_mut().enumerate() {
                     *b = row[q * d + j];
                 }
@@ -582,8 +585,8 @@ impl Kernel for Spline {
     const ROWS_PER_TASK: usize = 64;
 
     fn scratch(&self) -> usize {
-        // Two softmaxes, then one entry's gathered parameters.
-        2 * self.spec.bins + 3 * self.spec.bins - 1
+        // Two softmaxes, one entry's gathered parameters, and their gradients.
+        2 * self.spec.bins + 2 * (3 * self.spec.bins - 1)
     }
 
     fn row(&self, x: &Host, i: usize, out: &mut [f32], scratch: &mut [f64]) -> f64 {
@@ -611,9 +614,9 @@ impl Kernel for Spline {
     ) {
         let (d, k) = (g_in.len(), self.spec.bins);
         let g_log = f64::from(g[d]);
-        let (softmaxes, buf) = scratch.split_at_mut(2 * k);
-        // One entry's parameter gradients (widths, heights, derivatives).
-        let mut one = vec![0f32; 3 * k - 1];
+        let (softmaxes, rest) = scratch.split_at_mut(2 * k);
+        // One entry's gathered parameters, and their gradients (widths, heights, derivatives).
+        let (buf, one) = rest.split_at_mut(3 * k - 1);
         for j in 0..d {
             let raw = self.raw(x, i, j, buf);
             let (gw, rest) = one.split_at_mut(k);
@@ -631,13 +634,16 @@ impl Kernel for Spline {
             ) as f32;
             match self.layout {
                 Layout::Split => {
-                    g_params[0][j * k..(j + 1) * k].copy_from_slice(gw);
-                    g_params[1][j * k..(j + 1) * k].copy_from_slice(gh);
-                    g_params[2][j * (k - 1)..(j + 1) * (k - 1)].copy_from_slice(gd);
+                    let store = |to: &mut [f32], from: &[f64]| {
+                        to.iter_mut().zip(from).for_each(|(t, &f)| *t = f as f32)
+                    };
+                    store(&mut g_params[0][j * k..(j + 1) * k], gw);
+                    store(&mut g_params[1][j * k..(j + 1) * k], gh);
+                    store(&mut g_params[2][j * (k - 1)..(j + 1) * (k - 1)], gd);
                 }
                 Layout::Packed => {
                     for (q, &v) in one.iter().enumerate() {
-                        g_params[0][q * d + j] = v;
+                        g_params[0][q * d + j] = v as f32;
                     }
                 }
             }
@@ -816,7 +822,7 @@ pub fn planar<B: Backend>(
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
     use super::*;
-    use crate::{rq_spline_inverse_reference, rq_spline_reference};
+    use crate::{planar_reference, rq_spline_inverse_reference, rq_spline_reference};
 
     type Args<B> = (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>);
 
@@ -834,6 +840,33 @@ mod tests {
 
     fn values_of<C: Backend, const D: usize>(t: Tensor<C, D>) -> Vec<f64> {
         t.into_data().convert::<f64>().into_vec().unwrap()
+    }
+
+    /// Asserts every output of ours within `tol(name)` of the reference's (relative, floor
+    /// 1 near zero).
+    fn assert_agree(
+        case: &str,
+        names: &[&str],
+        ours: &[Vec<f64>],
+        reference: &[Vec<f64>],
+        tol: impl Fn(&str) -> f64,
+    ) {
+        for ((name, a), b) in names.iter().zip(ours).zip(reference) {
+            assert_eq!(a.len(), b.len(), "{name}");
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                .fold(0.0, f64::max);
+            assert!(worst < tol(name), "{name} ({case}): off by {worst:e}");
+        }
+    }
+
+    /// Spline tolerances: values to f32 rounding; gradients to the f32 reference's own
+    /// rounding in its sums (measured: ≤ 5e-4; the backward's exactness is the
+    /// central-difference test's job). A wrong term is off by O(1).
+    fn spline_tol(name: &str) -> f64 {
+        if name.starts_with('∂') { 2e-3 } else { 5e-5 }
     }
 
     /// Values, ladj and every input's gradient of `Σ y·gy + Σ ladj·gl`.
@@ -901,7 +934,7 @@ mod tests {
                     let (y, l) = entry(v, raw, &spec, inverse, scratch);
                     g_out * y + g_log * l
                 };
-                let (mut gw, mut gh, mut gd) = (vec![0f32; k], vec![0f32; k], vec![0f32; k - 1]);
+                let (mut gw, mut gh, mut gd) = (vec![0.0; k], vec![0.0; k], vec![0.0; k - 1]);
                 let raw = Raw {
                     w: &p[..k],
                     h: &p[k..2 * k],
@@ -930,14 +963,15 @@ mod tests {
                     p[q] = at - eps;
                     let down = loss(v, &p, &mut scratch);
                     p[q] = at;
-                    analytic.push(f64::from(*g));
+                    analytic.push(*g);
                     numeric.push((up - down) / (2.0 * eps));
                 }
                 for (i, (a, b)) in analytic.iter().zip(&numeric).enumerate() {
-                    // Parameter gradients are stored in f32.
-                    let tol = 1e-6 * b.abs().max(1.0) + if i > 0 { 1e-6 * b.abs() } else { 0.0 };
+                    // Central differences at h = 1e-6 in f64: ~1e-9 truncation, ~1e-10
+                    // rounding; gradients are f64 throughout.
+                    let tol = 1e-6 * b.abs().max(1.0);
                     assert!(
-                        (a - b).abs() <= tol.max(2e-6),
+                        (a - b).abs() <= tol,
                         "case {case}, inverse {inverse}, input {i}: backward {a}, differences {b}"
                     );
                 }
@@ -995,23 +1029,9 @@ mod tests {
                     ]
                 };
                 let (ours, reference) = (run(true), run(false));
-                for ((name, a), b) in ["value", "ladj", "∂v", "∂params"]
-                    .iter()
-                    .zip(&ours)
-                    .zip(&reference)
-                {
-                    assert_eq!(a.len(), b.len(), "{name}");
-                    let worst = a
-                        .iter()
-                        .zip(b)
-                        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-                        .fold(0.0, f64::max);
-                    let tol = if name.starts_with('∂') { 2e-3 } else { 5e-5 };
-                    assert!(
-                        worst < tol,
-                        "{name} (m = {m}, inverse = {inverse}): off by {worst:e}"
-                    );
-                }
+                let case = format!("m = {m}, inverse = {inverse}");
+                let names = ["value", "ladj", "∂v", "∂params"];
+                assert_agree(&case, &names, &ours, &reference, spline_tol);
             }
         }
     }
@@ -1049,33 +1069,11 @@ mod tests {
                 );
                 let ours = outputs(true, inverse, &args, &spec);
                 let reference = outputs(false, inverse, &args, &spec);
-                for ((name, a), b) in names.iter().zip(&ours).zip(&reference) {
-                    assert_eq!(a.len(), b.len(), "{name}");
-                    let worst = a
-                        .iter()
-                        .zip(b)
-                        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-                        .fold(0.0, f64::max);
-                    // Values to f32 rounding; gradients to the f32 reference's own
-                    // rounding in its sums (measured: ≤ 5e-4; the backward's exactness is
-                    // the central-difference test's job); a wrong term is off by O(1).
-                    let tol = if name.starts_with('∂') { 2e-3 } else { 5e-5 };
-                    assert!(
-                        worst < tol,
-                        "{name} (m = {m}, inverse = {inverse}): off by {worst:e}"
-                    );
-                }
+                let case = format!("m = {m}, inverse = {inverse}");
+                assert_agree(&case, &names, &ours, &reference, spline_tol);
             }
         }
     }
-}
-
-#[cfg(all(test, feature = "ndarray"))]
-mod planar_tests {
-    use super::*;
-    use crate::planar_reference;
-
-    type B = Autodiff<burn::backend::NdArray>;
 
     /// The CPU planar step against the tensor-op reference: values, ladj and the gradients
     /// of `z, u, w, b`, for per-row and shared parameters, with a saturated row, `w = 0`
@@ -1084,13 +1082,7 @@ mod planar_tests {
     fn planar_matches_reference() {
         let device = Default::default();
         let (n, d) = (29, 6);
-        let mut state = 0x853C_49E6_748F_EA9Bu64;
-        let mut uniform = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        };
+        let mut uniform = uniforms(0x853C_49E6_748F_EA9B);
         for m in [1, n] {
             let mut values = |rows: usize, cols: usize, scale: f64| -> Vec<f32> {
                 (0..rows * cols)
@@ -1141,19 +1133,8 @@ mod planar_tests {
                 ]
             };
             let (ours, reference) = (run(true), run(false));
-            for ((name, a), b) in ["z'", "ladj", "∂z", "∂u", "∂w", "∂b"]
-                .iter()
-                .zip(&ours)
-                .zip(&reference)
-            {
-                assert_eq!(a.len(), b.len(), "{name}");
-                let worst = a
-                    .iter()
-                    .zip(b)
-                    .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-                    .fold(0.0, f64::max);
-                assert!(worst < 1e-4, "{name} (m = {m}): off by {worst:e}");
-            }
+            let names = ["z'", "ladj", "∂z", "∂u", "∂w", "∂b"];
+            assert_agree(&format!("m = {m}"), &names, &ours, &reference, |_| 1e-4);
         }
     }
 }
