@@ -31,7 +31,7 @@ use burn::{
             ops::{Backward, Ops, OpsKind},
         },
     },
-    tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor},
+    tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor},
 };
 
 use crate::{
@@ -299,6 +299,9 @@ fn entry_backward(
 struct Host {
     data: Vec<Vec<f64>>,
     shapes: Vec<[usize; 2]>,
+    /// Each input's element type: outputs and gradients are handed back in it (burn's
+    /// ndarray decides a device's float type at run time, and refuses to mix them).
+    dtypes: Vec<DType>,
 }
 
 /// A float tensor's values. Only called for the host-resident backends of [`dispatch`],
@@ -310,11 +313,21 @@ fn values<B: Backend>(t: FloatTensor<B>) -> TensorData {
 impl Host {
     fn new(inputs: Vec<TensorData>) -> Self {
         let shapes = inputs.iter().map(|t| [t.shape[0], t.shape[1]]).collect();
+        let dtypes = inputs.iter().map(|t| t.dtype).collect();
         let data = inputs
             .into_iter()
             .map(|t| t.convert::<f64>().into_vec::<f64>().expect("float values"))
             .collect();
-        Self { data, shapes }
+        Self {
+            data,
+            shapes,
+            dtypes,
+        }
+    }
+
+    /// `values` as tensor data of `shape`, in input `p`'s element type.
+    fn data(&self, values: Vec<f32>, shape: impl Into<Vec<usize>>, p: usize) -> TensorData {
+        TensorData::new(values, shape.into()).convert_dtype(self.dtypes[p])
     }
 
     /// Rows `n` and columns `d` of the first input (the one transformed).
@@ -444,9 +457,10 @@ impl<B: Backend, K: Kernel, const N: usize> Backward<B, N> for Node<K, N> {
             .into_vec::<f32>()
             .expect("f32 gradient");
         let gradients = backward(&kernel, &inputs, &g);
-        for ((parent, values), shape) in ops.parents.into_iter().zip(gradients).zip(inputs.shapes) {
+        for (p, (parent, values)) in ops.parents.into_iter().zip(gradients).enumerate() {
             if let Some(node) = parent {
-                let t = B::float_from_data(TensorData::new(values, shape.to_vec()), &device);
+                let data = inputs.data(values, inputs.shapes[p], p);
+                let t = B::float_from_data(data, &device);
                 grads.register::<B>(node.id, t);
             }
         }
@@ -461,7 +475,7 @@ fn packed<B: Backend, K: Kernel, const N: usize>(
     let device = args[0].device();
     let x = Host::new(args.into_iter().map(Tensor::into_data).collect());
     let (n, d) = x.size();
-    Tensor::from_data(TensorData::new(forward(&kernel, &x), [n, d + 1]), &device)
+    Tensor::from_data(x.data(forward(&kernel, &x), [n, d + 1], 0), &device)
 }
 
 /// The packed output `[n, d + 1]` as one autodiff node with the kernel's backward.
@@ -479,7 +493,7 @@ fn packed_autodiff<B: Backend, K: Kernel, const N: usize>(
             .collect(),
     );
     let (n, d) = x.size();
-    let out = B::float_from_data(TensorData::new(forward(&kernel, &x), [n, d + 1]), &device);
+    let out = B::float_from_data(x.data(forward(&kernel, &x), [n, d + 1], 0), &device);
     let out = match Node::<K, N>(std::marker::PhantomData)
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
