@@ -221,6 +221,15 @@ impl<B: Backend> Made<B> {
     /// # Panics
     /// If a conditional network gets no context.
     pub fn forward(&self, x: Tensor<B, 2>, context: Option<&Tensor<B, 2>>) -> Tensor<B, 2> {
+        if self.context.is_none() {
+            let layers: Vec<_> = self
+                .layers
+                .iter()
+                .chain([&self.out])
+                .map(MaskedLinear::masked)
+                .collect();
+            return crate::nets::relu_layers(&layers, x, false);
+        }
         let ctx = self.context.as_ref().map(|paths| {
             let c = context.unwrap_or_else(|| {
                 panic!("this MADE needs a context of width {}", self.context_dim)

@@ -47,10 +47,68 @@ impl<B: Backend> Mlp<B> {
 
     /// `[batch, d_in] -> [batch, d_out]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let mut h = x;
-        for layer in &self.hidden {
-            h = activation::relu(layer.forward(h));
-        }
-        self.out.forward(h)
+        relu_linear(self.hidden.iter().chain([&self.out]), x, false)
     }
+}
+
+/// `x: [n, d_0]` through ReLU layers given as `(W_l: [d_l, d_{l+1}], b_l: [d_{l+1}])`:
+/// `h_{l+1} = relu(h_l W_l + b_l)`, the last layer without the ReLU unless `relu_last`.
+///
+/// On the CPU backends (features `flex`, `ndarray`) the whole network, forward and
+/// backward, is one fused kernel ([`crate::host::relu_mlp`]); elsewhere (and for more than
+/// [`crate::host::MAX_LAYERS`] layers there) it is burn's tensor operations.
+///
+/// # Panics
+/// If the shapes do not chain (as burn's `matmul`).
+pub fn relu_layers<B: Backend>(
+    layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
+    x: Tensor<B, 2>,
+    relu_last: bool,
+) -> Tensor<B, 2> {
+    #[cfg(any(feature = "flex", feature = "ndarray"))]
+    if let Some(out) = crate::host::relu_mlp(&x, layers, relu_last) {
+        return out;
+    }
+    let last = layers.len().saturating_sub(1);
+    layers.iter().enumerate().fold(x, |h, (l, (w, b))| {
+        let z = h.matmul(w.clone()) + b.clone().unsqueeze();
+        if l < last || relu_last {
+            activation::relu(z)
+        } else {
+            z
+        }
+    })
+}
+
+/// [`relu_layers`] on burn `Linear` layers (a layer without a bias adds zeros).
+///
+/// ```
+/// use burn::{backend::NdArray, nn::LinearConfig, tensor::Tensor};
+/// use flow_core::nets::relu_linear;
+///
+/// let device = Default::default();
+/// let layers = [
+///     LinearConfig::new(3, 8).init::<NdArray>(&device),
+///     LinearConfig::new(8, 2).init(&device),
+/// ];
+/// let y = relu_linear(&layers, Tensor::<NdArray, 2>::ones([4, 3], &device), false);
+/// assert_eq!(y.dims(), [4, 2]);
+/// ```
+pub fn relu_linear<'a, B: Backend>(
+    layers: impl IntoIterator<Item = &'a Linear<B>>,
+    x: Tensor<B, 2>,
+    relu_last: bool,
+) -> Tensor<B, 2> {
+    let params: Vec<_> = layers
+        .into_iter()
+        .map(|layer| {
+            let w = layer.weight.val();
+            let b = match &layer.bias {
+                Some(b) => b.val(),
+                None => Tensor::zeros([w.dims()[1]], &w.device()),
+            };
+            (w, b)
+        })
+        .collect();
+    relu_layers(&params, x, relu_last)
 }

@@ -16,9 +16,12 @@
 use burn::{
     module::{Module, ModuleVisitor, Param},
     nn::{Linear, LinearConfig},
-    tensor::{Distribution, Tensor, activation::relu, backend::Backend},
+    tensor::{Distribution, Tensor, backend::Backend},
 };
-use flow_core::ops::{HALF_LN_2PI, logaddexp, logsumexp, softplus, std_normal_log_prob, sum_rows};
+use flow_core::{
+    nets::relu_linear,
+    ops::{HALF_LN_2PI, logaddexp, logsumexp, softplus, std_normal_log_prob, sum_rows},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -227,23 +230,14 @@ pub struct Terms<B: Backend> {
     pub kl: Tensor<B, 1>,
 }
 
-/// The MLP's output and its last hidden activation (its input if it has no hidden layer).
-fn mlp<B: Backend>(layers: &[Linear<B>], x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let (last, hidden) = layers.split_last().expect("an MLP has a layer");
-    let mut h = x;
-    for layer in hidden {
-        h = relu(layer.forward(h));
-    }
-    (last.forward(h.clone()), h)
-}
-
 /// The encoder's output `[n, 2·latent + K·P]` and its last hidden layer (the IAF context).
 #[derive(Debug, Clone)]
 pub struct Encoded<B: Backend> {
     /// `(μ, ln σ², θ₁ … θ_K)`.
     pub out: Tensor<B, 2>,
-    /// The last hidden activation.
-    pub hidden: Tensor<B, 2>,
+    /// The last hidden activation (the images if the encoder has no hidden layer), kept
+    /// only when the posterior needs it (IAF's context).
+    pub hidden: Option<Tensor<B, 2>>,
 }
 
 impl<B: Backend> Encoded<B> {
@@ -252,7 +246,7 @@ impl<B: Backend> Encoded<B> {
     fn repeat(&self, times: usize) -> Self {
         Self {
             out: self.out.clone().repeat_dim(0, times),
-            hidden: self.hidden.clone().repeat_dim(0, times),
+            hidden: self.hidden.as_ref().map(|h| h.clone().repeat_dim(0, times)),
         }
     }
 }
@@ -265,13 +259,22 @@ impl<B: Backend> Vae<B> {
 
     /// The encoder's output and last hidden layer for images `x: [n, input]`.
     pub fn encode(&self, x: Tensor<B, 2>) -> Encoded<B> {
-        let (out, hidden) = mlp(&self.encoder, x);
-        Encoded { out, hidden }
+        if self.flow != FlowKind::Iaf {
+            let out = relu_linear(&self.encoder, x, false);
+            return Encoded { out, hidden: None };
+        }
+        let (last, hidden) = self.encoder.split_last().expect("an MLP has a layer");
+        let hidden = relu_linear(hidden, x, true);
+        let out = last.forward(hidden.clone());
+        Encoded {
+            out,
+            hidden: Some(hidden),
+        }
     }
 
     /// Bernoulli logits `[n, input]` for latents `z: [n, latent]`.
     pub fn decode(&self, z: Tensor<B, 2>) -> Tensor<B, 2> {
-        mlp(&self.decoder, z).0
+        relu_linear(&self.decoder, z, false)
     }
 
     /// One posterior sample per encoded row: `(z_K, ln q_K(z_K|x))`.
@@ -287,7 +290,10 @@ impl<B: Backend> Vae<B> {
             .neg()
             .sub_scalar(d as f64 * HALF_LN_2PI);
         let (z, ladj) = if self.flow == FlowKind::Iaf {
-            posterior::iaf::run(&self.iaf, z0, &enc.hidden)
+            let context = enc
+                .hidden
+                .expect("IAF models keep the encoder's last hidden layer");
+            posterior::iaf::run(&self.iaf, z0, &context)
         } else {
             let theta = (cols > 2 * d).then(|| h.slice([0..n, 2 * d..cols]));
             posterior::run(self.flow, self.n_flows, z0, theta)

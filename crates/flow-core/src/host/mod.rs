@@ -19,6 +19,10 @@
 //! on `û`, `tanh`, the step and its log-determinant), and one for its backward; in the
 //! VAE's amortized posterior that replaces about 20 tensor operations per step, each
 //! forward and backward, on `[128, 32]` tensors.
+//!
+//! The ReLU networks that condition couplings and autoregressive layers, and the VAE's
+//! encoder and decoder, run as one kernel too ([`relu_mlp`]): the rows split over the
+//! threads once, through every layer and back (its module docs give the math).
 
 use rayon::prelude::*;
 
@@ -38,6 +42,9 @@ use crate::{
     ops::{is, same_type},
     spline::RqSpline,
 };
+
+mod mlp;
+pub use mlp::{MAX_LAYERS, relu_mlp};
 
 /// The spline's constants in `f64`.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,699 @@
+//! A fused ReLU multilayer perceptron for the CPU backends: the whole network, forward and
+//! backward, as one kernel and one autodiff node.
+//!
+//! # Math
+//! Layers `l = 0 … L−1` with weights `W_l: [d_l, d_{l+1}]` and biases `b_l: [d_{l+1}]`
+//! (burn's `Linear` layout), `a_0 = x: [m, d_0]`:
+//!
+//! ```text
+//! z_l = a_l W_l + b_l,     a_{l+1} = relu(z_l)   (the last layer: a_L = z_{L−1}, unless
+//!                                                  `relu_last`)
+//! ```
+//!
+//! Backward from `G = ∂ℒ/∂a_L`: `∂ℒ/∂z_{L−1} = G` (masked by `a_L > 0` under `relu_last`),
+//! then for `l = L−1 … 1`: `∂ℒ/∂z_{l−1} = (∂ℒ/∂z_l · W_lᵀ) ⊙ [a_l > 0]`, and
+//! `∂ℒ/∂x = ∂ℒ/∂z_0 · W_0ᵀ`, `∂ℒ/∂W_l = a_lᵀ · ∂ℒ/∂z_l`, `∂ℒ/∂b_l = Σ_rows ∂ℒ/∂z_l`.
+//! `relu` keeps NaN (as burn's: only entries `< 0` become 0), so bad input still shows.
+//!
+//! # Why
+//! Through burn's tensor ops each layer is a matrix product, a bias add and a ReLU, each a
+//! pass over memory into a fresh buffer, each split over the threads on its own, plus as
+//! many autodiff nodes; the backward pass doubles it. Here the rows are split over the
+//! threads once: each thread runs its block of rows through every layer (single-threaded
+//! matrix products from the `gemm` crate, the same kernels burn's `flex` backend calls; the
+//! bias enters as the product's initial value, the ReLU in place), and back through every
+//! layer in the backward pass; only the weight gradients, sums over all rows, are one
+//! matrix product each over the whole batch.
+
+use std::sync::Arc;
+
+use burn::{
+    backend::{
+        Autodiff,
+        autodiff::{
+            checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+            grads::Gradients,
+            ops::{Backward, Ops, OpsKind},
+        },
+    },
+    tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor},
+};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::values;
+use crate::ops::{is, same_type};
+
+/// The fewest rows one thread task takes.
+const MIN_ROWS: usize = 16;
+
+/// A matrix operand over a slice: entry `(i, j)` at `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix with `cols` columns.
+    fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns.
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: cols,
+        }
+    }
+
+    /// Whether every entry of a `[rows, cols]` view lies inside the slice.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst [m, n]` (row-major) `= lhs [m, k] · rhs [k, n]`, plus `dst`'s old values when
+/// `accumulate`.
+fn matmul(
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    (m, n, k): (usize, usize, usize),
+    parallelism: Parallelism,
+) {
+    assert!(
+        dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n),
+        "matrix operands within their slices"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the assertion keeps every entry gemm reads or writes inside its slice, and
+    // `dst` (a unique borrow) cannot alias `lhs` or `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// An input's `f32` values on the host: a `flex` tensor's own buffer where it is
+/// contiguous `f32` (no copy: the weights are shared with the module), else a copy.
+#[derive(Debug)]
+enum Values {
+    Owned(Vec<f32>),
+    #[cfg(feature = "flex")]
+    Flex(burn_flex::FlexTensor),
+}
+
+impl Values {
+    /// The values of `t`, and its element type.
+    fn of<B: Backend>(t: FloatTensor<B>) -> (Self, DType) {
+        #[cfg(feature = "flex")]
+        if let Some(f) = same_type::<_, burn_flex::FlexTensor>(t.clone()) {
+            if f.as_slice::<f32>().is_some() {
+                return (Self::Flex(f), DType::F32);
+            }
+        }
+        let data = values::<B>(t);
+        let dtype = data.dtype;
+        let v = data.convert::<f32>().into_vec::<f32>();
+        (Self::Owned(v.expect("float values")), dtype)
+    }
+}
+
+impl std::ops::Deref for Values {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match self {
+            Self::Owned(v) => v,
+            #[cfg(feature = "flex")]
+            Self::Flex(f) => f.as_slice().expect("contiguous f32, checked in `of`"),
+        }
+    }
+}
+
+/// The network on the host: `w[l]: [d_l, d_{l+1}]` row-major, `b[l]: [d_{l+1}]`.
+#[derive(Debug)]
+struct Net {
+    w: Vec<Values>,
+    b: Vec<Values>,
+    /// `d_0 … d_L`.
+    widths: Vec<usize>,
+    relu_last: bool,
+}
+
+impl Net {
+    fn depth(&self) -> usize {
+        self.w.len()
+    }
+
+    /// Whether layer `l`'s output goes through the ReLU.
+    fn activates(&self, l: usize) -> bool {
+        l + 1 < self.depth() || self.relu_last
+    }
+}
+
+/// The kernel's inputs on the host.
+#[derive(Debug)]
+struct Inputs {
+    net: Net,
+    x: Values,
+    /// Rows of `x`.
+    m: usize,
+    /// Every input's element type (`x`, then each layer's weight and bias): outputs and
+    /// gradients are handed back in it (ndarray picks a device's float type at run time).
+    dtypes: Vec<DType>,
+    /// Every input's shape, as given (biases as `[1, d]`).
+    shapes: Vec<[usize; 2]>,
+}
+
+impl Inputs {
+    /// `x`, then each layer's weight `[d_l, d_{l+1}]` and bias `[1, d_{l+1}]`, with their
+    /// shapes.
+    fn new<B: Backend>(args: Vec<(FloatTensor<B>, [usize; 2])>, relu_last: bool) -> Self {
+        let shapes: Vec<[usize; 2]> = args.iter().map(|(_, s)| *s).collect();
+        let (vals, dtypes): (Vec<Values>, Vec<DType>) =
+            args.into_iter().map(|(t, _)| Values::of::<B>(t)).unzip();
+        let mut vals = vals.into_iter();
+        let x = vals.next().expect("the input");
+        let (mut w, mut b) = (Vec::new(), Vec::new());
+        while let (Some(wl), Some(bl)) = (vals.next(), vals.next()) {
+            w.push(wl);
+            b.push(bl);
+        }
+        let widths = std::iter::once(shapes[0][1])
+            .chain(shapes[1..].iter().step_by(2).map(|s| s[1]))
+            .collect();
+        Self {
+            net: Net {
+                w,
+                b,
+                widths,
+                relu_last,
+            },
+            x,
+            m: shapes[0][0],
+            dtypes,
+            shapes,
+        }
+    }
+
+    /// `values` of input `p`'s shape and element type.
+    fn data(&self, values: Vec<f32>, shape: [usize; 2], p: usize) -> TensorData {
+        TensorData::new(values, shape.to_vec()).convert_dtype(self.dtypes[p])
+    }
+}
+
+/// Rows per thread task for `m` rows.
+fn task_rows(m: usize) -> usize {
+    m.div_ceil(rayon::current_num_threads().max(1))
+        .max(MIN_ROWS)
+}
+
+/// The same row blocks of every `[m, widths[i]]` buffer, grouped by task.
+fn blocks<'a>(bufs: &'a mut [Vec<f32>], widths: &[usize], rows: usize) -> Vec<Vec<&'a mut [f32]>> {
+    let mut tasks: Vec<Vec<&mut [f32]>> = Vec::new();
+    for (buf, &w) in bufs.iter_mut().zip(widths) {
+        for (t, block) in buf.chunks_mut(rows * w).enumerate() {
+            if tasks.len() <= t {
+                tasks.push(Vec::with_capacity(widths.len()));
+            }
+            tasks[t].push(block);
+        }
+    }
+    tasks
+}
+
+/// `x`'s rows `r0 .. r0 + rows` of a `[_, width]` matrix.
+fn row_block(x: &[f32], width: usize, r0: usize, rows: usize) -> &[f32] {
+    &x[r0 * width..(r0 + rows) * width]
+}
+
+/// The ReLU in place (NaN stays NaN). Written as a select, which vectorizes.
+fn relu(v: &mut [f32]) {
+    for v in v {
+        *v = if *v < 0.0 { 0.0 } else { *v };
+    }
+}
+
+/// Zeroes `g` where the activation `a` is not positive (as a select, which vectorizes).
+fn relu_backward(g: &mut [f32], a: &[f32]) {
+    for (g, &a) in g.iter_mut().zip(a) {
+        *g = if a > 0.0 { *g } else { 0.0 };
+    }
+}
+
+/// Activations `a_1 … a_L` of every row of `x: [m, d_0]` (`a_L` the output).
+fn forward(net: &Net, x: &[f32], m: usize) -> Vec<Vec<f32>> {
+    let widths = &net.widths[1..];
+    let mut acts: Vec<Vec<f32>> = widths.iter().map(|&w| vec![0.0; m * w]).collect();
+    let rows = task_rows(m);
+    blocks(&mut acts, widths, rows)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(t, mut block)| {
+            let (r0, mc) = (t * rows, block[0].len() / widths[0]);
+            for l in 0..net.depth() {
+                let (d_in, d_out) = (net.widths[l], net.widths[l + 1]);
+                let (done, rest) = block.split_at_mut(l);
+                let input: &[f32] = match l {
+                    0 => row_block(x, d_in, r0, mc),
+                    _ => done[l - 1],
+                };
+                let out = &mut *rest[0];
+                for row in out.chunks_mut(d_out) {
+                    row.copy_from_slice(&net.b[l]);
+                }
+                matmul(
+                    out,
+                    true,
+                    Mat::rows(input, d_in),
+                    Mat::rows(&net.w[l], d_out),
+                    (mc, d_out, d_in),
+                    Parallelism::None,
+                );
+                if net.activates(l) {
+                    relu(out);
+                }
+            }
+        });
+    acts
+}
+
+/// The gradients of `x` (when `need_x`), of each weight and of each bias, from
+/// `g = ∂ℒ/∂a_L: [m, d_L]` and the forward pass's activations `acts = a_1 … a_L`.
+fn backward(
+    inputs: &Inputs,
+    acts: &[Vec<f32>],
+    g: &[f32],
+    need_x: bool,
+) -> (Option<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let (net, m) = (&inputs.net, inputs.m);
+    let depth = net.depth();
+    // ∂ℒ/∂z_l for every layer, then ∂ℒ/∂x: rows split over the threads, through every layer.
+    let mut widths: Vec<usize> = net.widths[1..].to_vec();
+    if need_x {
+        widths.push(net.widths[0]);
+    }
+    let mut bufs: Vec<Vec<f32>> = widths.iter().map(|&w| vec![0.0; m * w]).collect();
+    let rows = task_rows(m);
+    blocks(&mut bufs, &widths, rows)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(t, mut block)| {
+            let d_last = net.widths[depth];
+            let (r0, mc) = (t * rows, block[0].len() / widths[0]);
+            let act = |l: usize| row_block(&acts[l - 1], net.widths[l], r0, mc);
+            block[depth - 1].copy_from_slice(row_block(g, d_last, r0, mc));
+            if net.relu_last {
+                relu_backward(block[depth - 1], act(depth));
+            }
+            let last = if need_x { 0 } else { 1 };
+            for l in (last..depth).rev() {
+                let (d_in, d_out) = (net.widths[l], net.widths[l + 1]);
+                // Into ∂ℒ/∂z_{l−1}, or ∂ℒ/∂x (the last block) for l = 0.
+                let into = if l == 0 { depth } else { l - 1 };
+                let (lo, hi) = block.split_at_mut(into.max(l));
+                let (dst, src): (&mut [f32], &[f32]) = if into < l {
+                    (&mut *lo[into], &*hi[0])
+                } else {
+                    (&mut *hi[0], &*lo[l])
+                };
+                matmul(
+                    dst,
+                    false,
+                    Mat::rows(src, d_out),
+                    Mat::transposed(&net.w[l], d_out),
+                    (mc, d_in, d_out),
+                    Parallelism::None,
+                );
+                if l > 0 {
+                    relu_backward(dst, act(l));
+                }
+            }
+        });
+    let dx = need_x.then(|| bufs.pop().expect("the input's gradient"));
+    // ∂ℒ/∂W_l = a_lᵀ ∂ℒ/∂z_l over all rows; ∂ℒ/∂b_l its column sums.
+    let threads = rayon::current_num_threads();
+    let mut dw = Vec::with_capacity(depth);
+    let mut db = Vec::with_capacity(depth);
+    for (l, gz) in bufs.iter().enumerate() {
+        let (d_in, d_out) = (net.widths[l], net.widths[l + 1]);
+        let a: &[f32] = if l == 0 { &inputs.x } else { &acts[l - 1] };
+        let mut w = vec![0.0; d_in * d_out];
+        matmul(
+            &mut w,
+            false,
+            Mat::transposed(a, d_in),
+            Mat::rows(gz, d_out),
+            (d_in, d_out, m),
+            Parallelism::Rayon(threads),
+        );
+        let mut b = vec![0.0; d_out];
+        for row in gz.chunks(d_out) {
+            b.iter_mut().zip(row).for_each(|(b, g)| *b += g);
+        }
+        dw.push(w);
+        db.push(b);
+    }
+    (dx, dw, db)
+}
+
+/// The backward pass as an autodiff node over `N = 1 + 2L` inputs.
+#[derive(Debug)]
+struct Node<const N: usize>;
+
+/// What the backward pass keeps: the inputs and the activations `a_1 … a_{L−1}` (and `a_L`
+/// under `relu_last`).
+#[derive(Debug)]
+struct Saved {
+    inputs: Inputs,
+    acts: Vec<Vec<f32>>,
+}
+
+impl<B: Backend, const N: usize> Backward<B, N> for Node<N> {
+    type State = Arc<Saved>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let saved = ops.state;
+        let g = grads.consume::<B>(&ops.node);
+        let device = B::float_device(&g);
+        let (g, _) = Values::of::<B>(g);
+        let inputs = &saved.inputs;
+        let (dx, dw, db) = backward(inputs, &saved.acts, &g, ops.parents[0].is_some());
+        let params = dw.into_iter().zip(db).flat_map(|(w, b)| [w, b]);
+        let all = std::iter::once(dx.unwrap_or_default()).chain(params);
+        for (p, (parent, values)) in ops.parents.iter().zip(all).enumerate() {
+            if let Some(node) = parent {
+                let data = inputs.data(values, inputs.shapes[p], p);
+                grads.register::<B>(node.id, B::float_from_data(data, &device));
+            }
+        }
+    }
+}
+
+/// The network's output `[m, d_L]`, without autodiff.
+fn plain<B: Backend, const N: usize>(args: [Tensor<B, 2>; N], relu_last: bool) -> Tensor<B, 2> {
+    let device = args[0].device();
+    let args = args
+        .into_iter()
+        .map(|t| {
+            let [r, c] = t.dims();
+            (t.into_primitive().tensor(), [r, c])
+        })
+        .collect();
+    let inputs = Inputs::new::<B>(args, relu_last);
+    let out = forward(&inputs.net, &inputs.x, inputs.m)
+        .pop()
+        .expect("a layer");
+    let d = inputs.net.widths[inputs.net.depth()];
+    Tensor::from_data(inputs.data(out, [inputs.m, d], 0), &device)
+}
+
+/// The network's output `[m, d_L]` as one autodiff node.
+fn tracked<B: Backend, const N: usize>(
+    args: [Tensor<Autodiff<B>, 2>; N],
+    relu_last: bool,
+) -> Tensor<Autodiff<B>, 2> {
+    let device = args[0].device();
+    let shapes = args.each_ref().map(|t| t.dims());
+    let prims = args.map(|t| t.into_primitive().tensor());
+    let nodes = prims.each_ref().map(|t| t.node.clone());
+    let data = prims
+        .into_iter()
+        .zip(shapes)
+        .map(|(t, s)| (t.primitive, s))
+        .collect();
+    let inputs = Inputs::new::<B>(data, relu_last);
+    let mut acts = forward(&inputs.net, &inputs.x, inputs.m);
+    let d = inputs.net.widths[inputs.net.depth()];
+    let out = match relu_last {
+        true => acts.last().expect("a layer").clone(),
+        false => acts.pop().expect("a layer"),
+    };
+    let out = B::float_from_data(inputs.data(out, [inputs.m, d], 0), &device);
+    let out = match Node::<N>
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(Arc::new(Saved { inputs, acts }), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// `f` on the arguments as tensors of `C`, when `B` is `C`.
+fn on<B: Backend, C: Backend, const N: usize>(
+    args: [Tensor<B, 2>; N],
+    f: impl FnOnce([Tensor<C, 2>; N]) -> Tensor<C, 2>,
+) -> Option<Tensor<B, 2>> {
+    let cast: Vec<Tensor<C, 2>> = args.into_iter().map(same_type).collect::<Option<_>>()?;
+    same_type(f(cast.try_into().ok()?))
+}
+
+/// The kernel on `N` arguments, when `B` is one of this module's backends.
+fn run<B: Backend, const N: usize>(
+    args: Vec<Tensor<B, 2>>,
+    relu_last: bool,
+) -> Option<Tensor<B, 2>> {
+    let args: [Tensor<B, 2>; N] = args.try_into().ok()?;
+    #[cfg(feature = "flex")]
+    {
+        type F = burn::backend::Flex;
+        if is::<B, F>() {
+            return on::<B, F, N>(args, |a| plain(a, relu_last));
+        } else if is::<B, Autodiff<F>>() {
+            return on::<B, Autodiff<F>, N>(args, |a| tracked(a, relu_last));
+        }
+    }
+    #[cfg(feature = "ndarray")]
+    {
+        type Nd = burn::backend::NdArray;
+        if is::<B, Nd>() {
+            return on::<B, Nd, N>(args, |a| plain(a, relu_last));
+        } else if is::<B, Autodiff<Nd>>() {
+            return on::<B, Autodiff<Nd>, N>(args, |a| tracked(a, relu_last));
+        }
+    }
+    let _ = (args, relu_last);
+    None
+}
+
+/// The most layers the fused network takes (the autodiff node's input count is a
+/// constant per depth); deeper networks take the tensor-op path.
+pub const MAX_LAYERS: usize = 6;
+
+/// The ReLU network `x → relu(x W_0 + b_0) → … → x W_{L−1} + b_{L−1}` (a ReLU after the
+/// last layer too when `relu_last`) as one fused kernel, or `None` when `B` is not one of
+/// this module's CPU backends, the shapes do not chain (`x: [m, d_0]`, `W_l: [d_l,
+/// d_{l+1}]`, `b_l: [d_{l+1}]`), a width is 0, or there are no or more than
+/// [`MAX_LAYERS`] layers. The math is in the [module docs](self).
+pub fn relu_mlp<B: Backend>(
+    x: &Tensor<B, 2>,
+    layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
+    relu_last: bool,
+) -> Option<Tensor<B, 2>> {
+    let [_, mut width] = x.dims();
+    for (w, b) in layers {
+        let [d_in, d_out] = w.dims();
+        if d_in != width || b.dims() != [d_out] || d_in == 0 || d_out == 0 {
+            return None;
+        }
+        width = d_out;
+    }
+    let mut args = vec![x.clone()];
+    for (w, b) in layers {
+        args.push(w.clone());
+        args.push(b.clone().unsqueeze());
+    }
+    match layers.len() {
+        1 => run::<B, 3>(args, relu_last),
+        2 => run::<B, 5>(args, relu_last),
+        3 => run::<B, 7>(args, relu_last),
+        4 => run::<B, 9>(args, relu_last),
+        5 => run::<B, 11>(args, relu_last),
+        6 => run::<B, 13>(args, relu_last),
+        _ => None,
+    }
+}
+
+#[cfg(all(test, feature = "ndarray"))]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    use burn::tensor::backend::AutodiffBackend;
+
+    type B = Autodiff<burn::backend::NdArray>;
+
+    fn values_of<C: Backend, const D: usize>(t: Tensor<C, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().into_vec().unwrap()
+    }
+
+    /// The same network through burn's tensor operations (and burn's autodiff).
+    fn reference<B: AutodiffBackend>(
+        x: Tensor<B, 2>,
+        layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
+        relu_last: bool,
+    ) -> Tensor<B, 2> {
+        let last = layers.len() - 1;
+        layers.iter().enumerate().fold(x, |h, (l, (w, b))| {
+            let z = h.matmul(w.clone()) + b.clone().unsqueeze();
+            if l < last || relu_last {
+                burn::tensor::activation::relu(z)
+            } else {
+                z
+            }
+        })
+    }
+
+    /// The output and the gradients of `Σ y ⊙ g` for x and every parameter.
+    fn run<B: AutodiffBackend>(
+        fused: bool,
+        x: &Tensor<B, 2>,
+        layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
+        relu_last: bool,
+        g: &Tensor<B, 2>,
+    ) -> Vec<Vec<f32>> {
+        let x = x.clone().require_grad();
+        let layers: Vec<_> = layers
+            .iter()
+            .map(|(w, b)| (w.clone().require_grad(), b.clone().require_grad()))
+            .collect();
+        let y = match fused {
+            true => relu_mlp(&x, &layers, relu_last).expect("a CPU backend has the kernel"),
+            false => reference(x.clone(), &layers, relu_last),
+        };
+        let grads = (y.clone() * g.clone()).sum().backward();
+        let mut out = vec![values_of(y), values_of(x.grad(&grads).unwrap())];
+        for (w, b) in &layers {
+            out.push(values_of(w.grad(&grads).unwrap()));
+            out.push(values_of(b.grad(&grads).unwrap()));
+        }
+        out
+    }
+
+    fn random<B: Backend, const D: usize>(shape: [usize; D]) -> Tensor<B, D> {
+        Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), &Default::default())
+    }
+
+    #[test]
+    fn values_and_every_gradient_match_the_tensor_ops() {
+        agree_with_tensor_ops::<B>();
+        #[cfg(feature = "flex")]
+        agree_with_tensor_ops::<Autodiff<burn::backend::Flex>>();
+    }
+
+    fn agree_with_tensor_ops<B: AutodiffBackend>() {
+        <B as Backend>::seed(&Default::default(), 7);
+        // Depths 1–4, row counts below, at and off the task size, both final activations.
+        for (widths, m, relu_last) in [
+            (vec![3, 5], 1, false),
+            (vec![1, 64, 64, 2], 37, false),
+            (vec![6, 33, 7], 200, true),
+            (vec![10, 20, 30, 20, 4], 513, false),
+        ] {
+            let layers: Vec<_> = widths
+                .windows(2)
+                .map(|w| (random::<B, 2>([w[0], w[1]]), random::<B, 1>([w[1]])))
+                .collect();
+            let x = random([m, widths[0]]);
+            let g = random([m, *widths.last().unwrap()]);
+            let ours = run::<B>(true, &x, &layers, relu_last, &g);
+            let theirs = run::<B>(false, &x, &layers, relu_last, &g);
+            for (p, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                assert_eq!(a.len(), b.len());
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                    .fold(0.0, f32::max);
+                assert!(
+                    worst < 1e-4,
+                    "{widths:?} m={m}: output {p} off by {worst:e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn untracked_input_and_plain_backend_agree() {
+        type P = burn::backend::NdArray;
+        let device = Default::default();
+        let layers: Vec<(Tensor<P, 2>, Tensor<P, 1>)> = [(4, 9), (9, 3)]
+            .map(|(i, o)| {
+                (
+                    Tensor::random([i, o], Distribution::Uniform(-1.0, 1.0), &device),
+                    Tensor::random([o], Distribution::Uniform(-1.0, 1.0), &device),
+                )
+            })
+            .into();
+        let x = Tensor::<P, 2>::random([50, 4], Distribution::Uniform(-1.0, 1.0), &device);
+        let plain = values_of(relu_mlp(&x, &layers, false).unwrap());
+        let tracked_layers: Vec<(Tensor<B, 2>, Tensor<B, 1>)> = layers
+            .iter()
+            .map(|(w, b)| {
+                (
+                    Tensor::from_inner(w.clone()).require_grad(),
+                    Tensor::from_inner(b.clone()).require_grad(),
+                )
+            })
+            .collect();
+        // The data does not need a gradient: the backward pass skips it.
+        let y = relu_mlp(&Tensor::from_inner(x), &tracked_layers, false).unwrap();
+        assert_eq!(values_of(y.clone()), plain);
+        let grads = y.sum().backward();
+        assert!(tracked_layers[0].0.grad(&grads).is_some());
+    }
+
+    #[test]
+    fn nan_propagates_and_bad_shapes_decline() {
+        type P = burn::backend::NdArray;
+        let device = Default::default();
+        let w = Tensor::<P, 2>::ones([2, 3], &device);
+        let b = Tensor::<P, 1>::zeros([3], &device);
+        let x = Tensor::<P, 2>::from_data([[f32::NAN, 1.0], [1.0, 1.0]], &device);
+        let y = values_of(relu_mlp(&x, &[(w.clone(), b.clone())], true).unwrap());
+        assert!(y[..3].iter().all(|v| v.is_nan()) && y[3..] == [2.0; 3]);
+        let wide = Tensor::<P, 2>::ones([2, 5], &device);
+        assert!(relu_mlp(&wide, &[(w, b)], false).is_none());
+        assert!(relu_mlp(&x, &[], false).is_none());
+    }
+}
