@@ -30,7 +30,10 @@ use burn::{
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
-use crate::error::FlowError;
+use crate::{
+    error::FlowError,
+    nets::{Tiles, relu_layers_tiled, tiles_of},
+};
 
 /// The order in which a MADE makes the features depend on each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +67,9 @@ pub struct MaskedLinear<B: Backend> {
     weight: Param<Tensor<B, 2>>,
     bias: Param<Tensor<B, 1>>,
     mask: Tensor<B, 2>,
+    /// Where the mask has ones, by blocks of columns (what the CPU kernel computes).
+    #[module(skip)]
+    tiles: Tiles,
 }
 
 impl<B: Backend> MaskedLinear<B> {
@@ -92,6 +98,7 @@ impl<B: Backend> MaskedLinear<B> {
             weight,
             bias: bias.expect("burn's Linear has a bias by default"),
             mask: Tensor::from_data(TensorData::new(mask, [d_in, d_out]), device),
+            tiles: tiles_of(d_in, d_out, allowed),
         }
     }
 
@@ -222,13 +229,10 @@ impl<B: Backend> Made<B> {
     /// If a conditional network gets no context.
     pub fn forward(&self, x: Tensor<B, 2>, context: Option<&Tensor<B, 2>>) -> Tensor<B, 2> {
         if self.context.is_none() {
-            let layers: Vec<_> = self
-                .layers
-                .iter()
-                .chain([&self.out])
-                .map(MaskedLinear::masked)
-                .collect();
-            return crate::nets::relu_layers(&layers, x, false);
+            let all = || self.layers.iter().chain([&self.out]);
+            let layers: Vec<_> = all().map(MaskedLinear::masked).collect();
+            let tiles: Vec<_> = all().map(|l| Some(l.tiles.clone())).collect();
+            return relu_layers_tiled(&layers, &tiles, x, false);
         }
         let ctx = self.context.as_ref().map(|paths| {
             let c = context.unwrap_or_else(|| {

@@ -6,6 +6,8 @@ use burn::{
     tensor::{Tensor, activation, backend::Backend},
 };
 
+use std::ops::Range;
+
 use crate::error::{FlowError, Result};
 
 /// A ReLU multilayer perceptron `in → hidden × n_hidden → out` whose last layer starts at
@@ -65,10 +67,26 @@ pub fn relu_layers<B: Backend>(
     x: Tensor<B, 2>,
     relu_last: bool,
 ) -> Tensor<B, 2> {
+    relu_layers_tiled(layers, &[], x, relu_last)
+}
+
+/// [`relu_layers`] for weights that are zero outside their [`Tiles`] (`tiles[l]` for layer
+/// `l`, `None` or an empty `tiles`: anywhere), as masked weights are: the CPU kernel
+/// ([`crate::host::relu_mlp_tiled`]) skips the zero blocks.
+///
+/// # Panics
+/// If the shapes do not chain (as burn's `matmul`).
+pub fn relu_layers_tiled<B: Backend>(
+    layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
+    tiles: &[Option<Tiles>],
+    x: Tensor<B, 2>,
+    relu_last: bool,
+) -> Tensor<B, 2> {
     #[cfg(any(feature = "flex", feature = "ndarray"))]
-    if let Some(out) = crate::host::relu_mlp(&x, layers, relu_last) {
+    if let Some(out) = crate::host::relu_mlp_tiled(&x, layers, tiles, relu_last) {
         return out;
     }
+    let _ = tiles;
     let last = layers.len().saturating_sub(1);
     layers.iter().enumerate().fold(x, |h, (l, (w, b))| {
         let z = h.matmul(w.clone()) + b.clone().unsqueeze();
@@ -78,6 +96,32 @@ pub fn relu_layers<B: Backend>(
             z
         }
     })
+}
+
+/// Column-block width of [`Tiles`].
+pub const TILE: usize = 64;
+
+/// Where a weight `W: [d_in, d_out]` may be nonzero: for every block of [`TILE`]
+/// consecutive columns (the last may be narrower), the rows outside of which the block is
+/// zero. [`relu_layers_tiled`] skips the rest on the CPU backends (the caller's
+/// promise: those entries are zero, and their gradients are not needed). That is exact for weights masked to zero
+/// there (MADE's, whose masks under a natural or reversed order leave about 45 % of each
+/// weight outside such tiles).
+pub type Tiles = Vec<Range<usize>>;
+
+/// The [`Tiles`] of a `[d_in, d_out]` weight whose entry `(i, o)` is zero unless
+/// `allowed(i, o)`.
+pub fn tiles_of(d_in: usize, d_out: usize, allowed: impl Fn(usize, usize) -> bool) -> Tiles {
+    (0..d_out.div_ceil(TILE))
+        .map(|j| {
+            let cols = j * TILE..((j + 1) * TILE).min(d_out);
+            let used = |i: usize| cols.clone().any(|o| allowed(i, o));
+            match (0..d_in).position(used) {
+                Some(lo) => lo..d_in - (0..d_in).rev().position(used).unwrap_or(0),
+                None => 0..0,
+            }
+        })
+        .collect()
 }
 
 /// [`relu_layers`] on burn `Linear` layers (a layer without a bias adds zeros).

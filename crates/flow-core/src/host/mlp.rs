@@ -25,7 +25,7 @@
 //! layer in the backward pass; only the weight gradients, sums over all rows, are one
 //! matrix product each over the whole batch.
 
-use std::sync::Arc;
+use std::{ops::Range, sync::Arc};
 
 use burn::{
     backend::{
@@ -42,7 +42,10 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::values;
-use crate::ops::{is, same_type};
+use crate::{
+    nets::{TILE, Tiles},
+    ops::{is, same_type},
+};
 
 /// The fewest rows one thread task takes.
 const MIN_ROWS: usize = 16;
@@ -80,18 +83,19 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `dst [m, n]` (row-major) `= lhs [m, k] · rhs [k, n]`, plus `dst`'s old values when
-/// `accumulate`.
+/// `dst [m, n]` (rows `dst_rs` apart, columns adjacent) `= lhs [m, k] · rhs [k, n]`, plus
+/// `dst`'s old values when `accumulate`.
 fn matmul(
-    dst: &mut [f32],
+    (dst, dst_rs): (&mut [f32], usize),
     accumulate: bool,
     lhs: Mat,
     rhs: Mat,
     (m, n, k): (usize, usize, usize),
     parallelism: Parallelism,
 ) {
+    let dst_view = Mat::rows(dst, dst_rs);
     assert!(
-        dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n),
+        n <= dst_rs && dst_view.fits(m, n) && lhs.fits(m, k) && rhs.fits(k, n),
         "matrix operands within their slices"
     );
     if m == 0 || n == 0 {
@@ -99,7 +103,9 @@ fn matmul(
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            dst.chunks_mut(dst_rs)
+                .take(m)
+                .for_each(|r| r[..n].fill(0.0));
         }
         return;
     }
@@ -112,7 +118,7 @@ fn matmul(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.cs as isize,
@@ -174,10 +180,47 @@ struct Net {
     b: Vec<Values>,
     /// `d_0 … d_L`.
     widths: Vec<usize>,
+    /// Per layer, where its weight may be nonzero (see [`Tiles`]); `None`: anywhere.
+    tiles: Vec<Option<Tiles>>,
     relu_last: bool,
 }
 
+/// One block of a weight's columns and the rows outside of which it is zero.
+#[derive(Debug, Clone, Copy)]
+struct Tile {
+    /// Columns `c0..c1`.
+    c0: usize,
+    c1: usize,
+    /// Rows `lo..hi`.
+    lo: usize,
+    hi: usize,
+}
+
 impl Net {
+    /// Layer `l`'s weight as tiles: one per block of [`TILE`] columns where the layer has
+    /// [`Tiles`], else one tile of the whole matrix.
+    fn tiles(&self, l: usize) -> Vec<Tile> {
+        let (d_in, d_out) = (self.widths[l], self.widths[l + 1]);
+        match &self.tiles[l] {
+            None => vec![Tile {
+                c0: 0,
+                c1: d_out,
+                lo: 0,
+                hi: d_in,
+            }],
+            Some(rows) => rows
+                .iter()
+                .enumerate()
+                .map(|(j, r)| Tile {
+                    c0: j * TILE,
+                    c1: ((j + 1) * TILE).min(d_out),
+                    lo: r.start,
+                    hi: r.end,
+                })
+                .collect(),
+        }
+    }
+
     fn depth(&self) -> usize {
         self.w.len()
     }
@@ -205,7 +248,11 @@ struct Inputs {
 impl Inputs {
     /// `x`, then each layer's weight `[d_l, d_{l+1}]` and bias `[1, d_{l+1}]`, with their
     /// shapes.
-    fn new<B: Backend>(args: Vec<(FloatTensor<B>, [usize; 2])>, relu_last: bool) -> Self {
+    fn new<B: Backend>(
+        args: Vec<(FloatTensor<B>, [usize; 2])>,
+        tiles: Vec<Option<Tiles>>,
+        relu_last: bool,
+    ) -> Self {
         let shapes: Vec<[usize; 2]> = args.iter().map(|(_, s)| *s).collect();
         let (vals, dtypes): (Vec<Values>, Vec<DType>) =
             args.into_iter().map(|(t, _)| Values::of::<B>(t)).unzip();
@@ -224,6 +271,7 @@ impl Inputs {
                 w,
                 b,
                 widths,
+                tiles,
                 relu_last,
             },
             x,
@@ -299,14 +347,17 @@ fn forward(net: &Net, x: &[f32], m: usize) -> Vec<Vec<f32>> {
                 for row in out.chunks_mut(d_out) {
                     row.copy_from_slice(&net.b[l]);
                 }
-                matmul(
-                    out,
-                    true,
-                    Mat::rows(input, d_in),
-                    Mat::rows(&net.w[l], d_out),
-                    (mc, d_out, d_in),
-                    Parallelism::None,
-                );
+                // out[:, c0..c1] += input[:, lo..hi] · W[lo..hi, c0..c1] per tile.
+                for t in net.tiles(l) {
+                    matmul(
+                        (&mut out[t.c0..], d_out),
+                        true,
+                        Mat::rows(&input[t.lo..], d_in),
+                        Mat::rows(&net.w[l][t.lo * d_out + t.c0..], d_out),
+                        (mc, t.c1 - t.c0, t.hi - t.lo),
+                        Parallelism::None,
+                    );
+                }
                 if net.activates(l) {
                     relu(out);
                 }
@@ -354,14 +405,21 @@ fn backward(
                 } else {
                     (&mut *hi[0], &*lo[l])
                 };
-                matmul(
-                    dst,
-                    false,
-                    Mat::rows(src, d_out),
-                    Mat::transposed(&net.w[l], d_out),
-                    (mc, d_in, d_out),
-                    Parallelism::None,
-                );
+                // dst[:, lo..hi] += src[:, c0..c1] · W[lo..hi, c0..c1]ᵀ per tile.
+                let tiled = net.tiles[l].is_some();
+                if tiled {
+                    dst.fill(0.0);
+                }
+                for t in net.tiles(l) {
+                    matmul(
+                        (&mut dst[t.lo..], d_in),
+                        tiled,
+                        Mat::rows(&src[t.c0..], d_out),
+                        Mat::transposed(&net.w[l][t.lo * d_out + t.c0..], d_out),
+                        (mc, t.hi - t.lo, t.c1 - t.c0),
+                        Parallelism::None,
+                    );
+                }
                 if l > 0 {
                     relu_backward(dst, act(l));
                 }
@@ -387,14 +445,23 @@ fn backward(
     tasks.into_par_iter().for_each(|(l, i0, dst, bias)| {
         let (d_in, d_out) = (net.widths[l], net.widths[l + 1]);
         let a: &[f32] = if l == 0 { &inputs.x } else { &acts[l - 1] };
-        matmul(
-            dst,
-            false,
-            Mat::transposed(&a[i0..], d_in),
-            Mat::rows(&bufs[l], d_out),
-            (dst.len() / d_out, d_out, m),
-            Parallelism::None,
-        );
+        // dW[r0..r1, c0..c1] = a[:, r0..r1]ᵀ · ∂ℒ/∂z_l[:, c0..c1] for this block's rows
+        // r0..r1 of every tile (zero outside the tiles).
+        let i1 = i0 + dst.len() / d_out;
+        for t in net.tiles(l) {
+            let (r0, r1) = (t.lo.max(i0), t.hi.min(i1));
+            if r0 >= r1 {
+                continue;
+            }
+            matmul(
+                (&mut dst[(r0 - i0) * d_out + t.c0..], d_out),
+                false,
+                Mat::transposed(&a[r0..], d_in),
+                Mat::rows(&bufs[l][t.c0..], d_out),
+                (r1 - r0, t.c1 - t.c0, m),
+                Parallelism::None,
+            );
+        }
         if let Some(b) = bias {
             for row in bufs[l].chunks(d_out) {
                 b.iter_mut().zip(row).for_each(|(b, g)| *b += g);
@@ -438,7 +505,11 @@ impl<B: Backend, const N: usize> Backward<B, N> for Node<N> {
 }
 
 /// The network's output `[m, d_L]`, without autodiff.
-fn plain<B: Backend, const N: usize>(args: [Tensor<B, 2>; N], relu_last: bool) -> Tensor<B, 2> {
+fn plain<B: Backend, const N: usize>(
+    args: [Tensor<B, 2>; N],
+    tiles: Vec<Option<Tiles>>,
+    relu_last: bool,
+) -> Tensor<B, 2> {
     let device = args[0].device();
     let args = args
         .into_iter()
@@ -447,7 +518,7 @@ fn plain<B: Backend, const N: usize>(args: [Tensor<B, 2>; N], relu_last: bool) -
             (t.into_primitive().tensor(), [r, c])
         })
         .collect();
-    let inputs = Inputs::new::<B>(args, relu_last);
+    let inputs = Inputs::new::<B>(args, tiles, relu_last);
     let out = forward(&inputs.net, &inputs.x, inputs.m)
         .pop()
         .expect("a layer");
@@ -458,6 +529,7 @@ fn plain<B: Backend, const N: usize>(args: [Tensor<B, 2>; N], relu_last: bool) -
 /// The network's output `[m, d_L]` as one autodiff node.
 fn tracked<B: Backend, const N: usize>(
     args: [Tensor<Autodiff<B>, 2>; N],
+    tiles: Vec<Option<Tiles>>,
     relu_last: bool,
 ) -> Tensor<Autodiff<B>, 2> {
     let device = args[0].device();
@@ -469,7 +541,7 @@ fn tracked<B: Backend, const N: usize>(
         .zip(shapes)
         .map(|(t, s)| (t.primitive, s))
         .collect();
-    let inputs = Inputs::new::<B>(data, relu_last);
+    let inputs = Inputs::new::<B>(data, tiles, relu_last);
     let mut acts = forward(&inputs.net, &inputs.x, inputs.m);
     let d = inputs.net.widths[inputs.net.depth()];
     let out = match relu_last {
@@ -500,6 +572,7 @@ fn on<B: Backend, C: Backend, const N: usize>(
 /// The kernel on `N` arguments, when `B` is one of this module's backends.
 fn run<B: Backend, const N: usize>(
     args: Vec<Tensor<B, 2>>,
+    tiles: Vec<Option<Tiles>>,
     relu_last: bool,
 ) -> Option<Tensor<B, 2>> {
     let args: [Tensor<B, 2>; N] = args.try_into().ok()?;
@@ -507,21 +580,21 @@ fn run<B: Backend, const N: usize>(
     {
         type F = burn::backend::Flex;
         if is::<B, F>() {
-            return on::<B, F, N>(args, |a| plain(a, relu_last));
+            return on::<B, F, N>(args, |a| plain(a, tiles, relu_last));
         } else if is::<B, Autodiff<F>>() {
-            return on::<B, Autodiff<F>, N>(args, |a| tracked(a, relu_last));
+            return on::<B, Autodiff<F>, N>(args, |a| tracked(a, tiles, relu_last));
         }
     }
     #[cfg(feature = "ndarray")]
     {
         type Nd = burn::backend::NdArray;
         if is::<B, Nd>() {
-            return on::<B, Nd, N>(args, |a| plain(a, relu_last));
+            return on::<B, Nd, N>(args, |a| plain(a, tiles, relu_last));
         } else if is::<B, Autodiff<Nd>>() {
-            return on::<B, Autodiff<Nd>, N>(args, |a| tracked(a, relu_last));
+            return on::<B, Autodiff<Nd>, N>(args, |a| tracked(a, tiles, relu_last));
         }
     }
-    let _ = (args, relu_last);
+    let _ = (args, tiles, relu_last);
     None
 }
 
@@ -539,29 +612,51 @@ pub fn relu_mlp<B: Backend>(
     layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
     relu_last: bool,
 ) -> Option<Tensor<B, 2>> {
-    if std::env::var_os("TMP_NO_MLP").is_some() {
+    relu_mlp_tiled(x, layers, &[], relu_last)
+}
+
+/// [`relu_mlp`] computing only each layer's [`Tiles`] (`tiles[l]`, `None`: the whole
+/// weight; an empty `tiles`: every weight whole). `None` also when the tiles do not fit
+/// their weight (one range per block of [`TILE`] columns, within `0..d_in`).
+pub fn relu_mlp_tiled<B: Backend>(
+    x: &Tensor<B, 2>,
+    layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
+    tiles: &[Option<Tiles>],
+    relu_last: bool,
+) -> Option<Tensor<B, 2>> {
+    if !tiles.is_empty() && tiles.len() != layers.len() {
         return None;
     }
     let [_, mut width] = x.dims();
-    for (w, b) in layers {
+    for (l, (w, b)) in layers.iter().enumerate() {
         let [d_in, d_out] = w.dims();
         if d_in != width || b.dims() != [d_out] || d_in == 0 || d_out == 0 {
             return None;
         }
+        if let Some(Some(t)) = tiles.get(l) {
+            let fits = |r: &Range<usize>| r.start <= r.end && r.end <= d_in;
+            if t.len() != d_out.div_ceil(TILE) || !t.iter().all(fits) {
+                return None;
+            }
+        }
         width = d_out;
     }
+    let tiles = match tiles {
+        [] => vec![None; layers.len()],
+        t => t.to_vec(),
+    };
     let mut args = vec![x.clone()];
     for (w, b) in layers {
         args.push(w.clone());
         args.push(b.clone().unsqueeze());
     }
     match layers.len() {
-        1 => run::<B, 3>(args, relu_last),
-        2 => run::<B, 5>(args, relu_last),
-        3 => run::<B, 7>(args, relu_last),
-        4 => run::<B, 9>(args, relu_last),
-        5 => run::<B, 11>(args, relu_last),
-        6 => run::<B, 13>(args, relu_last),
+        1 => run::<B, 3>(args, tiles, relu_last),
+        2 => run::<B, 5>(args, tiles, relu_last),
+        3 => run::<B, 7>(args, tiles, relu_last),
+        4 => run::<B, 9>(args, tiles, relu_last),
+        5 => run::<B, 11>(args, tiles, relu_last),
+        6 => run::<B, 13>(args, tiles, relu_last),
         _ => None,
     }
 }
@@ -571,6 +666,7 @@ mod tests {
     use burn::tensor::Distribution;
 
     use super::*;
+    use crate::nets::tiles_of;
 
     use burn::tensor::backend::AutodiffBackend;
 
@@ -694,6 +790,94 @@ mod tests {
         assert_eq!(values_of(y.clone()), plain);
         let grads = y.sum().backward();
         assert!(tracked_layers[0].0.grad(&grads).is_some());
+    }
+
+    #[test]
+    fn tiles_skip_only_masked_entries() {
+        tiled_agrees::<B>();
+        #[cfg(feature = "flex")]
+        tiled_agrees::<Autodiff<burn::backend::Flex>>();
+    }
+
+    /// MADE-shaped masks (natural and reversed order, cyclic hidden degrees that wrap, a
+    /// last column block narrower than a tile): the tiled kernel on `W ⊙ M` against the
+    /// dense one, values and the gradients of `x`, `W` (through the mask) and `b`.
+    fn tiled_agrees<B: AutodiffBackend>() {
+        <B as Backend>::seed(&Default::default(), 11);
+        let (d, h, m) = (100, 150, 70);
+        let hidden: Vec<usize> = (0..h).map(|k| k % (d - 1) + 1).collect();
+        for reversed in [false, true] {
+            let input: Vec<usize> = match reversed {
+                false => (1..=d).collect(),
+                true => (1..=d).rev().collect(),
+            };
+            let masks: [(usize, usize, Box<dyn Fn(usize, usize) -> bool>); 3] = [
+                (d, h, Box::new(|i, k| hidden[k] >= input[i])),
+                (h, h, Box::new(|k, k2| hidden[k2] >= hidden[k])),
+                (h, 2 * d, Box::new(|k, o| input[o % d] > hidden[k])),
+            ];
+            let tiles: Vec<Option<Tiles>> = masks
+                .iter()
+                .map(|(i, o, f)| Some(tiles_of(*i, *o, f)))
+                .collect();
+            let layers: Vec<_> = masks
+                .iter()
+                .map(|(i, o, f)| {
+                    let mask: Vec<f32> = (0..i * o).map(|e| f(e / o, e % o) as u8 as f32).collect();
+                    let mask = Tensor::<B, 2>::from_data(
+                        TensorData::new(mask, [*i, *o]),
+                        &Default::default(),
+                    );
+                    (
+                        random::<B, 2>([*i, *o]).require_grad(),
+                        random::<B, 1>([*o]).require_grad(),
+                        mask,
+                    )
+                })
+                .collect();
+            let x = random::<B, 2>([m, d]);
+            let g = random::<B, 2>([m, 2 * d]);
+            let outputs = |tiled: bool| {
+                // Fresh leaves for each backward pass.
+                let x = x.clone().detach().require_grad();
+                let layers: Vec<_> = layers
+                    .iter()
+                    .map(|(w, b, mask)| {
+                        let leaf = |t: &Tensor<B, 2>| t.clone().detach().require_grad();
+                        (leaf(w), b.clone().detach().require_grad(), mask.clone())
+                    })
+                    .collect();
+                let masked: Vec<_> = layers
+                    .iter()
+                    .map(|(w, b, mask)| (w.clone() * mask.clone(), b.clone()))
+                    .collect();
+                let t: &[Option<Tiles>] = if tiled { &tiles } else { &[] };
+                let y = relu_mlp_tiled(&x, &masked, t, false).expect("a CPU backend");
+                let grads = (y.clone() * g.clone()).sum().backward();
+                let mut out = vec![values_of(y), values_of(x.grad(&grads).unwrap())];
+                for (w, b, _) in &layers {
+                    out.push(values_of(w.grad(&grads).unwrap()));
+                    out.push(values_of(b.grad(&grads).unwrap()));
+                }
+                out
+            };
+            let (ours, dense) = (outputs(true), outputs(false));
+            for (p, (a, b)) in ours.iter().zip(&dense).enumerate() {
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                    .fold(0.0, f32::max);
+                assert!(
+                    worst < 1e-4,
+                    "reversed={reversed}: output {p} off by {worst:e}"
+                );
+            }
+            // The tiles skip something: the first layer's first block (hidden degrees
+            // 1–64) needs only the inputs of degree ≤ 64.
+            let expected = if reversed { d - 64..d } else { 0..64 };
+            assert_eq!(tiles[0].as_ref().unwrap()[0], expected);
+        }
     }
 
     #[test]

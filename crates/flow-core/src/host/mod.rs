@@ -44,7 +44,7 @@ use crate::{
 };
 
 mod mlp;
-pub use mlp::{MAX_LAYERS, relu_mlp};
+pub use mlp::{MAX_LAYERS, relu_mlp, relu_mlp_tiled};
 
 /// The spline's constants in `f64`.
 #[derive(Debug, Clone, Copy)]
