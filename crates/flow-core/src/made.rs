@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::FlowError,
-    nets::{Tiles, relu_layers_tiled, tiles_of},
+    nets::{WeightMask, relu_layers},
 };
 
 /// The order in which a MADE makes the features depend on each other.
@@ -67,9 +67,9 @@ pub struct MaskedLinear<B: Backend> {
     weight: Param<Tensor<B, 2>>,
     bias: Param<Tensor<B, 1>>,
     mask: Tensor<B, 2>,
-    /// Where the mask has ones, by blocks of columns (what the CPU kernel computes).
+    /// The mask on the host, for the CPU kernel.
     #[module(skip)]
-    tiles: Tiles,
+    host_mask: WeightMask,
 }
 
 impl<B: Backend> MaskedLinear<B> {
@@ -90,15 +90,13 @@ impl<B: Backend> MaskedLinear<B> {
         let Linear { weight, bias } = LinearConfig::new(d_in, d_out)
             .with_initializer(init)
             .init(device);
-        let mask: Vec<f32> = (0..d_in)
-            .flat_map(|i| (0..d_out).map(move |o| (i, o)))
-            .map(|(i, o)| if allowed(i, o) { 1.0 } else { 0.0 })
-            .collect();
+        let host_mask = WeightMask::new(d_in, d_out, allowed);
+        let mask = TensorData::new(host_mask.values.to_vec(), [d_in, d_out]);
         Self {
             weight,
             bias: bias.expect("burn's Linear has a bias by default"),
-            mask: Tensor::from_data(TensorData::new(mask, [d_in, d_out]), device),
-            tiles: tiles_of(d_in, d_out, allowed),
+            mask: Tensor::from_data(mask, device),
+            host_mask,
         }
     }
 
@@ -230,9 +228,16 @@ impl<B: Backend> Made<B> {
     pub fn forward(&self, x: Tensor<B, 2>, context: Option<&Tensor<B, 2>>) -> Tensor<B, 2> {
         if self.context.is_none() {
             let all = || self.layers.iter().chain([&self.out]);
+            #[cfg(any(feature = "flex", feature = "ndarray"))]
+            {
+                let raw: Vec<_> = all().map(|l| (l.weight.val(), l.bias.val())).collect();
+                let masks: Vec<_> = all().map(|l| Some(l.host_mask.clone())).collect();
+                if let Some(out) = crate::host::relu_mlp_masked(&x, &raw, &masks, false) {
+                    return out;
+                }
+            }
             let layers: Vec<_> = all().map(MaskedLinear::masked).collect();
-            let tiles: Vec<_> = all().map(|l| Some(l.tiles.clone())).collect();
-            return relu_layers_tiled(&layers, &tiles, x, false);
+            return relu_layers(&layers, x, false);
         }
         let ctx = self.context.as_ref().map(|paths| {
             let c = context.unwrap_or_else(|| {

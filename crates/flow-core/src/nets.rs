@@ -6,7 +6,7 @@ use burn::{
     tensor::{Tensor, activation, backend::Backend},
 };
 
-use std::ops::Range;
+use std::{ops::Range, sync::Arc};
 
 use crate::error::{FlowError, Result};
 
@@ -67,26 +67,10 @@ pub fn relu_layers<B: Backend>(
     x: Tensor<B, 2>,
     relu_last: bool,
 ) -> Tensor<B, 2> {
-    relu_layers_tiled(layers, &[], x, relu_last)
-}
-
-/// [`relu_layers`] for weights that are zero outside their [`Tiles`] (`tiles[l]` for layer
-/// `l`, `None` or an empty `tiles`: anywhere), as masked weights are: the CPU kernel
-/// ([`crate::host::relu_mlp_tiled`]) skips the zero blocks.
-///
-/// # Panics
-/// If the shapes do not chain (as burn's `matmul`).
-pub fn relu_layers_tiled<B: Backend>(
-    layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
-    tiles: &[Option<Tiles>],
-    x: Tensor<B, 2>,
-    relu_last: bool,
-) -> Tensor<B, 2> {
     #[cfg(any(feature = "flex", feature = "ndarray"))]
-    if let Some(out) = crate::host::relu_mlp_tiled(&x, layers, tiles, relu_last) {
+    if let Some(out) = crate::host::relu_mlp(&x, layers, relu_last) {
         return out;
     }
-    let _ = tiles;
     let last = layers.len().saturating_sub(1);
     layers.iter().enumerate().fold(x, |h, (l, (w, b))| {
         let z = h.matmul(w.clone()) + b.clone().unsqueeze();
@@ -98,30 +82,47 @@ pub fn relu_layers_tiled<B: Backend>(
     })
 }
 
-/// Column-block width of [`Tiles`].
+/// Column-block width of a [`WeightMask`]'s tiles.
 pub const TILE: usize = 64;
 
-/// Where a weight `W: [d_in, d_out]` may be nonzero: for every block of [`TILE`]
-/// consecutive columns (the last may be narrower), the rows outside of which the block is
-/// zero. [`relu_layers_tiled`] skips the rest on the CPU backends (the caller's
-/// promise: those entries are zero, and their gradients are not needed). That is exact for weights masked to zero
-/// there (MADE's, whose masks under a natural or reversed order leave about 45 % of each
-/// weight outside such tiles).
-pub type Tiles = Vec<Range<usize>>;
+/// A fixed 0/1 mask `M` of a weight `W: [d_in, d_out]`, held on the host for the CPU
+/// kernel ([`crate::host::relu_mlp_masked`]), which applies it itself, block by block.
+///
+/// `tiles[j]` is the range of rows outside of which the mask's `j`-th block of [`TILE`]
+/// columns (the last may be narrower) is zero: the kernel skips the rest. For MADE's masks
+/// under a natural or reversed order that is about 45 % of each weight.
+#[derive(Debug, Clone)]
+pub struct WeightMask {
+    /// The mask, row-major `[d_in, d_out]`.
+    pub values: Arc<[f32]>,
+    /// Per block of [`TILE`] columns, the rows the mask reaches.
+    pub tiles: Vec<Range<usize>>,
+}
 
-/// The [`Tiles`] of a `[d_in, d_out]` weight whose entry `(i, o)` is zero unless
-/// `allowed(i, o)`.
-pub fn tiles_of(d_in: usize, d_out: usize, allowed: impl Fn(usize, usize) -> bool) -> Tiles {
-    (0..d_out.div_ceil(TILE))
-        .map(|j| {
-            let cols = j * TILE..((j + 1) * TILE).min(d_out);
-            let used = |i: usize| cols.clone().any(|o| allowed(i, o));
-            match (0..d_in).position(used) {
-                Some(lo) => lo..d_in - (0..d_in).rev().position(used).unwrap_or(0),
-                None => 0..0,
-            }
-        })
-        .collect()
+impl WeightMask {
+    /// The mask of a `[d_in, d_out]` weight whose entry `(i, o)` is kept iff `allowed(i, o)`.
+    pub fn new(d_in: usize, d_out: usize, allowed: impl Fn(usize, usize) -> bool) -> Self {
+        let values = (0..d_in * d_out)
+            .map(|e| {
+                if allowed(e / d_out, e % d_out) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let tiles = (0..d_out.div_ceil(TILE))
+            .map(|j| {
+                let cols = j * TILE..((j + 1) * TILE).min(d_out);
+                let used = |i: usize| cols.clone().any(|o| allowed(i, o));
+                match (0..d_in).position(used) {
+                    Some(lo) => lo..d_in - (0..d_in).rev().position(used).unwrap_or(0),
+                    None => 0..0,
+                }
+            })
+            .collect();
+        Self { values, tiles }
+    }
 }
 
 /// [`relu_layers`] on burn `Linear` layers (a layer without a bias adds zeros).

@@ -44,7 +44,7 @@ use crate::{
 };
 
 mod mlp;
-pub use mlp::{MAX_LAYERS, relu_mlp, relu_mlp_tiled};
+pub use mlp::{MAX_LAYERS, relu_mlp, relu_mlp_masked};
 
 /// The spline's constants in `f64`.
 #[derive(Debug, Clone, Copy)]
