@@ -89,6 +89,10 @@ impl Elementwise {
                 (x + param(&params, 0), ladj)
             }
             Elementwise::Affine { max_log_scale } => {
+                #[cfg(any(feature = "flex", feature = "ndarray"))]
+                if let Some(out) = crate::host::affine_params(&x, &params, *max_log_scale, false) {
+                    return out;
+                }
                 let log_scale = soft_clamp(param(&params, 1), *max_log_scale);
                 affine(x, param(&params, 0), log_scale)
             }
@@ -115,6 +119,10 @@ impl Elementwise {
                 (y - param(&params, 0), ladj)
             }
             Elementwise::Affine { max_log_scale } => {
+                #[cfg(any(feature = "flex", feature = "ndarray"))]
+                if let Some(out) = crate::host::affine_params(&y, &params, *max_log_scale, true) {
+                    return out;
+                }
                 let log_scale = soft_clamp(param(&params, 1), *max_log_scale);
                 affine_inverse(y, param(&params, 0), log_scale)
             }

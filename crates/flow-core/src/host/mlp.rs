@@ -25,27 +25,14 @@
 //! layer in the backward pass; only the weight gradients, sums over all rows, are one
 //! matrix product each over the whole batch.
 
-use std::{ops::Range, sync::Arc};
+use std::ops::Range;
 
-use burn::{
-    backend::{
-        Autodiff,
-        autodiff::{
-            checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
-            grads::Gradients,
-            ops::{Backward, Ops, OpsKind},
-        },
-    },
-    tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor},
-};
+use burn::tensor::{Tensor, backend::Backend};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::values;
-use crate::{
-    nets::{TILE, WeightMask},
-    ops::{is, same_type},
-};
+use super::op::{Args, HostOp, Values, apply};
+use crate::nets::{TILE, WeightMask};
 
 /// The fewest rows one thread task takes.
 const MIN_ROWS: usize = 16;
@@ -133,43 +120,6 @@ fn matmul(
             false,
             parallelism,
         );
-    }
-}
-
-/// An input's `f32` values on the host: a `flex` tensor's own buffer where it is
-/// contiguous `f32` (no copy: the weights are shared with the module), else a copy.
-#[derive(Debug)]
-enum Values {
-    Owned(Vec<f32>),
-    #[cfg(feature = "flex")]
-    Flex(burn_flex::FlexTensor),
-}
-
-impl Values {
-    /// The values of `t`, and its element type.
-    fn of<B: Backend>(t: FloatTensor<B>) -> (Self, DType) {
-        #[cfg(feature = "flex")]
-        if let Some(f) = same_type::<_, burn_flex::FlexTensor>(t.clone()) {
-            if f.as_slice::<f32>().is_some() {
-                return (Self::Flex(f), DType::F32);
-            }
-        }
-        let data = values::<B>(t);
-        let dtype = data.dtype;
-        let v = data.convert::<f32>().into_vec::<f32>();
-        (Self::Owned(v.expect("float values")), dtype)
-    }
-}
-
-impl std::ops::Deref for Values {
-    type Target = [f32];
-
-    fn deref(&self) -> &[f32] {
-        match self {
-            Self::Owned(v) => v,
-            #[cfg(feature = "flex")]
-            Self::Flex(f) => f.as_slice().expect("contiguous f32, checked in `of`"),
-        }
     }
 }
 
@@ -283,28 +233,16 @@ struct Inputs {
     x: Values,
     /// Rows of `x`.
     m: usize,
-    /// Every input's element type (`x`, then each layer's weight and bias): outputs and
-    /// gradients are handed back in it (ndarray picks a device's float type at run time).
-    dtypes: Vec<DType>,
-    /// Every input's shape, as given (biases as `[1, d]`).
-    shapes: Vec<[usize; 2]>,
 }
 
 impl Inputs {
-    /// `x`, then each layer's weight `[d_l, d_{l+1}]` and bias `[1, d_{l+1}]`, with their
-    /// shapes.
-    fn new<B: Backend>(
-        args: Vec<(FloatTensor<B>, [usize; 2])>,
-        masks: Vec<Option<WeightMask>>,
-        relu_last: bool,
-    ) -> Self {
-        let shapes: Vec<[usize; 2]> = args.iter().map(|(_, s)| *s).collect();
-        let (vals, dtypes): (Vec<Values>, Vec<DType>) =
-            args.into_iter().map(|(t, _)| Values::of::<B>(t)).unzip();
-        let mut vals = vals.into_iter();
-        let x = vals.next().expect("the input");
+    /// `x`, then each layer's weight `[d_l, d_{l+1}]` and bias `[1, d_{l+1}]`.
+    fn new(args: Args, masks: Vec<Option<WeightMask>>, relu_last: bool) -> Self {
+        let Args { values, shapes } = args;
+        let mut values = values.into_iter();
+        let x = values.next().expect("the input");
         let (mut w, mut b) = (Vec::new(), Vec::new());
-        while let (Some(wl), Some(bl)) = (vals.next(), vals.next()) {
+        while let (Some(wl), Some(bl)) = (values.next(), values.next()) {
             w.push(wl);
             b.push(bl);
         }
@@ -324,14 +262,7 @@ impl Inputs {
             net,
             x,
             m: shapes[0][0],
-            dtypes,
-            shapes,
         }
-    }
-
-    /// `values` of input `p`'s shape and element type.
-    fn data(&self, values: Vec<f32>, shape: [usize; 2], p: usize) -> TensorData {
-        TensorData::new(values, shape.to_vec()).convert_dtype(self.dtypes[p])
     }
 }
 
@@ -529,9 +460,12 @@ fn backward(
     (dx, dw, db)
 }
 
-/// The backward pass as an autodiff node over `N = 1 + 2L` inputs.
+/// The network as a [`HostOp`]: inputs `x`, then each layer's weight and bias `[1, d]`.
 #[derive(Debug)]
-struct Node<const N: usize>;
+struct Mlp {
+    masks: Vec<Option<WeightMask>>,
+    relu_last: bool,
+}
 
 /// What the backward pass keeps: the inputs and the activations `a_1 … a_{L−1}` (and `a_L`
 /// under `relu_last`).
@@ -541,119 +475,37 @@ struct Saved {
     acts: Vec<Vec<f32>>,
 }
 
-impl<B: Backend, const N: usize> Backward<B, N> for Node<N> {
-    type State = Arc<Saved>;
+impl HostOp for Mlp {
+    type Saved = Saved;
 
-    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let saved = ops.state;
-        let g = grads.consume::<B>(&ops.node);
-        let device = B::float_device(&g);
-        let (g, _) = Values::of::<B>(g);
-        let inputs = &saved.inputs;
-        let (dx, dw, db) = backward(inputs, &saved.acts, &g, ops.parents[0].is_some());
+    fn forward(&self, args: Args, keep: bool) -> (Vec<f32>, [usize; 2], Option<Saved>) {
+        let inputs = Inputs::new(args, self.masks.clone(), self.relu_last);
+        let mut acts = forward(&inputs.net, &inputs.x, inputs.m);
+        let shape = [inputs.m, inputs.net.widths[inputs.net.depth()]];
+        let out = match keep && self.relu_last {
+            true => acts.last().expect("a layer").clone(),
+            false => acts.pop().expect("a layer"),
+        };
+        (out, shape, keep.then_some(Saved { inputs, acts }))
+    }
+
+    fn backward(saved: &Saved, g: &[f32], need: &[bool]) -> Vec<Vec<f32>> {
+        let (dx, dw, db) = backward(&saved.inputs, &saved.acts, g, need[0]);
         let params = dw.into_iter().zip(db).flat_map(|(w, b)| [w, b]);
-        let all = std::iter::once(dx.unwrap_or_default()).chain(params);
-        for (p, (parent, values)) in ops.parents.iter().zip(all).enumerate() {
-            if let Some(node) = parent {
-                let data = inputs.data(values, inputs.shapes[p], p);
-                grads.register::<B>(node.id, B::float_from_data(data, &device));
-            }
-        }
+        std::iter::once(dx.unwrap_or_default())
+            .chain(params)
+            .collect()
     }
 }
 
-/// The network's output `[m, d_L]`, without autodiff.
-fn plain<B: Backend, const N: usize>(
-    args: [Tensor<B, 2>; N],
-    masks: Vec<Option<WeightMask>>,
-    relu_last: bool,
-) -> Tensor<B, 2> {
-    let device = args[0].device();
-    let args = args
-        .into_iter()
-        .map(|t| {
-            let [r, c] = t.dims();
-            (t.into_primitive().tensor(), [r, c])
-        })
-        .collect();
-    let inputs = Inputs::new::<B>(args, masks, relu_last);
-    let out = forward(&inputs.net, &inputs.x, inputs.m)
-        .pop()
-        .expect("a layer");
-    let d = inputs.net.widths[inputs.net.depth()];
-    Tensor::from_data(inputs.data(out, [inputs.m, d], 0), &device)
-}
-
-/// The network's output `[m, d_L]` as one autodiff node.
-fn tracked<B: Backend, const N: usize>(
-    args: [Tensor<Autodiff<B>, 2>; N],
-    masks: Vec<Option<WeightMask>>,
-    relu_last: bool,
-) -> Tensor<Autodiff<B>, 2> {
-    let device = args[0].device();
-    let shapes = args.each_ref().map(|t| t.dims());
-    let prims = args.map(|t| t.into_primitive().tensor());
-    let nodes = prims.each_ref().map(|t| t.node.clone());
-    let data = prims
-        .into_iter()
-        .zip(shapes)
-        .map(|(t, s)| (t.primitive, s))
-        .collect();
-    let inputs = Inputs::new::<B>(data, masks, relu_last);
-    let mut acts = forward(&inputs.net, &inputs.x, inputs.m);
-    let d = inputs.net.widths[inputs.net.depth()];
-    let out = match relu_last {
-        true => acts.last().expect("a layer").clone(),
-        false => acts.pop().expect("a layer"),
-    };
-    let out = B::float_from_data(inputs.data(out, [inputs.m, d], 0), &device);
-    let out = match Node::<N>
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(Arc::new(Saved { inputs, acts }), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
-}
-
-/// `f` on the arguments as tensors of `C`, when `B` is `C`.
-fn on<B: Backend, C: Backend, const N: usize>(
-    args: [Tensor<B, 2>; N],
-    f: impl FnOnce([Tensor<C, 2>; N]) -> Tensor<C, 2>,
-) -> Option<Tensor<B, 2>> {
-    let cast: Vec<Tensor<C, 2>> = args.into_iter().map(same_type).collect::<Option<_>>()?;
-    same_type(f(cast.try_into().ok()?))
-}
-
-/// The kernel on `N` arguments, when `B` is one of this module's backends.
+/// The kernel on `N = 1 + 2L` arguments, when `B` is one of this module's backends.
 fn run<B: Backend, const N: usize>(
     args: Vec<Tensor<B, 2>>,
     masks: Vec<Option<WeightMask>>,
     relu_last: bool,
 ) -> Option<Tensor<B, 2>> {
     let args: [Tensor<B, 2>; N] = args.try_into().ok()?;
-    #[cfg(feature = "flex")]
-    {
-        type F = burn::backend::Flex;
-        if is::<B, F>() {
-            return on::<B, F, N>(args, |a| plain(a, masks, relu_last));
-        } else if is::<B, Autodiff<F>>() {
-            return on::<B, Autodiff<F>, N>(args, |a| tracked(a, masks, relu_last));
-        }
-    }
-    #[cfg(feature = "ndarray")]
-    {
-        type Nd = burn::backend::NdArray;
-        if is::<B, Nd>() {
-            return on::<B, Nd, N>(args, |a| plain(a, masks, relu_last));
-        } else if is::<B, Autodiff<Nd>>() {
-            return on::<B, Autodiff<Nd>, N>(args, |a| tracked(a, masks, relu_last));
-        }
-    }
-    let _ = (args, masks, relu_last);
-    None
+    apply(Mlp { masks, relu_last }, args)
 }
 
 /// The most layers the fused network takes (the autodiff node's input count is a
@@ -725,7 +577,10 @@ pub fn relu_mlp_masked<B: Backend>(
 
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
-    use burn::tensor::Distribution;
+    use burn::{
+        backend::Autodiff,
+        tensor::{Distribution, TensorData},
+    };
 
     use super::*;
 

@@ -43,7 +43,11 @@ use crate::{
     spline::RqSpline,
 };
 
+mod affine;
 mod mlp;
+mod op;
+
+pub use affine::affine_params;
 pub use mlp::{MAX_LAYERS, relu_mlp, relu_mlp_masked};
 
 /// The spline's constants in `f64`.
