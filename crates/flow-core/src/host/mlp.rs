@@ -345,14 +345,9 @@ fn forward(net: &Net, x: &[f32], m: usize) -> Vec<Vec<f32>> {
     acts
 }
 
-/// The gradients of `x` (when `need_x`), of each weight and of each bias, from
+/// The gradients of `x` (when `need_x`, else empty), then of each layer's weight and bias, from
 /// `g = ∂ℒ/∂a_L: [m, d_L]` and the forward pass's activations `acts = a_1 … a_L`.
-fn backward(
-    inputs: &Inputs,
-    acts: &[Vec<f32>],
-    g: &[f32],
-    need_x: bool,
-) -> (Option<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+fn backward(inputs: &Inputs, acts: &[Vec<f32>], g: &[f32], need_x: bool) -> Vec<Vec<f32>> {
     let (net, m) = (&inputs.net, inputs.m);
     let depth = net.depth();
     // ∂ℒ/∂z_l for every layer, then ∂ℒ/∂x: rows split over the threads, through every layer.
@@ -404,7 +399,10 @@ fn backward(
                 }
             }
         });
-    let dx = need_x.then(|| bufs.pop().expect("the input's gradient"));
+    let dx = match need_x {
+        true => bufs.pop().expect("the input's gradient"),
+        false => Vec::new(),
+    };
     // ∂ℒ/∂W_l = a_lᵀ ∂ℒ/∂z_l over all rows (one product per block of W_l's rows, all
     // layers' blocks in one parallel region); ∂ℒ/∂b_l the column sums of ∂ℒ/∂z_l.
     let mut dw: Vec<Vec<f32>> = (0..depth)
@@ -457,7 +455,8 @@ fn backward(
             }
         }
     });
-    (dx, dw, db)
+    let params = dw.into_iter().zip(db).flat_map(|(w, b)| [w, b]);
+    std::iter::once(dx).chain(params).collect()
 }
 
 /// The network as a [`HostOp`]: inputs `x`, then each layer's weight and bias `[1, d]`.
@@ -490,11 +489,7 @@ impl HostOp for Mlp {
     }
 
     fn backward(saved: &Saved, g: &[f32], need: &[bool]) -> Vec<Vec<f32>> {
-        let (dx, dw, db) = backward(&saved.inputs, &saved.acts, g, need[0]);
-        let params = dw.into_iter().zip(db).flat_map(|(w, b)| [w, b]);
-        std::iter::once(dx.unwrap_or_default())
-            .chain(params)
-            .collect()
+        backward(&saved.inputs, &saved.acts, g, need[0])
     }
 }
 
@@ -728,7 +723,8 @@ mod tests {
                 false => (1..=d).collect(),
                 true => (1..=d).rev().collect(),
             };
-            let shapes: [(usize, usize, Box<dyn Fn(usize, usize) -> bool>); 3] = [
+            type Allowed<'a> = Box<dyn Fn(usize, usize) -> bool + 'a>;
+            let shapes: [(usize, usize, Allowed); 3] = [
                 (d, h, Box::new(|i, k| hidden[k] >= input[i])),
                 (h, h, Box::new(|k, k2| hidden[k2] >= hidden[k])),
                 (h, 2 * d, Box::new(|k, o| input[o % d] > hidden[k])),
