@@ -26,22 +26,9 @@
 
 use rayon::prelude::*;
 
-use burn::{
-    backend::{
-        Autodiff,
-        autodiff::{
-            checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
-            grads::Gradients,
-            ops::{Backward, Ops, OpsKind},
-        },
-    },
-    tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor},
-};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor};
 
-use crate::{
-    ops::{is, same_type},
-    spline::RqSpline,
-};
+use crate::spline::RqSpline;
 
 mod affine;
 mod mlp;
@@ -310,35 +297,25 @@ fn entry_backward(
 struct Host {
     data: Vec<Vec<f64>>,
     shapes: Vec<[usize; 2]>,
-    /// Each input's element type: outputs and gradients are handed back in it (burn's
-    /// ndarray decides a device's float type at run time, and refuses to mix them).
-    dtypes: Vec<DType>,
 }
 
-/// A float tensor's values. Only called for the host-resident backends of [`dispatch`],
-/// where this is a read of host memory, not a device-to-host transfer.
+/// A float tensor's values. Only called for the host-resident backends of
+/// [`op::apply`], where this is a read of host memory, not a device-to-host transfer.
 fn values<B: Backend>(t: FloatTensor<B>) -> TensorData {
     Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t)).into_data()
 }
 
 impl Host {
-    fn new(inputs: Vec<TensorData>) -> Self {
-        let shapes = inputs.iter().map(|t| [t.shape[0], t.shape[1]]).collect();
-        let dtypes = inputs.iter().map(|t| t.dtype).collect();
-        let data = inputs
-            .into_iter()
-            .map(|t| t.convert::<f64>().into_vec::<f64>().expect("float values"))
+    fn new(args: op::Args) -> Self {
+        let data = args
+            .values
+            .iter()
+            .map(|v| v.iter().map(|&x| f64::from(x)).collect())
             .collect();
         Self {
             data,
-            shapes,
-            dtypes,
+            shapes: args.shapes,
         }
-    }
-
-    /// `values` as tensor data of `shape`, in input `p`'s element type.
-    fn data(&self, values: Vec<f32>, shape: impl Into<Vec<usize>>, p: usize) -> TensorData {
-        TensorData::new(values, shape.into()).convert_dtype(self.dtypes[p])
     }
 
     /// Rows `n` and columns `d` of the first input (the one transformed).
@@ -452,68 +429,23 @@ fn backward<K: Kernel>(k: &K, x: &Host, g: &[f32]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// A kernel's backward pass as an autodiff node with `N` inputs.
+/// A row kernel as one of this module's operations: the packed output `[n, d + 1]`.
 #[derive(Debug)]
-struct Node<K, const N: usize>(std::marker::PhantomData<K>);
+struct Rows<K>(K);
 
-impl<B: Backend, K: Kernel, const N: usize> Backward<B, N> for Node<K, N> {
-    type State = (K, Host);
+impl<K: Kernel> op::HostOp for Rows<K> {
+    type Saved = (K, Host);
 
-    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (kernel, inputs) = ops.state;
-        let g = grads.consume::<B>(&ops.node);
-        let device = B::float_device(&g);
-        let g = values::<B>(g)
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("f32 gradient");
-        let gradients = backward(&kernel, &inputs, &g);
-        for (p, (parent, values)) in ops.parents.into_iter().zip(gradients).enumerate() {
-            if let Some(node) = parent {
-                let data = inputs.data(values, inputs.shapes[p], p);
-                let t = B::float_from_data(data, &device);
-                grads.register::<B>(node.id, t);
-            }
-        }
+    fn forward(&self, args: op::Args, keep: bool) -> (Vec<f32>, [usize; 2], Option<Self::Saved>) {
+        let x = Host::new(args);
+        let (n, d) = x.size();
+        let out = forward(&self.0, &x);
+        (out, [n, d + 1], keep.then(|| (self.0.clone(), x)))
     }
-}
 
-/// The packed output `[n, d + 1]` without autodiff.
-fn packed<B: Backend, K: Kernel, const N: usize>(
-    args: [Tensor<B, 2>; N],
-    kernel: K,
-) -> Tensor<B, 2> {
-    let device = args[0].device();
-    let x = Host::new(args.into_iter().map(Tensor::into_data).collect());
-    let (n, d) = x.size();
-    Tensor::from_data(x.data(forward(&kernel, &x), [n, d + 1], 0), &device)
-}
-
-/// The packed output `[n, d + 1]` as one autodiff node with the kernel's backward.
-fn packed_autodiff<B: Backend, K: Kernel, const N: usize>(
-    args: [Tensor<Autodiff<B>, 2>; N],
-    kernel: K,
-) -> Tensor<Autodiff<B>, 2> {
-    let device = args[0].device();
-    let prims = args.map(|t| t.into_primitive().tensor());
-    let nodes = prims.each_ref().map(|t| t.node.clone());
-    let x = Host::new(
-        prims
-            .into_iter()
-            .map(|t| values::<B>(t.primitive))
-            .collect(),
-    );
-    let (n, d) = x.size();
-    let out = B::float_from_data(x.data(forward(&kernel, &x), [n, d + 1], 0), &device);
-    let out = match Node::<K, N>(std::marker::PhantomData)
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((kernel, x), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    fn backward((kernel, x): &Self::Saved, g: &[f32], _: &[bool]) -> Vec<Vec<f32>> {
+        backward(kernel, x, g)
+    }
 }
 
 /// Runs `kernel` when `B` is one of this module's backends: `(values [n, d], ladj [n])`.
@@ -521,41 +453,12 @@ fn dispatch<B: Backend, K: Kernel, const N: usize>(
     args: [&Tensor<B, 2>; N],
     kernel: K,
 ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
-    fn on<B: Backend, C: Backend, const N: usize>(
-        args: [&Tensor<B, 2>; N],
-        f: impl FnOnce([Tensor<C, 2>; N]) -> Tensor<C, 2>,
-    ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
-        let cast: Vec<Tensor<C, 2>> = args
-            .iter()
-            .map(|t| same_type::<_, Tensor<C, 2>>((*t).clone()))
-            .collect::<Option<_>>()?;
-        let packed: Tensor<B, 2> = same_type(f(cast.try_into().ok()?))?;
-        let [n, d1] = packed.dims();
-        Some((
-            packed.clone().narrow(1, 0, d1 - 1),
-            packed.narrow(1, d1 - 1, 1).reshape([n]),
-        ))
-    }
-    #[cfg(feature = "flex")]
-    {
-        type F = burn::backend::Flex;
-        if is::<B, F>() {
-            return on::<B, F, N>(args, |a| packed(a, kernel));
-        } else if is::<B, Autodiff<F>>() {
-            return on::<B, Autodiff<F>, N>(args, |a| packed_autodiff(a, kernel));
-        }
-    }
-    #[cfg(feature = "ndarray")]
-    {
-        type Nd = burn::backend::NdArray;
-        if is::<B, Nd>() {
-            return on::<B, Nd, N>(args, |a| packed(a, kernel));
-        } else if is::<B, Autodiff<Nd>>() {
-            return on::<B, Autodiff<Nd>, N>(args, |a| packed_autodiff(a, kernel));
-        }
-    }
-    let _ = (args, kernel);
-    None
+    let packed = op::apply(Rows(kernel), args.map(Tensor::clone))?;
+    let [n, d1] = packed.dims();
+    Some((
+        packed.clone().narrow(1, 0, d1 - 1),
+        packed.narrow(1, d1 - 1, 1).reshape([n]),
+    ))
 }
 
 /// Where a spline's raw parameters are.
@@ -861,7 +764,7 @@ mod tests {
         }
     }
 
-    type B = Autodiff<burn::backend::NdArray>;
+    type B = burn::backend::Autodiff<burn::backend::NdArray>;
 
     fn values_of<C: Backend, const D: usize>(t: Tensor<C, D>) -> Vec<f64> {
         t.into_data().convert::<f64>().into_vec().unwrap()
