@@ -19,38 +19,10 @@ use rayon::prelude::*;
 
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::op::{Args, HostOp, apply};
-
-/// `eˣ` in `f32` without branches, so that loops over slices vectorize (Cephes' `expf`):
-/// `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, `eʳ` by its degree-6 minimax polynomial, `2ⁿ`
-/// through the exponent bits. `x` is clamped to `[−87, 88]` (normal results); relative
-/// error below `3·10⁻⁷`; NaN stays NaN.
-#[inline(always)]
-pub(super) fn exp_f32(x: f32) -> f32 {
-    // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    // Horner's rule with plain products and sums: `mul_add` is a library call where the
-    // CPU has no FMA (outside the SIMD dispatch).
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_2e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let e = p * (r * r) + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-/// `tanh(x)` from [`exp_f32`]: `(1 − e)/(1 + e)` with `e = e^{−2|x|} ≤ 1`, signed; absolute
-/// error below `10⁻⁶`.
-#[inline(always)]
-pub(super) fn tanh_f32(x: f32) -> f32 {
-    let e = exp_f32(-2.0 * x.abs());
-    ((1.0 - e) / (1.0 + e)).copysign(x)
-}
+use super::{
+    math::{exp_f32, tanh_f32},
+    op::{Args, HostOp, apply},
+};
 
 /// Entries per thread task, at least.
 const MIN_ENTRIES: usize = 16_384;
@@ -256,23 +228,6 @@ pub fn affine_params<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_and_tanh_match_libm() {
-        let mut worst = (0.0f64, 0.0f64);
-        for k in -20_000..=20_000 {
-            let x = k as f32 * 4.3e-3; // [−86, 86]
-            let e = f64::from(x).exp();
-            worst.0 = worst.0.max((f64::from(exp_f32(x)) - e).abs() / e);
-            let t = f64::from(x / 10.0).tanh();
-            worst.1 = worst.1.max((f64::from(tanh_f32(x / 10.0)) - t).abs());
-        }
-        assert!(worst.0 < 3e-7 && worst.1 < 1e-6, "{worst:?}");
-        assert!(exp_f32(f32::NAN).is_nan() && tanh_f32(f32::NAN).is_nan());
-        assert_eq!(tanh_f32(1e4), 1.0);
-        assert_eq!(tanh_f32(-1e4), -1.0);
-        assert!(exp_f32(-1e4) < 1e-37 && exp_f32(1e4) > 1e38);
-    }
 
     /// The kernels against the tensor-op reference (soft clamp, then
     /// `crate::coupling::affine` / `affine_inverse`): values, ladj and the gradients of the

@@ -31,6 +31,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend, ops::F
 use crate::spline::RqSpline;
 
 mod affine;
+mod math;
 mod mlp;
 mod op;
 
