@@ -19,13 +19,15 @@ use burn::{
 use super::values;
 use crate::ops::{is, same_type};
 
-/// An input's `f32` values on the host: a `flex` tensor's own buffer where it is
+/// An input's `f32` values on the host: the backend's own buffer where the tensor is
 /// contiguous `f32` (no copy: weights stay shared with their module), else a copy.
 #[derive(Debug)]
 pub(super) enum Values {
     Owned(Vec<f32>),
     #[cfg(feature = "flex")]
     Flex(burn_flex::FlexTensor),
+    #[cfg(feature = "ndarray")]
+    NdArray(burn_ndarray::NdArrayTensor),
 }
 
 impl Values {
@@ -36,6 +38,13 @@ impl Values {
             if f.as_slice::<f32>().is_some() {
                 return (Self::Flex(f), DType::F32);
             }
+        }
+        #[cfg(feature = "ndarray")]
+        if let Some(a) = same_type::<_, burn_ndarray::NdArrayTensor>(t.clone())
+            && let burn_ndarray::NdArrayTensor::F32(s) = &a
+            && s.view().to_slice().is_some()
+        {
+            return (Self::NdArray(a), DType::F32);
         }
         let data = values::<B>(t);
         let dtype = data.dtype;
@@ -52,6 +61,12 @@ impl std::ops::Deref for Values {
             Self::Owned(v) => v,
             #[cfg(feature = "flex")]
             Self::Flex(f) => f.as_slice().expect("contiguous f32, checked in `of`"),
+            #[cfg(feature = "ndarray")]
+            Self::NdArray(a) => match a {
+                burn_ndarray::NdArrayTensor::F32(s) => s.view().to_slice(),
+                _ => None,
+            }
+            .expect("standard-layout f32, checked in `of`"),
         }
     }
 }
