@@ -34,10 +34,10 @@ impl Values {
     /// The values of `t`, and its element type.
     pub(super) fn of<B: Backend>(t: FloatTensor<B>) -> (Self, DType) {
         #[cfg(feature = "flex")]
-        if let Some(f) = same_type::<_, burn_flex::FlexTensor>(t.clone()) {
-            if f.as_slice::<f32>().is_some() {
-                return (Self::Flex(f), DType::F32);
-            }
+        if let Some(f) = same_type::<_, burn_flex::FlexTensor>(t.clone())
+            && f.as_slice::<f32>().is_some()
+        {
+            return (Self::Flex(f), DType::F32);
         }
         #[cfg(feature = "ndarray")]
         if let Some(a) = same_type::<_, burn_ndarray::NdArrayTensor>(t.clone())
