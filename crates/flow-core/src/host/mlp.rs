@@ -577,15 +577,17 @@ mod tests {
         tensor::{Distribution, TensorData},
     };
 
+    use super::super::check::{assert_agree, values_of};
     use super::*;
 
     use burn::tensor::backend::AutodiffBackend;
 
     type B = Autodiff<burn::backend::NdArray>;
 
-    fn values_of<C: Backend, const D: usize>(t: Tensor<C, D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().into_vec().unwrap()
-    }
+    /// Names of a run's outputs: the network's output, `∂x`, then each layer's `∂W`, `∂b`.
+    const NAMES: [&str; 10] = [
+        "y", "∂x", "∂W0", "∂b0", "∂W1", "∂b1", "∂W2", "∂b2", "∂W3", "∂b3",
+    ];
 
     /// The same network through burn's tensor operations (and burn's autodiff).
     fn reference<B: AutodiffBackend>(
@@ -611,7 +613,7 @@ mod tests {
         layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
         relu_last: bool,
         g: &Tensor<B, 2>,
-    ) -> Vec<Vec<f32>> {
+    ) -> Vec<Vec<f64>> {
         let x = x.clone().require_grad();
         let layers: Vec<_> = layers
             .iter()
@@ -658,18 +660,8 @@ mod tests {
             let g = random([m, *widths.last().unwrap()]);
             let ours = run::<B>(true, &x, &layers, relu_last, &g);
             let theirs = run::<B>(false, &x, &layers, relu_last, &g);
-            for (p, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-                assert_eq!(a.len(), b.len());
-                let worst = a
-                    .iter()
-                    .zip(b)
-                    .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-                    .fold(0.0, f32::max);
-                assert!(
-                    worst < 1e-4,
-                    "{widths:?} m={m}: output {p} off by {worst:e}"
-                );
-            }
+            let case = format!("{widths:?} m={m}");
+            assert_agree(&case, &NAMES[..ours.len()], &ours, &theirs, |_| 1e-4);
         }
     }
 
@@ -775,17 +767,8 @@ mod tests {
                 out
             };
             let (ours, dense) = (outputs(true), outputs(false));
-            for (p, (a, b)) in ours.iter().zip(&dense).enumerate() {
-                let worst = a
-                    .iter()
-                    .zip(b)
-                    .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-                    .fold(0.0, f32::max);
-                assert!(
-                    worst < 1e-4,
-                    "reversed={reversed}: output {p} off by {worst:e}"
-                );
-            }
+            let case = format!("reversed={reversed}");
+            assert_agree(&case, &NAMES[..ours.len()], &ours, &dense, |_| 1e-4);
             // The tiles skip something: the first layer's first block (hidden degrees
             // 1–64) needs only the inputs of degree ≤ 64.
             let expected = if reversed { d - 64..d } else { 0..64 };

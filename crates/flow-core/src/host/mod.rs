@@ -748,8 +748,45 @@ pub fn planar<B: Backend>(
     dispatch([z, u, w, b], PlanarStep)
 }
 
+/// What the CPU kernels' tests share: reading results, and comparing them with a
+/// reference.
+#[cfg(all(test, feature = "ndarray"))]
+mod check {
+    use burn::tensor::{Tensor, backend::Backend};
+
+    /// A tensor's values in `f64`.
+    pub(super) fn values_of<C: Backend, const D: usize>(t: Tensor<C, D>) -> Vec<f64> {
+        t.into_data().convert::<f64>().into_vec().unwrap()
+    }
+
+    /// Asserts every output of ours within `tol(name)` of the reference's (relative, floor
+    /// 1 near zero), one name per output.
+    pub(super) fn assert_agree(
+        case: &str,
+        names: &[&str],
+        ours: &[Vec<f64>],
+        reference: &[Vec<f64>],
+        tol: impl Fn(&str) -> f64,
+    ) {
+        assert_eq!(
+            (names.len(), ours.len()),
+            (reference.len(), reference.len())
+        );
+        for ((name, a), b) in names.iter().zip(ours).zip(reference) {
+            assert_eq!(a.len(), b.len(), "{name}");
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                .fold(0.0, f64::max);
+            assert!(worst < tol(name), "{name} ({case}): off by {worst:e}");
+        }
+    }
+}
+
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
+    use super::check::{assert_agree, values_of};
     use super::*;
     use crate::{planar_reference, rq_spline_inverse_reference, rq_spline_reference};
 
@@ -766,30 +803,6 @@ mod tests {
     }
 
     type B = burn::backend::Autodiff<burn::backend::NdArray>;
-
-    fn values_of<C: Backend, const D: usize>(t: Tensor<C, D>) -> Vec<f64> {
-        t.into_data().convert::<f64>().into_vec().unwrap()
-    }
-
-    /// Asserts every output of ours within `tol(name)` of the reference's (relative, floor
-    /// 1 near zero).
-    fn assert_agree(
-        case: &str,
-        names: &[&str],
-        ours: &[Vec<f64>],
-        reference: &[Vec<f64>],
-        tol: impl Fn(&str) -> f64,
-    ) {
-        for ((name, a), b) in names.iter().zip(ours).zip(reference) {
-            assert_eq!(a.len(), b.len(), "{name}");
-            let worst = a
-                .iter()
-                .zip(b)
-                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-                .fold(0.0, f64::max);
-            assert!(worst < tol(name), "{name} ({case}): off by {worst:e}");
-        }
-    }
 
     /// Spline tolerances: values to f32 rounding; gradients to the f32 reference's own
     /// rounding in its sums (measured: ≤ 5e-4; the backward's exactness is the
