@@ -1,7 +1,34 @@
-//! The backend this build's cargo features select, for binaries and examples
-//! (`ndarray`, `flex`, `wgpu` or `cuda`; `cuda` wins over `wgpu`, `wgpu` over `flex`, `flex`
-//! over `ndarray`). Library code stays generic over `B: Backend`; this module only names one
-//! concrete choice. The CubeCL choices (`wgpu`, `cuda`) have [`crate::fused`] kernels.
+//! The backends this build's cargo features compile in, for binaries and examples
+//! (`ndarray`, `flex`, `wgpu`, `cuda`). Library code stays generic over `B: Backend`; this
+//! module names concrete choices:
+//! - at compile time, [`Inner`] and [`Train`]: the preferred backend of the build (`cuda`
+//!   wins over `wgpu`, `wgpu` over `flex`, `flex` over `ndarray`);
+//! - at run time, [`Choice`]: any backend the build has (a program's `--backend` flag),
+//!   handed to a [`Program`] generic over the backend.
+//!
+//! The CubeCL choices (`wgpu`, `cuda`) have [`crate::fused`] kernels.
+//!
+//! ```
+//! use burn::tensor::{Tensor, backend::Backend};
+//! use flow_core::backend::{Choice, Program};
+//!
+//! /// Sums a vector on whichever backend the user picked.
+//! struct Sum(Vec<f32>);
+//!
+//! impl Program for Sum {
+//!     type Output = f32;
+//!     fn run<B: Backend>(self, _name: &'static str) -> f32 {
+//!         let device = Default::default();
+//!         let x = Tensor::<B, 1>::from_floats(self.0.as_slice(), &device);
+//!         x.sum().into_scalar().elem()
+//!     }
+//! }
+//!
+//! # use burn::tensor::ElementConversion;
+//! let choice: Choice = "ndarray".parse().unwrap();
+//! assert_eq!(choice.run(Sum(vec![1.0, 2.0, 3.5])), 6.5);
+//! assert!("tpu".parse::<Choice>().is_err());
+//! ```
 
 /// The inference backend chosen by features.
 ///
@@ -53,3 +80,124 @@ pub type WgpuInner =
 /// burn's unfused CUDA backend (f32), the one with [`crate::fused`] kernels.
 #[cfg(feature = "cuda")]
 pub type CudaInner = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+
+/// A backend compiled into this build, chosen at run time (the programs' `--backend`).
+///
+/// Parsed from its name (`"ndarray"`, `"flex"`, `"wgpu"`, `"cuda"`); a name this build
+/// lacks is an error naming the ones it has. The default is the compile-time choice
+/// [`Inner`] ([`NAME`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// burn's `NdArray` (CPU).
+    #[cfg(feature = "ndarray")]
+    Ndarray,
+    /// burn's `Flex` (CPU, pure Rust).
+    #[cfg(feature = "flex")]
+    Flex,
+    /// burn's unfused wgpu `CubeBackend` ([`WgpuInner`]).
+    #[cfg(feature = "wgpu")]
+    Wgpu,
+    /// burn's unfused CUDA `CubeBackend` ([`CudaInner`]).
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+/// Code generic over the backend, run on a [`Choice`] made at run time
+/// ([`Choice::run`]): a generic closure, which Rust has no syntax for.
+pub trait Program {
+    /// What the program returns.
+    type Output;
+    /// Runs on backend `B` (the inference backend; `burn::backend::Autodiff<B>` trains),
+    /// named `name` for logs and reports.
+    fn run<B: burn::tensor::backend::Backend>(self, name: &'static str) -> Self::Output;
+}
+
+impl Choice {
+    /// Every backend this build has, in order of preference (the first is the default).
+    pub fn available() -> Vec<Choice> {
+        vec![
+            #[cfg(feature = "cuda")]
+            Choice::Cuda,
+            #[cfg(feature = "wgpu")]
+            Choice::Wgpu,
+            #[cfg(feature = "flex")]
+            Choice::Flex,
+            #[cfg(feature = "ndarray")]
+            Choice::Ndarray,
+        ]
+    }
+
+    /// The backend's name, as parsed.
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "ndarray")]
+            Choice::Ndarray => "ndarray",
+            #[cfg(feature = "flex")]
+            Choice::Flex => "flex",
+            #[cfg(feature = "wgpu")]
+            Choice::Wgpu => "wgpu",
+            #[cfg(feature = "cuda")]
+            Choice::Cuda => "cuda",
+        }
+    }
+
+    /// Runs `program` on this backend.
+    pub fn run<P: Program>(self, program: P) -> P::Output {
+        match self {
+            #[cfg(feature = "ndarray")]
+            Choice::Ndarray => program.run::<burn::backend::NdArray>(self.name()),
+            #[cfg(feature = "flex")]
+            Choice::Flex => program.run::<burn::backend::Flex>(self.name()),
+            #[cfg(feature = "wgpu")]
+            Choice::Wgpu => program.run::<WgpuInner>(self.name()),
+            #[cfg(feature = "cuda")]
+            Choice::Cuda => program.run::<CudaInner>(self.name()),
+        }
+    }
+}
+
+impl Default for Choice {
+    fn default() -> Self {
+        Choice::available()[0]
+    }
+}
+
+impl std::fmt::Display for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Choice {
+    type Err = crate::FlowError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let available = Choice::available();
+        available
+            .iter()
+            .copied()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = available.iter().map(|c| c.name()).collect();
+                crate::FlowError::InvalidConfig(format!(
+                    "backend `{s}` is not in this build (it has: {}; cargo features add others)",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_the_compile_time_choice_and_names_round_trip() {
+        assert_eq!(Choice::default().name(), NAME);
+        for c in Choice::available() {
+            assert_eq!(c.to_string().parse::<Choice>().unwrap(), c);
+        }
+        let err = "tpu".parse::<Choice>().unwrap_err().to_string();
+        assert!(err.contains("tpu") && err.contains(NAME), "{err}");
+    }
+}

@@ -6,6 +6,7 @@
 //! cargo run --release -p train-vae -- eval --checkpoint runs/<run> --images t10k-images-idx3-ubyte.gz
 //! cargo run --release -p train-vae -- sample --checkpoint runs/<run> --out samples.png
 //! cargo run --release -p train-vae --features wgpu      # the same on the GPU
+//! cargo run --release -p train-vae --features wgpu -- --backend ndarray   # or on the CPU
 //! ```
 
 #[cfg(not(any(feature = "ndarray", feature = "flex", feature = "wgpu")))]
@@ -13,8 +14,9 @@ compile_error!("enable a backend feature: `ndarray` (default), `flex` or `wgpu`"
 
 use std::process::ExitCode;
 
+use burn::{backend::Autodiff, tensor::backend::Backend};
 use clap::{Parser, Subcommand};
-use flow_core::backend::{self, Inner, Train};
+use flow_core::backend::{Choice, Program};
 use train_vae::{
     VaeError,
     app::{self, EvalArgs, SampleArgs},
@@ -27,6 +29,10 @@ use train_vae::{
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// The backend to run on: one this build has (`ndarray`, `flex`, `wgpu`, `cuda`, by
+    /// cargo feature); default the build's preferred one (GPU over CPU, flex over ndarray).
+    #[arg(long, global = true, default_value_t = Choice::default())]
+    backend: Choice,
     /// `train` flags, when no subcommand is given.
     #[command(flatten)]
     train: TrainArgs,
@@ -42,13 +48,21 @@ enum Command {
     Sample(SampleArgs),
 }
 
-fn run(cli: Cli) -> Result<(), VaeError> {
-    let device = backend::device();
+impl Program for Cli {
+    type Output = Result<(), VaeError>;
+
+    fn run<B: Backend>(self, name: &'static str) -> Self::Output {
+        run::<B>(self, name)
+    }
+}
+
+fn run<B: Backend>(cli: Cli, name: &'static str) -> Result<(), VaeError> {
+    let device = Default::default();
     match cli.command {
-        None => train(&cli.train, &device),
-        Some(Command::Train(args)) => train(&args, &device),
+        None => train::<B>(&cli.train, name, &device),
+        Some(Command::Train(args)) => train::<B>(&args, name, &device),
         Some(Command::Eval(args)) => {
-            let r = app::eval_command::<Inner>(&args, &device)?;
+            let r = app::eval_command::<B>(&args, &device)?;
             println!("checkpoint  {}", r.checkpoint.display());
             println!(
                 "images      {}  (importance samples {})",
@@ -62,15 +76,15 @@ fn run(cli: Cli) -> Result<(), VaeError> {
             Ok(())
         }
         Some(Command::Sample(args)) => {
-            let path = app::sample_command::<Inner>(&args, &device)?;
+            let path = app::sample_command::<B>(&args, &device)?;
             println!("wrote {}", path.display());
             Ok(())
         }
     }
 }
 
-fn train(args: &TrainArgs, device: &burn::tensor::Device<Inner>) -> Result<(), VaeError> {
-    let s = app::train_command::<Train>(args, backend::NAME, device)?;
+fn train<B: Backend>(args: &TrainArgs, name: &str, device: &B::Device) -> Result<(), VaeError> {
+    let s = app::train_command::<Autodiff<B>>(args, name, device)?;
     println!();
     println!(
         "| flow | epochs | best | valid −ELBO | IW −ELBO | IW-NLL (S={}) | images/s | params | backend |",
@@ -112,7 +126,8 @@ fn main() -> ExitCode {
             }),
         )
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    match cli.backend.run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,7 +1,9 @@
 //! The `train-vae` binary as a user runs it: training writes its files, eval and sample work
 //! on its checkpoints, bad input gets a one-line error and a non-zero exit (never a
 //! panic), a resumed run continues the uninterrupted one, and SIGKILL never leaves a
-//! corrupt checkpoint. Runs use a tiny model so they are fast on every backend.
+//! corrupt checkpoint. Runs use a tiny model on the build's CPU backend (`--backend`);
+//! one run per backend of the build checks that each trains (wgpu's software driver in
+//! CI is ~100× slower, so it runs once, not under every scenario).
 
 use std::{
     path::{Path, PathBuf},
@@ -10,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use flow_core::backend::Choice;
 use train_vae::{checkpoint, data, training};
 
 const BIN: &str = env!("CARGO_BIN_EXE_train-vae");
@@ -44,9 +47,20 @@ fn temp(name: &str) -> PathBuf {
     dir
 }
 
+/// The CPU backend the scenarios run on (`ndarray` where the build has it).
+fn cpu() -> &'static str {
+    Choice::available().last().expect("a backend").name()
+}
+
+/// Runs the binary on the CPU backend.
 fn run(args: &[&str]) -> Output {
+    run_on(cpu(), args)
+}
+
+fn run_on(backend: &str, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
+        .args(["--backend", backend])
         .env("RUST_LOG", "warn")
         .output()
         .expect("the binary runs")
@@ -200,6 +214,29 @@ fn fails_with(args: &[&str], needle: &str) {
         lines[0].contains(needle),
         "{args:?}: `{needle}` not in `{}`",
         lines[0]
+    );
+}
+
+#[test]
+fn trains_on_every_backend_of_the_build() {
+    for choice in Choice::available() {
+        let dir = temp(choice.name());
+        let mut args = vec!["--out-dir", dir.to_str().unwrap(), "--epochs", "1"];
+        args.extend_from_slice(TINY);
+        let out = ok(&run_on(choice.name(), &args));
+        let row = out.lines().last().unwrap_or_default();
+        assert!(row.ends_with(&format!("| {} |", choice.name())), "{out}");
+        let history = training::read_history(&dir).unwrap();
+        assert!(history[0].valid_neg_elbo.is_finite(), "{history:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // A backend the build lacks is refused, naming the ones it has.
+    let out = run_on("tpu", &["--epochs", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !stderr.contains("panicked"));
+    assert!(
+        stderr.contains("backend `tpu` is not in this build") && stderr.contains(cpu()),
+        "{stderr}"
     );
 }
 
@@ -409,6 +446,7 @@ fn sigkill_never_leaves_a_corrupt_checkpoint() {
             .collect()
         };
         a.extend(["--epochs".into(), "100000".into()]);
+        a.extend(["--backend".into(), cpu().into()]);
         a
     };
     let device = Default::default();

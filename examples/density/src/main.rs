@@ -21,13 +21,14 @@ use std::{
     time::Instant,
 };
 
+use burn::backend::Autodiff;
 use burn::{
     module::{AutodiffModule, Module},
     optim::{GradientsParams, Optimizer},
     tensor::{Tensor, TensorData, backend::Backend},
 };
 use clap::{Parser, Subcommand};
-use flow_core::backend::{self, Inner, Train};
+use flow_core::backend::{Choice, Program};
 use flow_plots::{Panel, Window};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tracing::info;
@@ -43,6 +44,10 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     fit: FitArgs,
+    /// The backend to run on: one this build has (`ndarray`, `flex`, `wgpu`, `cuda`, by
+    /// cargo feature); default the build's preferred one (GPU over CPU, flex over ndarray).
+    #[arg(long, global = true, default_value_t = Choice::default())]
+    backend: Choice,
 }
 
 #[derive(Subcommand, Debug)]
@@ -321,7 +326,7 @@ fn tensor<B: Backend>(t: &Table, device: &B::Device) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(values, [t.rows(), t.dim]), device)
 }
 
-fn host(t: Tensor<Inner, 1>) -> Vec<f64> {
+fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f64> {
     t.into_data()
         .convert::<f64>()
         .into_vec()
@@ -331,8 +336,8 @@ fn host(t: Tensor<Inner, 1>) -> Vec<f64> {
 const CHUNK: usize = 10_000;
 
 /// Mean log-density of the rows of `t` (in the model's standardized units).
-fn mean_log_prob(model: &Model<Inner>, t: &Table) -> Result<f64> {
-    let device = backend::device();
+fn mean_log_prob<B: Backend>(model: &Model<B>, t: &Table) -> Result<f64> {
+    let device = Default::default();
     let mut total = 0.0;
     for start in (0..t.rows()).step_by(CHUNK) {
         let rows = CHUNK.min(t.rows() - start);
@@ -367,12 +372,12 @@ struct Summary {
     backend: &'static str,
 }
 
-fn fit(args: &FitArgs) -> Result<Summary> {
-    let device = backend::device();
+fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary> {
+    let device = Default::default();
     let data = Dataset::new(&args.data, args.n_test, args.seed)?;
     let dim = data.dim();
-    <Train as Backend>::seed(&device, args.seed);
-    let mut model: Model<Train> = model::build(&args.flow, dim, args.seed, &device)?;
+    <Autodiff<B> as Backend>::seed(&device, args.seed);
+    let mut model: Model<Autodiff<B>> = model::build(&args.flow, dim, args.seed, &device)?;
     let params = model.num_params();
     let out = args.out_dir.clone().unwrap_or_else(|| {
         PathBuf::from("runs/density").join(format!("{}-{}", data.name, args.flow.label()))
@@ -384,14 +389,14 @@ fn fit(args: &FitArgs) -> Result<Summary> {
         .with_epsilon(1e-5)
         .init();
     let mut batches = Batches::new(&data, args.seed.wrapping_add(1));
-    let mut best: Option<(f64, usize, Model<Inner>)> = None;
+    let mut best: Option<(f64, usize, Model<B>)> = None;
     let mut since_best = 0;
     let mut curve = String::from("step,train_nll,valid_nll\n");
-    let mut pending: Vec<Tensor<Train, 1>> = Vec::new();
+    let mut pending: Vec<Tensor<Autodiff<B>, 1>> = Vec::new();
     let started = Instant::now();
     let mut steps_run = 0;
     for step in 1..=args.steps {
-        let x = tensor::<Train>(&batches.next(args.batch), &device);
+        let x = tensor::<Autodiff<B>>(&batches.next(args.batch), &device);
         let loss = model.log_prob(x, None)?.mean().neg();
         pending.push(loss.clone().detach());
         let lr = if args.cosine {
@@ -468,7 +473,7 @@ fn fit(args: &FitArgs) -> Result<Summary> {
             let mean_ld = ld.iter().sum::<f64>() / ld.len() as f64;
             -(test_ll + mean_ld) / (dim as f64 * std::f64::consts::LN_2)
         }),
-        backend: backend::NAME,
+        backend,
     };
     write(&out.join("metrics.csv"), curve.as_bytes())?;
     write(
@@ -494,8 +499,8 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Data histogram, learned density and model samples, on a square window that holds the
 /// test data.
-fn draw(model: &Model<Inner>, data: &Dataset, args: &FitArgs, path: &Path) -> Result<()> {
-    let device = backend::device();
+fn draw<B: Backend>(model: &Model<B>, data: &Dataset, args: &FitArgs, path: &Path) -> Result<()> {
+    let device = Default::default();
     let mut sorted: Vec<f64> = data.test.values.clone();
     sorted.sort_by(f64::total_cmp);
     let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p) as usize];
@@ -513,7 +518,7 @@ fn draw(model: &Model<Inner>, data: &Dataset, args: &FitArgs, path: &Path) -> Re
     for start in (0..cells).step_by(CHUNK) {
         let m = CHUNK.min(cells - start);
         let pts = window.centres(start..start + m);
-        let x = Tensor::<Inner, 2>::from_data(TensorData::new(pts, [m, 2]), &device);
+        let x = Tensor::<B, 2>::from_data(TensorData::new(pts, [m, 2]), &device);
         density.extend(host(model.log_prob(x, None)?.exp()));
     }
     let mut samples = vec![0.0; cells];
@@ -546,9 +551,9 @@ fn draw(model: &Model<Inner>, data: &Dataset, args: &FitArgs, path: &Path) -> Re
     std::fs::rename(&tmp, path).map_err(|e| other(format!("{}: {e}", path.display())))
 }
 
-fn eval(args: &EvalArgs) -> Result<f64> {
-    let device = backend::device();
-    let (model, standardizer) = model::load(&args.model, &device)?;
+fn eval<B: Backend>(args: &EvalArgs) -> Result<f64> {
+    let device = Default::default();
+    let (model, standardizer) = model::load::<B>(&args.model, &device)?;
     let table = read_table(&args.data)?;
     let dim = model.dim();
     if table.dim != dim {
@@ -579,21 +584,28 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Some(Command::Eval(e)) => eval(e).map(|ll| {
-            println!(
-                "mean log-likelihood {ll:.4} nats per row ({})",
-                e.data.display()
-            );
-        }),
-        Some(Command::Fit(f)) => fit(f).map(report),
-        None => fit(&cli.fit).map(report),
-    };
-    match result {
+    match cli.backend.run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Program for Cli {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, backend: &'static str) -> Result<()> {
+        match &self.command {
+            Some(Command::Eval(e)) => eval::<B>(e).map(|ll| {
+                println!(
+                    "mean log-likelihood {ll:.4} nats per row ({})",
+                    e.data.display()
+                );
+            }),
+            Some(Command::Fit(f)) => fit::<B>(f, backend).map(report),
+            None => fit::<B>(&self.fit, backend).map(report),
         }
     }
 }

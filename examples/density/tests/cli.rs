@@ -1,11 +1,26 @@
 //! The density program as a user runs it: fits, saved models, and one-line errors for bad
-//! input (never a panic).
+//! input (never a panic). The scenarios run on the build's CPU backend (`--backend`); the
+//! fit-save-eval round trip runs on every backend of the build (CI's wgpu is a ~100×
+//! slower software driver, so only that short one).
 
 use std::{path::Path, process::Command};
 
+use flow_core::backend::Choice;
+
+/// The CPU backend the scenarios run on (`ndarray` where the build has it).
+fn cpu() -> &'static str {
+    Choice::available().last().expect("a backend").name()
+}
+
+/// Runs the binary on the CPU backend.
 fn density(args: &[&str]) -> (bool, String, String) {
+    density_on(cpu(), args)
+}
+
+fn density_on(backend: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_density"))
         .args(args)
+        .args(["--backend", backend])
         .env("RUST_LOG", "warn")
         .output()
         .expect("the binary runs");
@@ -26,7 +41,11 @@ fn tmp(name: &str) -> std::path::PathBuf {
 /// A bad input fails with exit status ≠ 0 and one `error:` line naming the problem (clap
 /// adds a "try --help" hint to its own errors).
 fn assert_fails(args: &[&str], needle: &str) {
-    let (ok, _, err) = density(args);
+    assert_fails_on(cpu(), args, needle);
+}
+
+fn assert_fails_on(backend: &str, args: &[&str], needle: &str) {
+    let (ok, _, err) = density_on(backend, args);
     assert!(!ok, "{args:?} succeeded");
     let lines: Vec<&str> = err
         .lines()
@@ -84,48 +103,74 @@ fn bad_tables_get_one_line_errors() {
         &["--data", "8gaussians", "--lr=-1"],
         "not a positive learning rate",
     );
+    assert_fails_on(
+        "tpu",
+        &["--data", "8gaussians"],
+        "backend `tpu` is not in this build",
+    );
 }
 
-/// Fit a table, save, evaluate the saved model, and reject a table of another width.
+/// Fit a table, save, evaluate the saved model, and reject a table of another width: on
+/// every backend of the build (the others with the smallest model: each new kernel costs
+/// seconds to compile on CI's software Vulkan).
 #[test]
 fn fit_save_eval_and_dimension_mismatch() {
-    let dir = tmp("fit");
+    for choice in Choice::available() {
+        fit_save_eval_on(choice.name());
+    }
+}
+
+fn fit_save_eval_on(backend: &str) {
+    let dir = tmp(&format!("fit-{backend}"));
     let csv = dir.join("three.csv");
     write_csv(&csv, 100, 3);
     let out = dir.join("run");
-    let (ok, stdout, err) = density(&[
+    let model: &[&str] = if backend == cpu() {
+        &[
+            "--layers",
+            "2",
+            "--steps",
+            "8",
+            "--eval-every",
+            "4",
+            "--batchnorm",
+            "--lu",
+        ]
+    } else {
+        &["--layers", "1", "--steps", "2", "--eval-every", "2"]
+    };
+    let mut args = vec![
         "--data",
         csv.to_str().unwrap(),
         "--flow",
         "maf",
-        "--layers",
-        "2",
         "--hidden",
         "16",
-        // Few steps: CI runs this binary on lavapipe (software Vulkan) too.
-        "--steps",
-        "8",
         "--batch",
         "32",
-        "--eval-every",
-        "4",
-        "--batchnorm",
-        "--lu",
         "--out-dir",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(model);
+    let (ok, stdout, err) = density_on(backend, &args);
     assert!(ok, "{err}");
     assert!(stdout.contains("| three |"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["backend"], backend);
     for file in ["summary.json", "metrics.csv", "model.mpk", "model.json"] {
         assert!(out.join(file).exists(), "{file} missing");
     }
-    let (ok, stdout, err) = density(&[
-        "eval",
-        "--model",
-        out.to_str().unwrap(),
-        "--data",
-        csv.to_str().unwrap(),
-    ]);
+    let (ok, stdout, err) = density_on(
+        backend,
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "{err}");
     let ll: f64 = stdout
         .split_whitespace()
@@ -149,7 +194,7 @@ fn fit_save_eval_and_dimension_mismatch() {
 
 /// A short fit of 8 Gaussians must beat the best single Gaussian by a margin: N(0, σ²I)
 /// fitted to this mixture has test log-likelihood ≈ −4.25 nats (the mixture's own is
-/// −2.84). Short, because CI also runs it on lavapipe (software Vulkan).
+/// −2.84).
 #[test]
 fn toy_fit_learns_the_mixture_and_draws_it() {
     let dir = tmp("toy");
