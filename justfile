@@ -17,6 +17,7 @@ test-cpu:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --features wgpu -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features wgpu
 
 # API documentation.
 docs:

@@ -6,7 +6,7 @@
 //! - at run time, [`Choice`]: any backend the build has (a program's `--backend` flag),
 //!   handed to a [`Program`] generic over the backend.
 //!
-//! The CubeCL choices (`wgpu`, `cuda`) have [`crate::fused`] kernels.
+//! The CubeCL choices (`wgpu`, `cuda`) have fused GPU kernels (`flow_core::fused`).
 //!
 //! ```
 //! use burn::tensor::{Tensor, backend::Backend};

@@ -30,9 +30,9 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend, ops::F
 
 use crate::spline::RqSpline;
 
-mod affine;
+pub mod affine;
 mod math;
-mod mlp;
+pub mod mlp;
 mod op;
 
 pub use affine::affine_params;
