@@ -52,33 +52,29 @@ impl Program for Cli {
     type Output = Result<(), VaeError>;
 
     fn run<B: Backend>(self, name: &'static str) -> Self::Output {
-        run::<B>(self, name)
-    }
-}
-
-fn run<B: Backend>(cli: Cli, name: &'static str) -> Result<(), VaeError> {
-    let device = Default::default();
-    match cli.command {
-        None => train::<B>(&cli.train, name, &device),
-        Some(Command::Train(args)) => train::<B>(&args, name, &device),
-        Some(Command::Eval(args)) => {
-            let r = app::eval_command::<B>(&args, &device)?;
-            println!("checkpoint  {}", r.checkpoint.display());
-            println!(
-                "images      {}  (importance samples {})",
-                r.eval.images, r.eval.samples
-            );
-            println!("ELBO        {:.2} nats", r.eval.elbo);
-            println!("IW-NLL      {:.2} nats", r.eval.nll);
-            for (digit, n, nll) in r.per_digit {
-                println!("  digit {digit}: {n:5} images, IW-NLL {nll:.2}");
+        let device = Default::default();
+        match self.command {
+            None => train::<B>(&self.train, name, &device),
+            Some(Command::Train(args)) => train::<B>(&args, name, &device),
+            Some(Command::Eval(args)) => {
+                let r = app::eval_command::<B>(&args, &device)?;
+                println!("checkpoint  {}", r.checkpoint.display());
+                println!(
+                    "images      {}  (importance samples {})",
+                    r.eval.images, r.eval.samples
+                );
+                println!("ELBO        {:.2} nats", r.eval.elbo);
+                println!("IW-NLL      {:.2} nats", r.eval.nll);
+                for (digit, n, nll) in r.per_digit {
+                    println!("  digit {digit}: {n:5} images, IW-NLL {nll:.2}");
+                }
+                Ok(())
             }
-            Ok(())
-        }
-        Some(Command::Sample(args)) => {
-            let path = app::sample_command::<B>(&args, &device)?;
-            println!("wrote {}", path.display());
-            Ok(())
+            Some(Command::Sample(args)) => {
+                let path = app::sample_command::<B>(&args, &device)?;
+                println!("wrote {}", path.display());
+                Ok(())
+            }
         }
     }
 }

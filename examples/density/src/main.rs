@@ -21,8 +21,8 @@ use std::{
     time::Instant,
 };
 
-use burn::backend::Autodiff;
 use burn::{
+    backend::Autodiff,
     module::{AutodiffModule, Module},
     optim::{GradientsParams, Optimizer},
     tensor::{Tensor, TensorData, backend::Backend},
