@@ -14,7 +14,7 @@
 //! The values and the log-determinant are two operations (an autodiff node has one
 //! output): the log-determinant depends on the parameters only.
 
-use pulp::Arch;
+use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use burn::tensor::{Tensor, backend::Backend};
@@ -68,6 +68,177 @@ fn fold_shared(g: Vec<f32>, m: usize, d: usize) -> Vec<f32> {
     total
 }
 
+/// One thread task's rows of one of the kernels. It runs through pulp's dispatch as a
+/// [`WithSimd`] whose `with_simd` (and the loop functions it calls) are `#[inline(always)]`,
+/// so the loops are compiled inside the dispatch's AVX-512 (or AVX2) function. A closure
+/// would not do: pulp calls it through its `FnOnce` shim, which is not inlined, and the loop
+/// then runs with the baseline's SSE2 (it did: maf-mnist's log_prob ran at 13k rows/s
+/// instead of 21–23k).
+enum Task<'a> {
+    Values(Rows<'a>, &'a [f32], &'a mut [f32]),
+    ValuesBackward(Rows<'a>, [&'a [f32]; 2], [&'a mut [f32]; 2]),
+    Ladj(Rows<'a>, &'a mut [f32]),
+    LadjBackward(Rows<'a>, &'a [f32], f32, &'a mut [f32]),
+}
+
+/// What every task reads: its first row `r0`, the packed parameters `p: [m, 2d]`, the
+/// clamp's bound, and the direction.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    r0: usize,
+    p: &'a [f32],
+    m: usize,
+    d: usize,
+    bound: f32,
+    inverse: bool,
+}
+
+impl Task<'_> {
+    fn run(self) {
+        Arch::new().dispatch(self)
+    }
+}
+
+impl WithSimd for Task<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        match self {
+            Task::Values(rows, v, out) => values(rows, v, out),
+            Task::ValuesBackward(rows, [v, g], [gv, gp]) => values_backward(rows, v, g, gv, gp),
+            Task::Ladj(rows, out) => ladj(rows, out),
+            Task::LadjBackward(rows, g, total, out) => ladj_backward(rows, g, total, out),
+        }
+    }
+}
+
+/// The sign of the log-determinant: `−1` for the inverse.
+fn sign(inverse: bool) -> f32 {
+    if inverse { -1.0 } else { 1.0 }
+}
+
+/// Rows `r0…` of the values of `v: [n, d]` into `block` (rows of `d`).
+#[inline(always)]
+fn values(rows: Rows, v: &[f32], block: &mut [f32]) {
+    let Rows {
+        r0,
+        p,
+        m,
+        d,
+        bound,
+        inverse,
+    } = rows;
+    for (r, y) in block.chunks_mut(d).enumerate() {
+        let i = r0 + r;
+        let (shift, raw) = params(p, m, d, i);
+        let x = &v[i * d..(i + 1) * d];
+        for (((y, &x), &t), &a) in y.iter_mut().zip(x).zip(shift).zip(raw) {
+            let s = bound * tanh_f32(a / bound);
+            *y = match inverse {
+                false => x * exp_f32(s) + t,
+                true => (x - t) * exp_f32(-s),
+            };
+        }
+    }
+}
+
+/// Rows `r0…` of the values' gradients: of the input into `gv` (rows of `d`), of the
+/// packed parameters into `gp` (rows of `2d`), from the output's gradient `g: [n, d]`.
+#[inline(always)]
+fn values_backward(rows: Rows, v: &[f32], g: &[f32], gv: &mut [f32], gp: &mut [f32]) {
+    let Rows {
+        r0,
+        p,
+        m,
+        d,
+        bound,
+        inverse,
+    } = rows;
+    for (r, (gx, gp)) in gv.chunks_mut(d).zip(gp.chunks_mut(2 * d)).enumerate() {
+        let i = r0 + r;
+        let (shift, raw) = params(p, m, d, i);
+        let (x, gy) = (&v[i * d..(i + 1) * d], &g[i * d..(i + 1) * d]);
+        let (gt, ga) = gp.split_at_mut(d);
+        let entries = x.iter().zip(gy).zip(shift).zip(raw);
+        let grads = gx.iter_mut().zip(gt.iter_mut()).zip(ga.iter_mut());
+        for ((((&x, &gy), &t), &a), ((gx, gt), ga)) in entries.zip(grads) {
+            let th = tanh_f32(a / bound);
+            let s = bound * th;
+            let (e, gs) = match inverse {
+                false => {
+                    let e = exp_f32(s);
+                    (e, gy * x * e)
+                }
+                true => {
+                    let e = exp_f32(-s);
+                    (e, -gy * (x - t) * e)
+                }
+            };
+            *gx = gy * e;
+            *gt = if inverse { -gy * e } else { gy };
+            *ga = gs * (1.0 - th * th);
+        }
+    }
+}
+
+/// Entries summed in [`LANES`] independent partial sums (which vectorize; one running sum
+/// is a chain of dependent additions), then the partial sums.
+const LANES: usize = 16;
+
+/// Rows `r0…` of the log-determinant, `±Σ_j s_j`, into `block`.
+#[inline(always)]
+fn ladj(rows: Rows, block: &mut [f32]) {
+    let Rows {
+        r0,
+        p,
+        m,
+        d,
+        bound,
+        inverse,
+    } = rows;
+    for (r, l) in block.iter_mut().enumerate() {
+        let (_, raw) = params(p, m, d, r0 + r);
+        let mut acc = [0.0f32; LANES];
+        let chunks = raw.chunks_exact(LANES);
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|&a| bound * tanh_f32(a / bound))
+            .sum();
+        for chunk in chunks {
+            for (acc, &a) in acc.iter_mut().zip(chunk) {
+                *acc += bound * tanh_f32(a / bound);
+            }
+        }
+        *l = sign(inverse) * (acc.iter().sum::<f32>() + tail);
+    }
+}
+
+/// Rows `r0…` of the log-determinant's gradient of the packed parameters into `block`
+/// (rows of `2d`, the shifts' half left zero) from its incoming gradient `g: [n]`, whose
+/// sum `total` is every row's when the parameters are shared (`m = 1`).
+#[inline(always)]
+fn ladj_backward(rows: Rows, g: &[f32], total: f32, block: &mut [f32]) {
+    let Rows {
+        r0,
+        p,
+        m,
+        d,
+        bound,
+        inverse,
+    } = rows;
+    for (r, row) in block.chunks_mut(2 * d).enumerate() {
+        let i = r0 + r;
+        let gl = sign(inverse) * if m == 1 { total } else { g[i] };
+        let (_, raw) = params(p, m, d, i);
+        for (ga, &a) in row[d..].iter_mut().zip(raw) {
+            let th = tanh_f32(a / bound);
+            *ga = gl * (1.0 - th * th);
+        }
+    }
+}
+
 impl HostOp for AffineValues {
     type Saved = (Self, Args);
 
@@ -80,20 +251,15 @@ impl HostOp for AffineValues {
         out.par_chunks_mut(rows * d.max(1))
             .enumerate()
             .for_each(|(task, block)| {
-                Arch::new().dispatch(|| {
-                    for (r, y) in block.chunks_mut(d).enumerate() {
-                        let i = task * rows + r;
-                        let (shift, raw) = params(p, m, d, i);
-                        let x = &v[i * d..(i + 1) * d];
-                        for (((y, &x), &t), &a) in y.iter_mut().zip(x).zip(shift).zip(raw) {
-                            let s = bound * tanh_f32(a / bound);
-                            *y = match inverse {
-                                false => x * exp_f32(s) + t,
-                                true => (x - t) * exp_f32(-s),
-                            };
-                        }
-                    }
-                })
+                let rows = Rows {
+                    r0: task * rows,
+                    p,
+                    m,
+                    d,
+                    bound,
+                    inverse,
+                };
+                Task::Values(rows, v, block).run()
             });
         (out, [n, d], keep.then_some((*self, args)))
     }
@@ -109,33 +275,15 @@ impl HostOp for AffineValues {
             .zip(gp.par_chunks_mut(rows * 2 * d))
             .enumerate()
             .for_each(|(task, (gv, gp))| {
-                Arch::new().dispatch(|| {
-                    for (r, (gx, gp)) in gv.chunks_mut(d).zip(gp.chunks_mut(2 * d)).enumerate() {
-                        let i = task * rows + r;
-                        let (shift, raw) = params(p, m, d, i);
-                        let (x, gy) = (&v[i * d..(i + 1) * d], &g[i * d..(i + 1) * d]);
-                        let (gt, ga) = gp.split_at_mut(d);
-                        let entries = x.iter().zip(gy).zip(shift).zip(raw);
-                        let grads = gx.iter_mut().zip(gt.iter_mut()).zip(ga.iter_mut());
-                        for ((((&x, &gy), &t), &a), ((gx, gt), ga)) in entries.zip(grads) {
-                            let th = tanh_f32(a / bound);
-                            let s = bound * th;
-                            let (e, gs) = match inverse {
-                                false => {
-                                    let e = exp_f32(s);
-                                    (e, gy * x * e)
-                                }
-                                true => {
-                                    let e = exp_f32(-s);
-                                    (e, -gy * (x - t) * e)
-                                }
-                            };
-                            *gx = gy * e;
-                            *gt = if inverse { -gy * e } else { gy };
-                            *ga = gs * (1.0 - th * th);
-                        }
-                    }
-                })
+                let rows = Rows {
+                    r0: task * rows,
+                    p,
+                    m,
+                    d,
+                    bound,
+                    inverse,
+                };
+                Task::ValuesBackward(rows, [v, g], [gv, gp]).run()
             });
         let gp = if need[1] {
             fold_shared(gp, m, d)
@@ -153,21 +301,22 @@ impl HostOp for AffineLadj {
         let [m, d2] = args.shapes[0];
         let d = d2 / 2;
         let p = &args.values[0];
-        let sign = if self.inverse { -1.0 } else { 1.0 };
-        let bound = self.bound;
+        let (bound, inverse) = (self.bound, self.inverse);
         let mut per_row = vec![0.0; m];
         let rows = task_rows(m, d);
         per_row
             .par_chunks_mut(rows)
             .enumerate()
             .for_each(|(task, block)| {
-                Arch::new().dispatch(|| {
-                    for (r, l) in block.iter_mut().enumerate() {
-                        let (_, raw) = params(p, m, d, task * rows + r);
-                        let s = raw.iter().map(|&a| bound * tanh_f32(a / bound));
-                        *l = sign * s.sum::<f32>();
-                    }
-                })
+                let rows = Rows {
+                    r0: task * rows,
+                    p,
+                    m,
+                    d,
+                    bound,
+                    inverse,
+                };
+                Task::Ladj(rows, block).run()
             });
         let out = match m {
             1 => vec![per_row[0]; self.n],
@@ -180,7 +329,6 @@ impl HostOp for AffineLadj {
         let [m, d2] = args.shapes[0];
         let d = d2 / 2;
         let p = &args.values[0];
-        let sign = if op.inverse { -1.0 } else { 1.0 };
         // Shared parameters: every row's log-determinant gradient.
         let total: f32 = g.iter().sum();
         let mut gp = vec![0.0; m * d2];
@@ -188,17 +336,16 @@ impl HostOp for AffineLadj {
         gp.par_chunks_mut(rows * d2)
             .enumerate()
             .for_each(|(task, block)| {
-                Arch::new().dispatch(|| {
-                    for (r, row) in block.chunks_mut(d2).enumerate() {
-                        let i = task * rows + r;
-                        let gl = if m == 1 { total } else { g[i] };
-                        let (_, raw) = params(p, m, d, i);
-                        for (ga, &a) in row[d..].iter_mut().zip(raw) {
-                            let th = tanh_f32(a / op.bound);
-                            *ga = sign * gl * (1.0 - th * th);
-                        }
-                    }
-                })
+                let (bound, inverse) = (op.bound, op.inverse);
+                let rows = Rows {
+                    r0: task * rows,
+                    p,
+                    m,
+                    d,
+                    bound,
+                    inverse,
+                };
+                Task::LadjBackward(rows, g, total, block).run()
             });
         vec![gp]
     }
@@ -248,7 +395,7 @@ mod tests {
         };
         use burn::tensor::{Distribution, TensorData};
         let device = Default::default();
-        let (n, d, bound) = (300, 7, 3.0);
+        let (n, d, bound) = (300, 37, 3.0); // d: two 16-lane blocks and a tail
         for m in [1, n] {
             for inverse in [false, true] {
                 let x = Tensor::<B, 2>::random([n, d], Distribution::Uniform(-3.0, 3.0), &device);
@@ -286,7 +433,13 @@ mod tests {
                 let (ours, reference) = (run(true), run(false));
                 let names = ["value", "ladj", "∂x", "∂params"];
                 let case = format!("m = {m}, inverse = {inverse}");
-                assert_agree(&case, &names, &ours, &reference, |_| 2e-5);
+                // Shared parameters' gradients are sums over the n rows: f32 rounding of
+                // either side grows with n (~n·ε = 2·10⁻⁵ here).
+                let tol = |name: &str| match (name, m) {
+                    ("∂params", 1) => 1e-4,
+                    _ => 2e-5,
+                };
+                assert_agree(&case, &names, &ours, &reference, tol);
             }
         }
     }

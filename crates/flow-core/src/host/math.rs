@@ -22,7 +22,10 @@ pub(super) fn exp_f32(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let e = p * (r * r) + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2ⁿ: `n + 127 + ROUND` holds the biased exponent `n + 127 ∈ [1, 254]` in its low
+    // mantissa bits, which the shift moves into the exponent field (the bits above fall
+    // off). Float-to-int casts would saturate, one scalar instruction per entry.
+    e * f32::from_bits((n + (ROUND + 127.0)).to_bits() << 23)
 }
 
 /// `tanh(x)` from [`exp_f32`]: `(1 − e)/(1 + e)` with `e = e^{−2|x|} ≤ 1`, signed; absolute
