@@ -22,6 +22,30 @@ pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     smooth.mask_where(linear, x)
 }
 
+/// The Bernoulli log-likelihood of `x` under logits, per row of `x, logits: [n, d]`:
+/// `ln p(x | l) = Σ_j x_j l_j − softplus(l_j)`, `[n]` (the cross-entropy's negative, for
+/// `x ∈ [0, 1]`). On the CPU backends one fused kernel ([`crate::host::bernoulli`]), else
+/// the tensor operations. Panics when the shapes differ, as tensor arithmetic does.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+/// use flow_core::ops::bernoulli_log_likelihood;
+///
+/// let device = Default::default();
+/// let x = Tensor::<NdArray, 2>::from_floats([[1.0, 0.0]], &device);
+/// let logits = Tensor::<NdArray, 2>::zeros([1, 2], &device);
+/// let lp = bernoulli_log_likelihood(x, logits).into_scalar();
+/// assert!((lp - 2.0 * 0.5f32.ln()).abs() < 1e-6); // two fair coins
+/// ```
+pub fn bernoulli_log_likelihood<B: Backend>(x: Tensor<B, 2>, logits: Tensor<B, 2>) -> Tensor<B, 1> {
+    #[cfg(any(feature = "flex", feature = "ndarray"))]
+    if let Some(out) = crate::host::bernoulli_log_likelihood(&x, &logits) {
+        return out;
+    }
+    sum_rows(x * logits.clone() - softplus(logits))
+}
+
 /// Stable `ln(eᵃ + eᵇ)`, element-wise, as `a + softplus(b − a)`: its gradient is the
 /// softmax weights (½, ½ at a tie).
 ///

@@ -20,7 +20,9 @@ use burn::{
 };
 use flow_core::{
     nets::relu_linear,
-    ops::{HALF_LN_2PI, logaddexp, logsumexp, softplus, std_normal_log_prob, sum_rows},
+    ops::{
+        HALF_LN_2PI, bernoulli_log_likelihood, logaddexp, logsumexp, std_normal_log_prob, sum_rows,
+    },
 };
 use serde::{Deserialize, Serialize};
 
@@ -303,7 +305,7 @@ impl<B: Backend> Vae<B> {
 
     /// `ln p(x|z)` for Bernoulli logits: `Σ_j x_j l_j − softplus(l_j)`, `[n]`.
     pub fn log_likelihood(x: Tensor<B, 2>, logits: Tensor<B, 2>) -> Tensor<B, 1> {
-        sum_rows(x * logits.clone() - softplus(logits))
+        bernoulli_log_likelihood(x, logits)
     }
 
     /// One-sample terms of the negative ELBO for images `x: [n, input]` (values in {0, 1}).

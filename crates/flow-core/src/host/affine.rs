@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::{
-    math::{exp_f32, tanh_f32},
+    math::{exp_f32, sum_lanes, tanh_f32},
     op::{Args, HostOp, apply},
 };
 
@@ -182,10 +182,6 @@ fn values_backward(rows: Rows, v: &[f32], g: &[f32], gv: &mut [f32], gp: &mut [f
     }
 }
 
-/// Entries summed in [`LANES`] independent partial sums (which vectorize; one running sum
-/// is a chain of dependent additions), then the partial sums.
-const LANES: usize = 16;
-
 /// Rows `r0…` of the log-determinant, `±Σ_j s_j`, into `block`.
 #[inline(always)]
 fn ladj(rows: Rows, block: &mut [f32]) {
@@ -199,19 +195,7 @@ fn ladj(rows: Rows, block: &mut [f32]) {
     } = rows;
     for (r, l) in block.iter_mut().enumerate() {
         let (_, raw) = params(p, m, d, r0 + r);
-        let mut acc = [0.0f32; LANES];
-        let chunks = raw.chunks_exact(LANES);
-        let tail: f32 = chunks
-            .remainder()
-            .iter()
-            .map(|&a| bound * tanh_f32(a / bound))
-            .sum();
-        for chunk in chunks {
-            for (acc, &a) in acc.iter_mut().zip(chunk) {
-                *acc += bound * tanh_f32(a / bound);
-            }
-        }
-        *l = sign(inverse) * (acc.iter().sum::<f32>() + tail);
+        *l = sign(inverse) * sum_lanes(raw, raw, |a, _| bound * tanh_f32(a / bound));
     }
 }
 

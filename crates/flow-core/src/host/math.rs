@@ -36,6 +36,29 @@ pub(super) fn tanh_f32(x: f32) -> f32 {
     ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
+/// Independent partial sums in [`sum_lanes`]: a vector register's worth (AVX-512).
+pub(super) const LANES: usize = 16;
+
+/// `Σ_j f(a_j, b_j)` in [`LANES`] partial sums, then their sum: one running sum is a chain of
+/// dependent additions, which does not vectorize (float addition is not associative).
+#[inline(always)]
+pub(super) fn sum_lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (a, b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a
+        .remainder()
+        .iter()
+        .zip(b.remainder())
+        .map(|(&a, &b)| f(a, b))
+        .sum();
+    for (a, b) in a.zip(b) {
+        for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+            *acc += f(a, b);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

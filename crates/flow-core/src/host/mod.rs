@@ -31,11 +31,13 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend, ops::F
 use crate::spline::RqSpline;
 
 pub mod affine;
+pub mod bernoulli;
 mod math;
 pub mod mlp;
 mod op;
 
 pub use affine::affine_params;
+pub use bernoulli::bernoulli_log_likelihood;
 pub use mlp::{MAX_LAYERS, relu_mlp, relu_mlp_masked};
 
 /// The spline's constants in `f64`.
