@@ -291,10 +291,14 @@ fn row_block(x: &[f32], width: usize, r0: usize, rows: usize) -> &[f32] {
     &x[r0 * width..(r0 + rows) * width]
 }
 
-/// The ReLU in place (NaN stays NaN). Written as a select, which vectorizes.
-fn relu(v: &mut [f32]) {
-    for v in v {
-        *v = if *v < 0.0 { 0.0 } else { *v };
+/// `v ← v + b` on every row of `v` (rows of `b.len()`), then the ReLU when `relu` (NaN
+/// stays NaN; written as a select, which vectorizes).
+fn add_bias(v: &mut [f32], b: &[f32], relu: bool) {
+    for row in v.chunks_mut(b.len()) {
+        for (v, &b) in row.iter_mut().zip(b) {
+            let s = *v + b;
+            *v = if relu && s < 0.0 { 0.0 } else { s };
+        }
     }
 }
 
@@ -323,23 +327,19 @@ fn forward(net: &Net, x: &[f32], m: usize) -> Vec<Vec<f32>> {
                     _ => done[l - 1],
                 };
                 let out = &mut *rest[0];
-                for row in out.chunks_mut(d_out) {
-                    row.copy_from_slice(&net.b[l]);
-                }
-                // out[:, c0..c1] += input[:, lo..hi] · W[lo..hi, c0..c1] per tile.
+                // out[:, c0..c1] = input[:, lo..hi] · W[lo..hi, c0..c1] per tile (the tiles
+                // cover every column), then the bias and the ReLU in one pass.
                 for (i, t) in net.tiles(l).into_iter().enumerate() {
                     matmul(
                         (&mut out[t.c0..], d_out),
-                        true,
+                        false,
                         Mat::rows(&input[t.lo..], d_in),
                         net.weight(l, i, t),
                         (mc, t.c1 - t.c0, t.hi - t.lo),
                         Parallelism::None,
                     );
                 }
-                if net.activates(l) {
-                    relu(out);
-                }
+                add_bias(out, &net.b[l], net.activates(l));
             }
         });
     acts
