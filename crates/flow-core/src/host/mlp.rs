@@ -266,8 +266,11 @@ impl Inputs {
     }
 }
 
-/// The most buffers [`recycle`] keeps.
+/// The most buffers [`recycle`] keeps, and the most entries all of them hold together
+/// (256 MiB of `f32`): the pool keeps about one training step's working set, and a rare huge
+/// batch does not stay resident after it.
 const POOLED: usize = 64;
+const POOLED_ENTRIES: usize = 64 << 20;
 
 /// Intermediate buffers (activations, their gradients) given back after use, for the next
 /// call to take instead of a fresh zero-filled allocation: every entry of one is written
@@ -288,11 +291,14 @@ fn buffer(len: usize) -> Vec<f32> {
     v
 }
 
-/// Gives buffers back to the pool (up to [`POOLED`] are kept).
+/// Gives buffers back to the pool (within [`POOLED`] and [`POOLED_ENTRIES`]; the rest are
+/// freed).
 fn recycle(buffers: impl IntoIterator<Item = Vec<f32>>) {
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held: usize = pool.iter().map(Vec::capacity).sum();
     for v in buffers {
-        if pool.len() < POOLED {
+        if pool.len() < POOLED && held + v.capacity() <= POOLED_ENTRIES {
+            held += v.capacity();
             pool.push(v);
         }
     }
@@ -686,6 +692,17 @@ mod tests {
         agree_with_tensor_ops::<B>();
         #[cfg(feature = "flex")]
         agree_with_tensor_ops::<Autodiff<burn::backend::Flex>>();
+    }
+
+    /// The pool takes no buffer beyond its cap, and hands out buffers of the length asked.
+    #[test]
+    fn the_pool_is_capped() {
+        recycle([vec![0.0; POOLED_ENTRIES + 1]]);
+        let pool = POOL.lock().unwrap();
+        assert!(pool.len() <= POOLED);
+        assert!(pool.iter().map(Vec::capacity).sum::<usize>() <= POOLED_ENTRIES);
+        drop(pool);
+        assert_eq!(buffer(37).len(), 37);
     }
 
     /// Fills the buffer pool with NaN buffers of assorted sizes.
