@@ -93,6 +93,34 @@ struct Rows<'a> {
     inverse: bool,
 }
 
+impl<'a> Rows<'a> {
+    /// From the first row (the task sets `r0`).
+    fn new(p: &'a [f32], m: usize, d: usize, bound: f32, inverse: bool) -> Self {
+        Self {
+            r0: 0,
+            p,
+            m,
+            d,
+            bound,
+            inverse,
+        }
+    }
+
+    /// The task's row `r`: its index in the batch and its `(shift, raw log-scale)`.
+    #[inline(always)]
+    fn row(&self, r: usize) -> (usize, &'a [f32], &'a [f32]) {
+        let i = self.r0 + r;
+        let (shift, raw) = params(self.p, self.m, self.d, i);
+        (i, shift, raw)
+    }
+
+    /// `tanh(a / S)`: the soft clamp is `s = S·tanh(a / S)`.
+    #[inline(always)]
+    fn tanh(&self, a: f32) -> f32 {
+        tanh_f32(a / self.bound)
+    }
+}
+
 impl Task<'_> {
     fn run(self) {
         Arch::new().dispatch(self)
@@ -121,21 +149,13 @@ fn sign(inverse: bool) -> f32 {
 /// Rows `r0…` of the values of `v: [n, d]` into `block` (rows of `d`).
 #[inline(always)]
 fn values(rows: Rows, v: &[f32], block: &mut [f32]) {
-    let Rows {
-        r0,
-        p,
-        m,
-        d,
-        bound,
-        inverse,
-    } = rows;
+    let d = rows.d;
     for (r, y) in block.chunks_mut(d).enumerate() {
-        let i = r0 + r;
-        let (shift, raw) = params(p, m, d, i);
+        let (i, shift, raw) = rows.row(r);
         let x = &v[i * d..(i + 1) * d];
         for (((y, &x), &t), &a) in y.iter_mut().zip(x).zip(shift).zip(raw) {
-            let s = bound * tanh_f32(a / bound);
-            *y = match inverse {
+            let s = rows.bound * rows.tanh(a);
+            *y = match rows.inverse {
                 false => x * exp_f32(s) + t,
                 true => (x - t) * exp_f32(-s),
             };
@@ -147,24 +167,16 @@ fn values(rows: Rows, v: &[f32], block: &mut [f32]) {
 /// packed parameters into `gp` (rows of `2d`), from the output's gradient `g: [n, d]`.
 #[inline(always)]
 fn values_backward(rows: Rows, v: &[f32], g: &[f32], gv: &mut [f32], gp: &mut [f32]) {
-    let Rows {
-        r0,
-        p,
-        m,
-        d,
-        bound,
-        inverse,
-    } = rows;
+    let Rows { d, inverse, .. } = rows;
     for (r, (gx, gp)) in gv.chunks_mut(d).zip(gp.chunks_mut(2 * d)).enumerate() {
-        let i = r0 + r;
-        let (shift, raw) = params(p, m, d, i);
+        let (i, shift, raw) = rows.row(r);
         let (x, gy) = (&v[i * d..(i + 1) * d], &g[i * d..(i + 1) * d]);
         let (gt, ga) = gp.split_at_mut(d);
         let entries = x.iter().zip(gy).zip(shift).zip(raw);
         let grads = gx.iter_mut().zip(gt.iter_mut()).zip(ga.iter_mut());
         for ((((&x, &gy), &t), &a), ((gx, gt), ga)) in entries.zip(grads) {
-            let th = tanh_f32(a / bound);
-            let s = bound * th;
+            let th = rows.tanh(a);
+            let s = rows.bound * th;
             let (e, gs) = match inverse {
                 false => {
                     let e = exp_f32(s);
@@ -185,17 +197,10 @@ fn values_backward(rows: Rows, v: &[f32], g: &[f32], gv: &mut [f32], gp: &mut [f
 /// Rows `r0…` of the log-determinant, `±Σ_j s_j`, into `block`.
 #[inline(always)]
 fn ladj(rows: Rows, block: &mut [f32]) {
-    let Rows {
-        r0,
-        p,
-        m,
-        d,
-        bound,
-        inverse,
-    } = rows;
     for (r, l) in block.iter_mut().enumerate() {
-        let (_, raw) = params(p, m, d, r0 + r);
-        *l = sign(inverse) * sum_lanes(raw, raw, |a, _| bound * tanh_f32(a / bound));
+        let (_, _, raw) = rows.row(r);
+        let sum = sum_lanes(raw, raw, |a, _| rows.bound * rows.tanh(a));
+        *l = sign(rows.inverse) * sum;
     }
 }
 
@@ -204,20 +209,12 @@ fn ladj(rows: Rows, block: &mut [f32]) {
 /// sum `total` is every row's when the parameters are shared (`m = 1`).
 #[inline(always)]
 fn ladj_backward(rows: Rows, g: &[f32], total: f32, block: &mut [f32]) {
-    let Rows {
-        r0,
-        p,
-        m,
-        d,
-        bound,
-        inverse,
-    } = rows;
+    let d = rows.d;
     for (r, row) in block.chunks_mut(2 * d).enumerate() {
-        let i = r0 + r;
-        let gl = sign(inverse) * if m == 1 { total } else { g[i] };
-        let (_, raw) = params(p, m, d, i);
+        let (i, _, raw) = rows.row(r);
+        let gl = sign(rows.inverse) * if rows.m == 1 { total } else { g[i] };
         for (ga, &a) in row[d..].iter_mut().zip(raw) {
-            let th = tanh_f32(a / bound);
+            let th = rows.tanh(a);
             *ga = gl * (1.0 - th * th);
         }
     }
@@ -229,7 +226,7 @@ impl HostOp for AffineValues {
     fn forward(&self, args: Args, keep: bool) -> (Vec<f32>, [usize; 2], Option<Self::Saved>) {
         let ([n, d], m) = (args.shapes[0], args.shapes[1][0]);
         let (v, p) = (&args.values[0], &args.values[1]);
-        let (bound, inverse) = (self.bound, self.inverse);
+        let base = Rows::new(p, m, d, self.bound, self.inverse);
         let mut out = vec![0.0; n * d];
         let rows = task_rows(n, d);
         out.par_chunks_mut(rows * d.max(1))
@@ -237,11 +234,7 @@ impl HostOp for AffineValues {
             .for_each(|(task, block)| {
                 let rows = Rows {
                     r0: task * rows,
-                    p,
-                    m,
-                    d,
-                    bound,
-                    inverse,
+                    ..base
                 };
                 Task::Values(rows, v, block).run()
             });
@@ -251,7 +244,7 @@ impl HostOp for AffineValues {
     fn backward((op, args): &Self::Saved, g: &[f32], need: &[bool]) -> Vec<Vec<f32>> {
         let ([n, d], m) = (args.shapes[0], args.shapes[1][0]);
         let (v, p) = (&args.values[0], &args.values[1]);
-        let (bound, inverse) = (op.bound, op.inverse);
+        let base = Rows::new(p, m, d, op.bound, op.inverse);
         let mut gv = vec![0.0; n * d];
         let mut gp = vec![0.0; n * 2 * d];
         let rows = task_rows(n, d);
@@ -261,11 +254,7 @@ impl HostOp for AffineValues {
             .for_each(|(task, (gv, gp))| {
                 let rows = Rows {
                     r0: task * rows,
-                    p,
-                    m,
-                    d,
-                    bound,
-                    inverse,
+                    ..base
                 };
                 Task::ValuesBackward(rows, [v, g], [gv, gp]).run()
             });
@@ -285,7 +274,7 @@ impl HostOp for AffineLadj {
         let [m, d2] = args.shapes[0];
         let d = d2 / 2;
         let p = &args.values[0];
-        let (bound, inverse) = (self.bound, self.inverse);
+        let base = Rows::new(p, m, d, self.bound, self.inverse);
         let mut per_row = vec![0.0; m];
         let rows = task_rows(m, d);
         per_row
@@ -294,11 +283,7 @@ impl HostOp for AffineLadj {
             .for_each(|(task, block)| {
                 let rows = Rows {
                     r0: task * rows,
-                    p,
-                    m,
-                    d,
-                    bound,
-                    inverse,
+                    ..base
                 };
                 Task::Ladj(rows, block).run()
             });
@@ -315,19 +300,15 @@ impl HostOp for AffineLadj {
         let p = &args.values[0];
         // Shared parameters: every row's log-determinant gradient.
         let total: f32 = g.iter().sum();
+        let base = Rows::new(p, m, d, op.bound, op.inverse);
         let mut gp = vec![0.0; m * d2];
         let rows = task_rows(m, d);
         gp.par_chunks_mut(rows * d2)
             .enumerate()
             .for_each(|(task, block)| {
-                let (bound, inverse) = (op.bound, op.inverse);
                 let rows = Rows {
                     r0: task * rows,
-                    p,
-                    m,
-                    d,
-                    bound,
-                    inverse,
+                    ..base
                 };
                 Task::LadjBackward(rows, g, total, block).run()
             });
