@@ -509,14 +509,10 @@ fn vae_planar(
         let mut pending = Vec::with_capacity(per_epoch);
         for i in 0..per_epoch {
             let rows = &order[i * batch..(i + 1) * batch];
-            let p: Vec<f32> = rows
-                .iter()
-                .flat_map(|&r| train_p[r * 784..(r + 1) * 784].iter().copied())
-                .collect();
-            let p = Tensor::<Train, 2>::from_data(TensorData::new(p, [batch, 784]), &device);
-            // Dynamic binarization, fresh for every batch: x ~ Bernoulli(p).
-            let u = Tensor::<Train, 2>::random([batch, 784], Distribution::Default, &device);
-            let x = u.lower(p).float();
+            // Dynamic binarization, fresh for every batch: x ~ Bernoulli(p), as train-vae's
+            // loader draws it.
+            let x = train_vae::data::binarize_rows(&train_p, 784, rows, &mut rng);
+            let x = Tensor::<Train, 2>::from_data(TensorData::new(x, [batch, 784]), &device);
             let terms = model.terms(x);
             let loss = (terms.recon + terms.kl).mean();
             pending.push(loss.clone().detach().inner());

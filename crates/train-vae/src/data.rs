@@ -175,14 +175,9 @@ impl Images {
     /// One fixed binarization, `x ~ Bernoulli(grey / 255)` drawn from `seed`: the
     /// evaluation protocol (the same seed gives the same bits).
     pub fn binarize(&self, seed: u64) -> Vec<f32> {
+        let rows: Vec<usize> = (0..self.len()).collect();
         let mut rng = StdRng::seed_from_u64(seed);
-        self.pixels
-            .iter()
-            .map(|&p| {
-                let u: f32 = rng.random();
-                if u < f32::from(p) / 255.0 { 1.0 } else { 0.0 }
-            })
-            .collect()
+        binarize_rows(&self.intensities(), self.dim(), &rows, &mut rng)
     }
 
     /// Checks that every image has `expected` pixels.
@@ -197,6 +192,30 @@ impl Images {
             })
         }
     }
+}
+
+/// Dynamic binarization: the images `rows` of the Bernoulli means `p: [n, d]` (see
+/// [`Images::intensities`]), one after the other, each entry `x ~ Bernoulli(p)` from one
+/// uniform draw of `rng` (`x = 1` iff `u < p`). Training draws a fresh one for every batch.
+///
+/// ```
+/// use rand::{SeedableRng, rngs::StdRng};
+/// use train_vae::data::binarize_rows;
+///
+/// let p = [0.0, 1.0, 0.5, 0.5];
+/// let x = binarize_rows(&p, 2, &[1, 0], &mut StdRng::seed_from_u64(0));
+/// assert_eq!(x.len(), 4);
+/// assert_eq!(&x[2..], &[0.0, 1.0]);
+/// ```
+pub fn binarize_rows(p: &[f32], d: usize, rows: &[usize], rng: &mut impl Rng) -> Vec<f32> {
+    let mut x = Vec::with_capacity(rows.len() * d);
+    for &r in rows {
+        x.extend(p[r * d..(r + 1) * d].iter().map(|&q| {
+            let u: f32 = rng.random();
+            if u < q { 1.0 } else { 0.0 }
+        }));
+    }
+    x
 }
 
 /// Decompresses `bytes` if they start with the gzip magic, else returns them as they are.

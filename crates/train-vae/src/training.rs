@@ -51,12 +51,13 @@ use burn_train::{
     },
 };
 use flow_core::optim::FusedAdamConfig;
-use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     checkpoint::{self, CheckpointRecorder},
     config::TrainConfig,
+    data::binarize_rows,
     error::VaeError,
     model::Vae,
     report,
@@ -352,22 +353,14 @@ impl<B: Backend> Iterator for EpochIter<B> {
         let start = self.batch * l.batch_size;
         let rows = &self.order[start..(start + l.batch_size).min(self.order.len())];
         let d = l.dim;
-        let mut x = Vec::with_capacity(rows.len() * d);
-        match &l.pixels {
-            Pixels::Dynamic(p) => {
-                for &r in rows {
-                    x.extend(p[r * d..(r + 1) * d].iter().map(|&q| {
-                        let u: f32 = self.rng.random();
-                        if u < q { 1.0 } else { 0.0 }
-                    }));
-                }
-            }
-            Pixels::Fixed(bits) => {
-                for &r in rows {
-                    x.extend_from_slice(&bits[r * d..(r + 1) * d]);
-                }
-            }
-        }
+        let x = match &l.pixels {
+            Pixels::Dynamic(p) => binarize_rows(p, d, rows, &mut self.rng),
+            Pixels::Fixed(bits) => rows
+                .iter()
+                .flat_map(|&r| &bits[r * d..(r + 1) * d])
+                .copied()
+                .collect(),
+        };
         let beta = if l.train && l.warmup_epochs > 0 {
             let t = (self.epoch - 1) as f64 + self.batch as f64 / l.batches() as f64;
             (t / l.warmup_epochs as f64).min(1.0)
