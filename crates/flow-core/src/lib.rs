@@ -90,7 +90,9 @@ pub use layer::Layer;
 pub use lu::{LuLinear, LuLinearConfig};
 pub use made::{Made, MadeConfig, MaskedLinear, Order};
 pub use permutation::Permutation;
-pub use planar::{Planar, PlanarConfig, planar, planar_reference};
+pub use planar::{
+    Planar, PlanarConfig, planar, planar_reference, planar_stack, planar_stack_reference,
+};
 pub use radial::{Radial, RadialConfig, radial};
 pub use spline::{
     RqSpline, rq_spline, rq_spline_inverse, rq_spline_inverse_reference, rq_spline_reference,

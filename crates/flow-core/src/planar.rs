@@ -83,6 +83,85 @@ pub fn planar_reference<B: Backend>(
     (z + u_hat * h, ladj)
 }
 
+/// `steps` planar steps one after the other, step `k` with the parameters in columns
+/// `k(2d + 1) + [0, d)` (`u`), `[d, 2d)` (`w`) and `2d` (`b`) of `theta: [m, steps·(2d + 1)]`
+/// (`m ∈ {1, n}`: shared, or per row as an amortizing encoder emits them, the layout of
+/// Rezende & Mohamed's and the PyTorch peer's amortized planar posterior).
+///
+/// Returns `(z_K: [n, d], Σ_k ln|det ∂z_{k+1}/∂z_k|: [n])`: [`planar()`] `steps` times with
+/// the log-determinants added. On `flex` and `ndarray` this is one kernel forward and one
+/// backward for all the steps (each row runs through every step in registers; the
+/// backward recomputes the row's intermediate points), instead of `steps` kernels, their
+/// parameter slices and the slices' backward scatter.
+///
+/// # Panics
+/// When `steps = 0`, `theta` does not have `steps·(2d + 1)` columns, or its rows are
+/// neither 1 nor `n`.
+///
+/// ```
+/// use burn::{backend::NdArray, tensor::{Distribution, Tensor}};
+///
+/// let device = Default::default();
+/// let z = Tensor::<NdArray, 2>::random([5, 3], Distribution::Default, &device);
+/// let theta = Tensor::random([5, 4 * 7], Distribution::Normal(0.0, 0.5), &device);
+/// let (z_k, ladj) = flow_core::planar_stack(z, theta, 4);
+/// assert_eq!((z_k.dims(), ladj.dims()), ([5, 3], [5]));
+/// ```
+pub fn planar_stack<B: Backend>(
+    z: Tensor<B, 2>,
+    theta: Tensor<B, 2>,
+    steps: usize,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    check_stack(&z, &theta, steps);
+    #[cfg(any(feature = "flex", feature = "ndarray"))]
+    if let Some(out) = crate::host::planar_stack(&z, &theta, steps) {
+        return out;
+    }
+    stack_with(z, theta, steps, planar)
+}
+
+/// [`planar_stack()`] as [`planar_reference`] `steps` times.
+pub fn planar_stack_reference<B: Backend>(
+    z: Tensor<B, 2>,
+    theta: Tensor<B, 2>,
+    steps: usize,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    check_stack(&z, &theta, steps);
+    stack_with(z, theta, steps, planar_reference)
+}
+
+fn check_stack<B: Backend>(z: &Tensor<B, 2>, theta: &Tensor<B, 2>, steps: usize) {
+    let ([n, d], [m, p]) = (z.dims(), theta.dims());
+    assert!(
+        steps > 0 && p == steps * (2 * d + 1) && (m == 1 || m == n),
+        "planar_stack: {steps} steps on z: [{n}, {d}] need theta: [1 or {n}, {}], got [{m}, {p}]",
+        steps * (2 * d + 1)
+    );
+}
+
+/// The steps as a loop of `step` on column slices of `theta`.
+fn stack_with<B: Backend>(
+    mut z: Tensor<B, 2>,
+    theta: Tensor<B, 2>,
+    steps: usize,
+    step: impl Fn(
+        Tensor<B, 2>,
+        Tensor<B, 2>,
+        Tensor<B, 2>,
+        Tensor<B, 2>,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>),
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let [n, d] = z.dims();
+    let mut ladj = Tensor::zeros([n], &z.device());
+    for k in 0..steps {
+        let col = |c: usize, w: usize| theta.clone().narrow(1, k * (2 * d + 1) + c, w);
+        let (next, l) = step(z, col(0, d), col(d, d), col(2 * d, 1));
+        z = next;
+        ladj = ladj + l;
+    }
+    (z, ladj)
+}
+
 /// Configuration of a [`Planar`] layer.
 #[derive(Config, Debug)]
 pub struct PlanarConfig {

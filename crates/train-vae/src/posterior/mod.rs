@@ -54,7 +54,7 @@ impl FlowKind {
                 let ladj = Tensor::zeros([z.dims()[0]], &z.device());
                 (z, ladj)
             }
-            FlowKind::Planar => planar::step(z, theta),
+            FlowKind::Planar => planar::run(z, theta, 1),
             FlowKind::Radial => radial::step(z, theta),
         }
     }
@@ -83,7 +83,10 @@ pub fn run<B: Backend>(
     let p = kind.params_per_step(latent);
     let mut ladj = Tensor::zeros([n], &z0.device());
     let mut z = z0;
-    if let Some(theta) = theta.filter(|_| p > 0) {
+    if let Some(theta) = theta.filter(|_| p > 0 && n_flows > 0) {
+        if kind == FlowKind::Planar {
+            return planar::run(z, theta, n_flows);
+        }
         for k in 0..n_flows {
             let (next, l) = kind.step(z, theta.clone().slice([0..n, k * p..(k + 1) * p]));
             z = next;

@@ -15,11 +15,13 @@ pub fn params_per_step(latent: usize) -> usize {
     2 * latent + 1
 }
 
-/// One planar step with `theta: [n, 2d + 1]`.
-pub fn step<B: Backend>(z: Tensor<B, 2>, theta: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    let [n, d] = z.dims();
-    let u = theta.clone().slice([0..n, 0..d]);
-    let w = theta.clone().slice([0..n, d..2 * d]);
-    let b = theta.slice([0..n, 2 * d..2 * d + 1]);
-    flow_core::planar(z, u, w, b)
+/// `steps` planar steps with `theta: [n, steps·(2d + 1)]`, step `k` reading columns
+/// `[k(2d + 1), (k + 1)(2d + 1))`: one fused kernel on the CPU backends
+/// ([`flow_core::planar_stack`]).
+pub fn run<B: Backend>(
+    z: Tensor<B, 2>,
+    theta: Tensor<B, 2>,
+    steps: usize,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    flow_core::planar_stack(z, theta, steps)
 }
