@@ -97,6 +97,9 @@ pub struct WeightMask {
     pub values: Arc<[f32]>,
     /// Per block of [`TILE`] columns, the rows the mask reaches.
     pub tiles: Vec<Range<usize>>,
+    /// The kernel's copy: bit `c` of `bits[j·d_in + r]` is `M[r, TILE·j + c] ≠ 0` (one
+    /// 64-bit word per row and block, 1/32 of the values' memory traffic).
+    bits: Arc<[u64]>,
 }
 
 impl WeightMask {
@@ -121,7 +124,26 @@ impl WeightMask {
                 }
             })
             .collect();
-        Self { values, tiles }
+        let bits = (0..d_out.div_ceil(TILE) * d_in)
+            .map(|e| {
+                let (j, i) = (e / d_in, e % d_in);
+                let cols = j * TILE..((j + 1) * TILE).min(d_out);
+                cols.enumerate()
+                    .filter(|&(_, o)| allowed(i, o))
+                    .fold(0, |b, (c, _)| b | 1 << c)
+            })
+            .collect();
+        Self {
+            values,
+            tiles,
+            bits,
+        }
+    }
+
+    /// The mask of row `r` in block `j` of [`TILE`] columns as bits (bit `c`: column
+    /// `TILE·j + c`).
+    pub(crate) fn row_bits(&self, j: usize, r: usize) -> u64 {
+        self.bits[j * (self.bits.len() / self.tiles.len()) + r]
     }
 }
 

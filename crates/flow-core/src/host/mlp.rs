@@ -201,11 +201,12 @@ impl Net {
             .par_iter()
             .map(|&(l, t)| {
                 let (w, d_out) = (&self.w[l], self.widths[l + 1]);
-                let mask = &self.masks[l].as_ref().expect("masked layers only").values;
+                let mask = self.masks[l].as_ref().expect("masked layers only");
                 let mut tile = Vec::with_capacity((t.hi - t.lo) * (t.c1 - t.c0));
                 for r in t.lo..t.hi {
-                    let row = r * d_out + t.c0..r * d_out + t.c1;
-                    tile.extend(w[row.clone()].iter().zip(&mask[row]).map(|(w, m)| w * m));
+                    let start = tile.len();
+                    tile.extend_from_slice(&w[r * d_out..][t.c0..t.c1]);
+                    apply_mask(&mut tile[start..], mask.row_bits(t.c0 / TILE, r));
                 }
                 tile
             })
@@ -223,6 +224,40 @@ impl Net {
     /// Whether layer `l`'s output goes through the ReLU.
     fn activates(&self, l: usize) -> bool {
         l + 1 < self.depth() || self.relu_last
+    }
+}
+
+/// `ROW_OF[b][c]` is bit `c` of the byte `b` as `0.0` or `1.0`.
+static ROW_OF: [[f32; 8]; 256] = {
+    let mut table = [[0.0; 8]; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut c = 0;
+        while c < 8 {
+            if b >> c & 1 == 1 {
+                table[b][c] = 1.0;
+            }
+            c += 1;
+        }
+        b += 1;
+    }
+    table
+};
+
+/// `row[c] ← row[c] · M_c` for one row of a tile (at most [`TILE`] columns), `M_c` bit `c`
+/// of `bits` (multiplied, as `W ⊙ M` is: a NaN times 0 stays NaN), eight columns per table
+/// lookup; nothing to do where the row's mask is all ones.
+fn apply_mask(row: &mut [f32], bits: u64) {
+    if bits
+        == u64::MAX
+            .checked_shr(u64::BITS - row.len() as u32)
+            .unwrap_or(0)
+    {
+        return;
+    }
+    for (q, chunk) in row.chunks_mut(8).enumerate() {
+        let m = &ROW_OF[(bits >> (8 * q) & 0xFF) as usize];
+        chunk.iter_mut().zip(m).for_each(|(v, m)| *v *= m);
     }
 }
 
@@ -479,11 +514,8 @@ fn backward(inputs: &Inputs, acts: &[Vec<f32>], g: &[f32], need_x: bool) -> Vec<
             // Through the mask: ∂ℒ/∂W = M ⊙ ∂ℒ/∂(W ⊙ M).
             if let Some(mask) = &net.masks[l] {
                 for r in r0..r1 {
-                    let (g, mk) = (r - i0, r);
-                    let cols = t.c0..t.c1;
-                    let g = &mut dst[g * d_out..][cols.clone()];
-                    let mk = &mask.values[mk * d_out..][cols];
-                    g.iter_mut().zip(mk).for_each(|(g, m)| *g *= m);
+                    let g = &mut dst[(r - i0) * d_out..][t.c0..t.c1];
+                    apply_mask(g, mask.row_bits(t.c0 / TILE, r));
                 }
             }
         }
