@@ -31,6 +31,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::math::sum_lanes;
 use super::op::{Args, HostOp, Values, apply};
 use crate::nets::{TILE, WeightMask};
 
@@ -96,6 +97,9 @@ fn matmul(
         }
         return;
     }
+    if skinny((dst, dst_rs), accumulate, lhs, rhs, (m, n, k)) {
+        return;
+    }
     // SAFETY: the assertion keeps every entry gemm reads or writes inside its slice, and
     // `dst` (a unique borrow) cannot alias `lhs` or `rhs`.
     unsafe {
@@ -120,6 +124,139 @@ fn matmul(
             false,
             parallelism,
         );
+    }
+}
+
+/// The widest side a product takes the [`skinny`] loops for.
+const SKINNY: usize = 4;
+
+impl Mat<'_> {
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+
+    /// The `[rows, cols]` view's entries row-major.
+    fn gather(&self, rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows)
+            .flat_map(|i| (0..cols).map(move |j| self.at(i, j)))
+            .collect()
+    }
+}
+
+/// [`matmul`] for the products with a side of at most [`SKINNY`], on which gemm's register
+/// tiles (16–64 × 6) run mostly empty: a coupling's `1 → 256` input and `256 → 2` output
+/// layers, their gradients. Returns whether it took the product.
+///
+/// - `n ≤ SKINNY` (few output columns): each entry a dot product of `lhs`'s row with
+///   `rhs`'s column (gathered once), or, when `lhs` is a transpose (a weight gradient
+///   `aᵀ g`), `rhs[kk, j]` times `lhs`'s contiguous column `kk` summed into column `j`;
+/// - `k ≤ SKINNY` or `m ≤ SKINNY` (few terms, or few rows): each row of `dst` a sum of
+///   `rhs`'s rows (gathered once when `rhs` is a transpose) scaled by `lhs`'s entries.
+fn skinny(
+    (dst, dst_rs): (&mut [f32], usize),
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    (m, n, k): (usize, usize, usize),
+) -> bool {
+    let shape = (m, n, k);
+    let pass = if n <= SKINNY && lhs.cs == 1 {
+        let t = Mat {
+            data: rhs.data,
+            rs: rhs.cs,
+            cs: rhs.rs,
+        };
+        Skinny::Dots {
+            cols: t.gather(n, k),
+        }
+    } else if n <= SKINNY && lhs.rs == 1 {
+        Skinny::Columns {
+            rhs: rhs.gather(k, n),
+        }
+    } else if (k <= SKINNY || m <= SKINNY) && n >= 16 {
+        Skinny::Rows {
+            rhs: match rhs.cs {
+                1 => None,
+                _ => Some(rhs.gather(k, n)),
+            },
+        }
+    } else {
+        return false;
+    };
+    pulp::Arch::new().dispatch(Pass::Skinny(
+        pass,
+        (dst, dst_rs),
+        accumulate,
+        lhs,
+        rhs,
+        shape,
+    ));
+    true
+}
+
+/// How [`skinny`] computes a product, with what it gathered.
+enum Skinny {
+    /// `rhs`'s columns, `[n, k]`.
+    Dots { cols: Vec<f32> },
+    /// `rhs`, `[k, n]`.
+    Columns { rhs: Vec<f32> },
+    /// `rhs`, `[k, n]`, when it is not row-major already.
+    Rows { rhs: Option<Vec<f32>> },
+}
+
+#[inline(always)]
+fn skinny_loop(
+    how: Skinny,
+    (dst, dst_rs): (&mut [f32], usize),
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    (m, n, k): (usize, usize, usize),
+) {
+    let mut put = |i: usize, j: usize, v: f32| {
+        let d = &mut dst[i * dst_rs + j];
+        *d = if accumulate { *d + v } else { v };
+    };
+    match how {
+        Skinny::Dots { cols } => {
+            for i in 0..m {
+                let a = &lhs.data[i * lhs.rs..][..k];
+                for (j, col) in cols.chunks_exact(k).enumerate() {
+                    put(i, j, sum_lanes(a, col, |a, b| a * b));
+                }
+            }
+        }
+        Skinny::Columns { rhs } => {
+            let mut acc = vec![0.0; n * m];
+            for kk in 0..k {
+                let col = &lhs.data[kk * lhs.cs..][..m];
+                for (j, acc) in acc.chunks_exact_mut(m).enumerate() {
+                    let r = rhs[kk * n + j];
+                    acc.iter_mut().zip(col).for_each(|(s, &a)| *s += r * a);
+                }
+            }
+            for (j, acc) in acc.chunks_exact(m).enumerate() {
+                acc.iter().enumerate().for_each(|(i, &v)| put(i, j, v));
+            }
+        }
+        Skinny::Rows { rhs: gathered } => {
+            let rows = match &gathered {
+                Some(g) => Mat::rows(g, n),
+                None => rhs,
+            };
+            for i in 0..m {
+                let d = &mut dst[i * dst_rs..][..n];
+                if !accumulate {
+                    d.fill(0.0);
+                }
+                for kk in 0..k {
+                    let a = lhs.at(i, kk);
+                    let r = &rows.data[kk * rows.rs..][..n];
+                    d.iter_mut().zip(r).for_each(|(d, &r)| *d += a * r);
+                }
+            }
+        }
     }
 }
 
@@ -364,10 +501,48 @@ fn row_block(x: &[f32], width: usize, r0: usize, rows: usize) -> &[f32] {
     &x[r0 * width..(r0 + rows) * width]
 }
 
+/// The element-wise passes between the products, run through pulp's dispatch so that their
+/// loops are compiled for the CPU's widest SIMD (AVX-512 here) instead of the baseline's
+/// SSE2 (see `host::affine`'s `Task` for why a `WithSimd` type and not a closure).
+enum Pass<'a> {
+    AddBias(&'a mut [f32], &'a [f32], bool),
+    ReluBackward(&'a mut [f32], &'a [f32]),
+    ColumnSums(&'a mut [f32], &'a [f32]),
+    Skinny(
+        Skinny,
+        (&'a mut [f32], usize),
+        bool,
+        Mat<'a>,
+        Mat<'a>,
+        (usize, usize, usize),
+    ),
+}
+
+impl pulp::WithSimd for Pass<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        match self {
+            Pass::AddBias(v, b, relu) => add_bias_loop(v, b, relu),
+            Pass::ReluBackward(g, a) => relu_backward_loop(g, a),
+            Pass::ColumnSums(b, g) => column_sums_loop(b, g),
+            Pass::Skinny(how, dst, accumulate, lhs, rhs, shape) => {
+                skinny_loop(how, dst, accumulate, lhs, rhs, shape)
+            }
+        }
+    }
+}
+
 /// `v ← v + b` on every row of `v` (rows of `b.len()`), then the ReLU when `relu` (NaN
-/// stays NaN; written as a select, which vectorizes).
+/// stays NaN).
 fn add_bias(v: &mut [f32], b: &[f32], relu: bool) {
-    for row in v.chunks_mut(b.len()) {
+    pulp::Arch::new().dispatch(Pass::AddBias(v, b, relu));
+}
+
+#[inline(always)]
+fn add_bias_loop(v: &mut [f32], b: &[f32], relu: bool) {
+    for row in v.chunks_exact_mut(b.len()) {
         for (v, &b) in row.iter_mut().zip(b) {
             let s = *v + b;
             *v = if relu && s < 0.0 { 0.0 } else { s };
@@ -375,10 +550,27 @@ fn add_bias(v: &mut [f32], b: &[f32], relu: bool) {
     }
 }
 
-/// Zeroes `g` where the activation `a` is not positive (as a select, which vectorizes).
+/// Zeroes `g` where the activation `a` is not positive.
 fn relu_backward(g: &mut [f32], a: &[f32]) {
+    pulp::Arch::new().dispatch(Pass::ReluBackward(g, a));
+}
+
+#[inline(always)]
+fn relu_backward_loop(g: &mut [f32], a: &[f32]) {
     for (g, &a) in g.iter_mut().zip(a) {
         *g = if a > 0.0 { *g } else { 0.0 };
+    }
+}
+
+/// `b ← b + Σ_rows g` for `g` in rows of `b.len()`.
+fn column_sums(b: &mut [f32], g: &[f32]) {
+    pulp::Arch::new().dispatch(Pass::ColumnSums(b, g));
+}
+
+#[inline(always)]
+fn column_sums_loop(b: &mut [f32], g: &[f32]) {
+    for row in g.chunks_exact(b.len()) {
+        b.iter_mut().zip(row).for_each(|(b, g)| *b += g);
     }
 }
 
@@ -520,9 +712,7 @@ fn backward(inputs: &Inputs, acts: &[Vec<f32>], g: &[f32], need_x: bool) -> Vec<
             }
         }
         if let Some(b) = bias {
-            for row in bufs[l].chunks(d_out) {
-                b.iter_mut().zip(row).for_each(|(b, g)| *b += g);
-            }
+            column_sums(b, &bufs[l]);
         }
     });
     recycle(bufs);
