@@ -91,11 +91,21 @@ impl<B: Backend> MaskedLinear<B> {
             .with_initializer(init)
             .init(device);
         let host_mask = WeightMask::new(d_in, d_out, allowed);
-        let mask = TensorData::new(host_mask.values.to_vec(), [d_in, d_out]);
+        let mask = Tensor::from_data(
+            TensorData::new(host_mask.values.to_vec(), [d_in, d_out]),
+            device,
+        );
+        // The masked-out entries start (and, their gradient being zero, stay) at zero: the
+        // layer computes the same, and the CPU kernel then reads `W` in place instead of
+        // copying `W ⊙ M`.
+        let weight = weight.map(|w| {
+            let grad = w.is_require_grad();
+            (w * mask.clone()).detach().set_require_grad(grad)
+        });
         Self {
             weight,
             bias: bias.expect("burn's Linear has a bias by default"),
-            mask: Tensor::from_data(mask, device),
+            mask,
             host_mask,
         }
     }

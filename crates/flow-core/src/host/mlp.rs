@@ -269,9 +269,10 @@ struct Net {
     widths: Vec<usize>,
     /// Per layer, the mask its weight is multiplied by (`None`: none).
     masks: Vec<Option<WeightMask>>,
-    /// Per masked layer, `W ⊙ M` tile by tile, each `[hi − lo, c1 − c0]` row-major
-    /// (empty for the other layers).
-    packed: Vec<Vec<Vec<f32>>>,
+    /// Per masked layer, `W ⊙ M` tile by tile, each `[hi − lo, c1 − c0]` row-major, or
+    /// `None` where `W` is zero outside the mask already and is read in place (empty for
+    /// the other layers).
+    packed: Vec<Vec<Option<Vec<f32>>>>,
     relu_last: bool,
 }
 
@@ -314,8 +315,8 @@ impl Net {
     /// Tile `i` (`t`) of layer `l`'s (masked) weight, `[hi − lo, c1 − c0]`.
     fn weight(&self, l: usize, i: usize, t: Tile) -> Mat<'_> {
         match self.packed[l].get(i) {
-            Some(tile) => Mat::rows(tile, t.c1 - t.c0),
-            None => Mat::rows(
+            Some(Some(tile)) => Mat::rows(tile, t.c1 - t.c0),
+            _ => Mat::rows(
                 &self.w[l][t.lo * self.widths[l + 1] + t.c0..],
                 self.widths[l + 1],
             ),
@@ -334,18 +335,23 @@ impl Net {
             .filter(|&l| self.masks[l].is_some())
             .flat_map(|l| self.tiles(l).into_iter().map(move |t| (l, t)))
             .collect();
-        let tiles: Vec<Vec<f32>> = jobs
+        let tiles: Vec<Option<Vec<f32>>> = jobs
             .par_iter()
             .map(|&(l, t)| {
                 let (w, d_out) = (&self.w[l], self.widths[l + 1]);
                 let mask = self.masks[l].as_ref().expect("masked layers only");
+                let rows = (t.lo..t.hi)
+                    .map(|r| (&w[r * d_out..][t.c0..t.c1], mask.row_bits(t.c0 / TILE, r)));
+                if masked_out_is_zero(rows) {
+                    return None;
+                }
                 let mut tile = Vec::with_capacity((t.hi - t.lo) * (t.c1 - t.c0));
                 for r in t.lo..t.hi {
                     let start = tile.len();
                     tile.extend_from_slice(&w[r * d_out..][t.c0..t.c1]);
                     apply_mask(&mut tile[start..], mask.row_bits(t.c0 / TILE, r));
                 }
-                tile
+                Some(tile)
             })
             .collect();
         self.packed = vec![Vec::new(); self.depth()];
@@ -381,21 +387,44 @@ static ROW_OF: [[f32; 8]; 256] = {
     table
 };
 
+/// Whether the mask bits of a tile row of `len` columns keep every column.
+fn all_kept(bits: u64, len: usize) -> bool {
+    bits == u64::MAX.checked_shr(u64::BITS - len as u32).unwrap_or(0)
+}
+
 /// `row[c] ← row[c] · M_c` for one row of a tile (at most [`TILE`] columns), `M_c` bit `c`
 /// of `bits` (multiplied, as `W ⊙ M` is: a NaN times 0 stays NaN), eight columns per table
 /// lookup; nothing to do where the row's mask is all ones.
 fn apply_mask(row: &mut [f32], bits: u64) {
-    if bits
-        == u64::MAX
-            .checked_shr(u64::BITS - row.len() as u32)
-            .unwrap_or(0)
-    {
+    if all_kept(bits, row.len()) {
         return;
     }
     for (q, chunk) in row.chunks_mut(8).enumerate() {
         let m = &ROW_OF[(bits >> (8 * q) & 0xFF) as usize];
         chunk.iter_mut().zip(m).for_each(|(v, m)| *v *= m);
     }
+}
+
+/// Whether every entry the mask zeroes is zero already in these tile rows (`(row, bits)`,
+/// bit `c` set where column `c` is kept), so that `W ⊙ M = W` there: `Σ |w|·(1 − M)` is
+/// exactly 0 (a NaN or an infinity outside the mask makes it NaN: not zero, and the tile is
+/// copied and masked as usual). Summed without early exit, which vectorizes.
+fn masked_out_is_zero<'a>(rows: impl Iterator<Item = (&'a [f32], u64)>) -> bool {
+    let mut total = 0.0f32;
+    for (row, bits) in rows {
+        if all_kept(bits, row.len()) {
+            continue;
+        }
+        for (q, chunk) in row.chunks(8).enumerate() {
+            let m = &ROW_OF[(bits >> (8 * q) & 0xFF) as usize];
+            total += chunk
+                .iter()
+                .zip(m)
+                .map(|(w, m)| w.abs() * (1.0 - m))
+                .sum::<f32>();
+        }
+    }
+    total == 0.0
 }
 
 /// The kernel's inputs on the host.
@@ -1000,7 +1029,10 @@ mod tests {
         <B as Backend>::seed(&Default::default(), 11);
         let (d, h, m) = (100, 150, 70);
         let hidden: Vec<usize> = (0..h).map(|k| k % (d - 1) + 1).collect();
-        for reversed in [false, true] {
+        // `premasked`: `W` zero outside the mask (as MADE keeps it), so the kernel reads
+        // it in place, except one tile of the second layer with a masked-out entry set,
+        // which it copies and masks.
+        for (reversed, premasked) in [(false, false), (true, false), (false, true)] {
             let input: Vec<usize> = match reversed {
                 false => (1..=d).collect(),
                 true => (1..=d).rev().collect(),
@@ -1018,13 +1050,23 @@ mod tests {
             let params: Vec<_> = shapes
                 .iter()
                 .zip(&masks)
-                .map(|((i, o, _), mask)| {
+                .enumerate()
+                .map(|(l, ((i, o, _), mask))| {
                     let values = mask.as_ref().unwrap().values.to_vec();
+                    let dirty = values.iter().position(|&v| v == 0.0);
                     let mask = Tensor::<B, 2>::from_data(
                         TensorData::new(values, [*i, *o]),
                         &Default::default(),
                     );
-                    (random::<B, 2>([*i, *o]), random::<B, 1>([*o]), mask)
+                    let mut w = random::<B, 2>([*i, *o]);
+                    if premasked {
+                        let mut v: Vec<f32> = (w * mask.clone()).into_data().to_vec().unwrap();
+                        if l == 1 {
+                            v[dirty.expect("a masked-out entry")] = 0.5;
+                        }
+                        w = Tensor::from_data(TensorData::new(v, [*i, *o]), &Default::default());
+                    }
+                    (w, random::<B, 1>([*o]), mask)
                 })
                 .collect();
             let x = random::<B, 2>([m, d]);
@@ -1057,7 +1099,7 @@ mod tests {
                 out
             };
             let (ours, dense) = (outputs(true), outputs(false));
-            let case = format!("reversed={reversed}");
+            let case = format!("reversed={reversed}, premasked={premasked}");
             assert_agree(&case, &NAMES[..ours.len()], &ours, &dense, |_| 1e-4);
             // The tiles skip something: the first layer's first block (hidden degrees
             // 1–64) needs only the inputs of degree ≤ 64.
