@@ -139,6 +139,9 @@ fn flush(x: f32) -> f32 {
 /// Entries per thread task of the update (smaller tensors are one task).
 const CHUNK: usize = 32_768;
 
+/// Entries per block that the update skips when its gradient and moments are all zero.
+const SKIP: usize = 64;
+
 /// One step's scalars: `m ← b1·m + (1 − b1)·g`, `v ← b2·v + (1 − b2)·g²`,
 /// `θ ← θ − step · m / (√v + eps)`; on the first step the moments start at zero.
 #[derive(Clone, Copy)]
@@ -169,16 +172,33 @@ impl Chunk<'_> {
             eps,
             first,
         } = self.k;
-        let entries = self.theta.iter_mut().zip(self.g).zip(self.m).zip(self.v);
-        for (((p, &g), m), v) in entries {
-            if first {
-                *m = (1.0 - b1) * g;
-                *v = (1.0 - b2) * g * g;
-            } else {
-                *m = flush(b1 * *m + (1.0 - b1) * g);
-                *v = flush(b2 * *v + (1.0 - b2) * g * g);
+        let blocks = self
+            .theta
+            .chunks_mut(SKIP)
+            .zip(self.g.chunks(SKIP))
+            .zip(self.m.chunks_mut(SKIP))
+            .zip(self.v.chunks_mut(SKIP));
+        for (((theta, g), m), v) in blocks {
+            // A block whose gradient and moments are all zero (MADE's masked-out weights)
+            // would move nowhere: m and v stay 0, θ − step·0/(0 + ε) = θ.
+            let bits = g
+                .iter()
+                .chain(&*m)
+                .chain(&*v)
+                .fold(0, |a, x| a | x.to_bits());
+            if bits & 0x7FFF_FFFF == 0 {
+                continue;
             }
-            *p -= step * *m / (v.sqrt() + eps);
+            for (((p, &g), m), v) in theta.iter_mut().zip(g).zip(m).zip(v) {
+                if first {
+                    *m = (1.0 - b1) * g;
+                    *v = (1.0 - b2) * g * g;
+                } else {
+                    *m = flush(b1 * *m + (1.0 - b1) * g);
+                    *v = flush(b2 * *v + (1.0 - b2) * g * g);
+                }
+                *p -= step * *m / (v.sqrt() + eps);
+            }
         }
     }
 }
@@ -382,5 +402,55 @@ mod tests {
             );
         }
         assert_eq!(weights(&alone), weights(&shared));
+    }
+
+    /// Blocks whose gradient and moments are all zero (MADE's masked-out weights) are
+    /// skipped and stay exactly as they were; a block with a zero gradient but moments left
+    /// from earlier steps still moves, and every other entry updates as without the skip.
+    #[test]
+    fn all_zero_blocks_are_skipped_and_only_they() {
+        let adam = FusedAdamConfig::new().build();
+        let n = 5 * SKIP + 7;
+        let theta0: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        // Step 1: block 1 has no gradient; step 2: block 3 has none either.
+        let grad = |step: usize, i: usize| {
+            let block = i / SKIP;
+            if block == 1 || (step == 2 && block == 3) {
+                0.0
+            } else {
+                (i as f32 * 0.11 + step as f32).cos()
+            }
+        };
+        let (mut theta, mut m, mut v) = (theta0.clone(), vec![0.0; n], vec![0.0; n]);
+        let (mut theta_ref, mut m_ref, mut v_ref) =
+            (theta0.clone(), vec![0.0f64; n], vec![0.0f64; n]);
+        for step in 1..=2 {
+            let g: Vec<f32> = (0..n).map(|i| grad(step, i)).collect();
+            adam.update(1e-2, step as i32, &mut theta, &g, &mut m, &mut v);
+            // The reference: Adam in f64 on every entry, no skipping.
+            let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+            for i in 0..n {
+                let g = f64::from(g[i]);
+                m_ref[i] = b1 * m_ref[i] + (1.0 - b1) * g;
+                v_ref[i] = b2 * v_ref[i] + (1.0 - b2) * g * g;
+                let m_hat = m_ref[i] / (1.0 - b1.powi(step as i32));
+                let v_hat = v_ref[i] / (1.0 - b2.powi(step as i32));
+                theta_ref[i] =
+                    (f64::from(theta_ref[i]) - 1e-2 * m_hat / (v_hat.sqrt() + eps)) as f32;
+            }
+        }
+        for i in 0..n {
+            let off = (theta[i] - theta_ref[i]).abs();
+            assert!(off < 1e-6, "entry {i} (block {}): off by {off}", i / SKIP);
+        }
+        assert_eq!(
+            &theta[SKIP..2 * SKIP],
+            &theta0[SKIP..2 * SKIP],
+            "block 1 moved"
+        );
+        assert!(
+            theta[3 * SKIP] != theta0[3 * SKIP],
+            "block 3 (momentum left) did not move"
+        );
     }
 }
