@@ -90,8 +90,8 @@ pub fn planar_reference<B: Backend>(
 ///
 /// Returns `(z_K: [n, d], Σ_k ln|det ∂z_{k+1}/∂z_k|: [n])`: [`planar()`] `steps` times with
 /// the log-determinants added. On `flex` and `ndarray` this is one kernel forward and one
-/// backward for all the steps (each row runs through every step in registers; the
-/// backward recomputes the row's intermediate points), instead of `steps` kernels, their
+/// backward for all the steps (each row runs through every step in `f64`, its points in a
+/// small scratch buffer; the backward recomputes them), instead of `steps` kernels, their
 /// parameter slices and the slices' backward scatter.
 ///
 /// # Panics

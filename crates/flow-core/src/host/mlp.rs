@@ -65,6 +65,15 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// The transpose of this view (no copy).
+    fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
     /// Whether every entry of a `[rows, cols]` view lies inside the slice.
     fn fits(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
@@ -162,13 +171,8 @@ fn skinny(
 ) -> bool {
     let shape = (m, n, k);
     let pass = if n <= SKINNY && lhs.cs == 1 {
-        let t = Mat {
-            data: rhs.data,
-            rs: rhs.cs,
-            cs: rhs.rs,
-        };
         Skinny::Dots {
-            cols: t.gather(n, k),
+            cols: rhs.t().gather(n, k),
         }
     } else if n <= SKINNY && lhs.rs == 1 {
         Skinny::Columns {
@@ -325,8 +329,7 @@ impl Net {
 
     /// [`Net::weight`] transposed.
     fn weight_t(&self, l: usize, i: usize, t: Tile) -> Mat<'_> {
-        let Mat { data, rs, .. } = self.weight(l, i, t);
-        Mat::transposed(data, rs)
+        self.weight(l, i, t).t()
     }
 
     /// `W ⊙ M` of every masked layer, tile by tile (all tiles in one parallel region).
