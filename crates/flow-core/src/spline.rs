@@ -135,12 +135,13 @@ fn knots<B: Backend>(
         .narrow(2, 0, k - 1)
         .mul_scalar(2.0 * bound)
         .sub_scalar(bound);
-    let device = interior.device();
+    // The ends in the input's precision (an `f64` reference stays `f64`).
+    let at = (&interior.device(), interior.dtype());
     let knots = Tensor::cat(
         vec![
-            Tensor::full([n, d, 1], -bound, &device),
+            Tensor::full([n, d, 1], -bound, at),
             interior,
-            Tensor::full([n, d, 1], bound, &device),
+            Tensor::full([n, d, 1], bound, at),
         ],
         2,
     );
@@ -152,8 +153,8 @@ fn derivatives<B: Backend>(unnormalized: Tensor<B, 3>, min: f64) -> Tensor<B, 3>
     let [n, d, _] = unnormalized.dims();
     let shift = ((1.0 - min).exp() - 1.0).ln();
     let interior = softplus(unnormalized.add_scalar(shift)).add_scalar(min);
-    let device = interior.device();
-    let one = || Tensor::ones([n, d, 1], &device);
+    let (device, dtype) = (interior.device(), interior.dtype());
+    let one = || Tensor::ones([n, d, 1], (&device, dtype));
     Tensor::cat(vec![one(), interior, one()], 2)
 }
 
@@ -325,7 +326,8 @@ pub fn rq_spline<B: Backend>(
 }
 
 /// [`rq_spline`] as a chain of tensor operations: the reference for the fused kernel and
-/// the path on every backend without one.
+/// the path on every backend without one. It computes in its inputs' float type (`f64`
+/// tensors give an `f64` reference).
 pub fn rq_spline_reference<B: Backend>(
     x: Tensor<B, 2>,
     widths: Tensor<B, 3>,
