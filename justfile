@@ -46,7 +46,8 @@ gpu:
 
 # Runs ours (flex, then ndarray) and the peers alternately (A B A B, 3 pairs, 2 threads).
 # Needs PY=<python with torch, zuko, nflows, normflows>; the peers' directory is PEER
-# (default ../shared/peer). ~25 min on an idle 2-core machine; flex builds into target/flex.
+# (default ../shared/peer). ~25 min on an idle 2-core Zen 5 (~35 min on a Zen 3 with flex
+# alone); flex builds into target/flex.
 # The four peer benchmarks side by side with their Rust ports: the ratio table.
 bench-peers *ARGS:
     CARGO_TARGET_DIR=target/flex cargo build --release -p flow-benches --bin ports --features flex
