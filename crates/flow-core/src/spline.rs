@@ -153,8 +153,8 @@ fn derivatives<B: Backend>(unnormalized: Tensor<B, 3>, min: f64) -> Tensor<B, 3>
     let [n, d, _] = unnormalized.dims();
     let shift = ((1.0 - min).exp() - 1.0).ln();
     let interior = softplus(unnormalized.add_scalar(shift)).add_scalar(min);
-    let (device, dtype) = (interior.device(), interior.dtype());
-    let one = || Tensor::ones([n, d, 1], (&device, dtype));
+    let at = (&interior.device(), interior.dtype());
+    let one = || Tensor::ones([n, d, 1], at);
     Tensor::cat(vec![one(), interior, one()], 2)
 }
 
