@@ -6,12 +6,10 @@
 //! ([`crate::rq_spline_reference`]) takes about 60 of them, and strided views of the
 //! parameters force element-by-element copies. Here the spline is one pass over the entries
 //! in `f64` (the normalisation of the raw parameters, the bin search, the forward or
-//! inverse map and the log-derivative), split over rayon's threads, and its backward one
-//! more pass. The tensors of these backends live in host memory: taking their values is
-//! not a device transfer, only a copy into `f64`, which the arithmetic wants anyway.
+//! inverse map and the log-derivative; [`spline`] gives the details), split over rayon's
+//! threads, and its backward one more pass. The tensors of these backends live in host
+//! memory: the kernels read them in place, converting each value to `f64` as they read it.
 //!
-//! The math is [`crate::spline`]'s; the backward pass is that of the GPU kernel
-//! (`crate::fused`, features `wgpu` / `cuda`), whose derivation its module docs give.
 //! Backends: `burn::backend::Flex` (feature `flex`), `burn::backend::NdArray` (f32,
 //! feature `ndarray`) and `Autodiff` of either; every other backend takes the reference.
 //!
@@ -30,42 +28,17 @@ use rayon::prelude::*;
 
 use burn::tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor};
 
-use crate::spline::RqSpline;
-
 pub mod affine;
 pub mod bernoulli;
 mod math;
 pub mod mlp;
 mod op;
+mod spline;
 
 pub use affine::affine_params;
 pub use bernoulli::bernoulli_log_likelihood;
 pub use mlp::{MAX_LAYERS, relu_mlp, relu_mlp_masked};
-
-/// The spline's constants in `f64`.
-#[derive(Debug, Clone, Copy)]
-struct Spec {
-    bins: usize,
-    bound: f64,
-    min_w: f64,
-    min_h: f64,
-    min_d: f64,
-    /// `ln(e^{1−m_δ} − 1)`: zero raw derivatives give `δ = 1`.
-    shift: f64,
-}
-
-impl Spec {
-    fn new(spec: &RqSpline) -> Self {
-        Self {
-            bins: spec.bins,
-            bound: spec.bound,
-            min_w: spec.min_bin_width,
-            min_h: spec.min_bin_height,
-            min_d: spec.min_derivative,
-            shift: ((1.0 - spec.min_derivative).exp() - 1.0).ln(),
-        }
-    }
-}
+pub use spline::{rq_spline, rq_spline_params};
 
 fn softplus(x: f64) -> f64 {
     if x > 20.0 { x } else { x.exp().ln_1p() }
@@ -80,229 +53,10 @@ fn softplus_grad(x: f64) -> f64 {
     }
 }
 
-/// One entry's raw parameters: `K` widths, `K` heights, `K − 1` interior derivatives.
-#[derive(Clone, Copy)]
-struct Raw<'a> {
-    w: &'a [f64],
-    h: &'a [f64],
-    d: &'a [f64],
-}
-
-/// `softmax(raw)` into `out`.
-fn softmax(raw: &[f64], out: &mut [f64]) {
-    let max = raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut sum = 0.0;
-    for (o, &r) in out.iter_mut().zip(raw) {
-        *o = (r - max).exp();
-        sum += *o;
-    }
-    out.iter_mut().for_each(|o| *o /= sum);
-}
-
-/// The entry's bin `k` and the spline's local quantities there.
-struct Local {
-    k: usize,
-    xk: f64,
-    w: f64,
-    yk: f64,
-    h: f64,
-    d0: f64,
-    d1: f64,
-}
-
-/// Bin search for `v` (an `x` forward, a `y` inverse); leaves the width and height
-/// softmaxes in `sm_w`, `sm_h`.
-fn locate(v: f64, raw: Raw, s: &Spec, inverse: bool, sm_w: &mut [f64], sm_h: &mut [f64]) -> Local {
-    let k_bins = s.bins;
-    softmax(raw.w, sm_w);
-    softmax(raw.h, sm_h);
-    let two_b = 2.0 * s.bound;
-    let scale_w = 1.0 - k_bins as f64 * s.min_w;
-    let scale_h = 1.0 - k_bins as f64 * s.min_h;
-    let (mut cx, mut cy) = (0.0, 0.0);
-    let mut l = Local {
-        k: 0,
-        xk: -s.bound,
-        w: two_b,
-        yk: -s.bound,
-        h: two_b,
-        d0: 1.0,
-        d1: 1.0,
-    };
-    for i in 0..k_bins {
-        let size_w = sm_w[i] * scale_w + s.min_w;
-        let size_h = sm_h[i] * scale_h + s.min_h;
-        let lo_x = cx * two_b - s.bound;
-        let lo_y = cy * two_b - s.bound;
-        cx += size_w;
-        cy += size_h;
-        let lo = if inverse { lo_y } else { lo_x };
-        if i == 0 || v >= lo {
-            l.k = i;
-            l.xk = lo_x;
-            l.w = size_w * two_b;
-            l.yk = lo_y;
-            l.h = size_h * two_b;
-        }
-    }
-    if l.k > 0 {
-        l.d0 = s.min_d + softplus(raw.d[l.k - 1] + s.shift);
-    }
-    if l.k + 1 < k_bins {
-        l.d1 = s.min_d + softplus(raw.d[l.k] + s.shift);
-    }
-    l
-}
-
-/// `ξ`: from `x` forward, the quadratic's stable root inverse.
-fn local_xi(v: f64, l: &Local, inverse: bool) -> f64 {
-    if !inverse {
-        return (v - l.xk) / l.w;
-    }
-    let s = l.h / l.w;
-    let beta = l.d1 + l.d0 - 2.0 * s;
-    let dy = v - l.yk;
-    let a = l.h * (s - l.d0) + dy * beta;
-    let b = l.h * l.d0 - dy * beta;
-    let c = -s * dy;
-    let disc = (b * b - 4.0 * a * c).max(0.0);
-    2.0 * c / (-b - disc.sqrt())
-}
-
-/// The transformed entry and its log-derivative (of the direction computed).
-fn entry(v: f64, raw: Raw, s: &Spec, inverse: bool, scratch: &mut [f64]) -> (f64, f64) {
-    if v < -s.bound || v > s.bound {
-        return (v, 0.0);
-    }
-    let (sm_w, sm_h) = scratch.split_at_mut(s.bins);
-    let l = locate(v, raw, s, inverse, sm_w, sm_h);
-    let xi = local_xi(v, &l, inverse);
-    let sl = l.h / l.w;
-    let beta = l.d1 + l.d0 - 2.0 * sl;
-    let om = 1.0 - xi;
-    let t = xi * om;
-    let den = sl + beta * t;
-    let num = l.d1 * xi * xi + 2.0 * sl * t + l.d0 * om * om;
-    let logd = (sl * sl * num / (den * den)).ln();
-    if inverse {
-        (xi * l.w + l.xk, -logd)
-    } else {
-        (l.yk + l.h * (sl * xi * xi + l.d0 * t) / den, logd)
-    }
-}
-
-/// Gradients of one entry: returns `∂L/∂v` and writes the raw parameters' gradients
-/// into `gw`, `gh` (`K` each) and `gd` (`K − 1`), from the output's gradient `g_out` and
-/// the log-derivative's `g_log`.
-#[allow(clippy::too_many_arguments)]
-fn entry_backward(
-    v: f64,
-    raw: Raw,
-    s: &Spec,
-    inverse: bool,
-    (g_out, g_log): (f64, f64),
-    scratch: &mut [f64],
-    gw: &mut [f64],
-    gh: &mut [f64],
-    gd: &mut [f64],
-) -> f64 {
-    if v < -s.bound || v > s.bound {
-        gw.fill(0.0);
-        gh.fill(0.0);
-        gd.fill(0.0);
-        return g_out;
-    }
-    let (sm_w, sm_h) = scratch.split_at_mut(s.bins);
-    let l = locate(v, raw, s, inverse, sm_w, sm_h);
-    let xi = local_xi(v, &l, inverse);
-    let sl = l.h / l.w;
-    let beta = l.d1 + l.d0 - 2.0 * sl;
-    let om = 1.0 - xi;
-    let t = xi * om;
-    let den = sl + beta * t;
-    let pp = sl * xi * xi + l.d0 * t;
-    let num = l.d1 * xi * xi + 2.0 * sl * t + l.d0 * om * om;
-    let d_xi = beta * (1.0 - 2.0 * xi);
-    let n_xi = 2.0 * l.d1 * xi + 2.0 * sl * (1.0 - 2.0 * xi) - 2.0 * l.d0 * om;
-    // Partials of y = y_k + hP/D at fixed h, and of L = ln dy/dx at fixed ξ.
-    let hd2 = l.h / (den * den);
-    let y_xi = hd2 * sl * num;
-    let y_s = hd2 * t * (l.d1 * xi * xi - l.d0 * om * om);
-    let y_d0 = hd2 * t * om * (sl * om + l.d1 * xi);
-    let y_d1 = -hd2 * pp * t;
-    let l_xi = n_xi / num - 2.0 * d_xi / den;
-    let l_s = 2.0 / sl + 2.0 * t / num - 2.0 * (1.0 - 2.0 * t) / den;
-    let l_d0 = om * om / num - 2.0 * t / den;
-    let l_d1 = xi * xi / num - 2.0 * t / den;
-    let (g_in, g_s, g_d0, g_d1, mut g_h, g_yk, mut g_w, g_xk);
-    if inverse {
-        // x = ξw + x_k and −L, ξ(y, θ) implicit: ∂ξ/∂y = 1/y_ξ, ∂ξ/∂θ = −y_θ/y_ξ.
-        let g_l = -g_log;
-        let q = (g_out * l.w + g_l * l_xi) / y_xi;
-        g_in = q;
-        g_yk = -q;
-        g_h = -q * pp / den;
-        g_s = g_l * l_s - q * y_s;
-        g_d0 = g_l * l_d0 - q * y_d0;
-        g_d1 = g_l * l_d1 - q * y_d1;
-        g_w = g_out * xi;
-        g_xk = g_out;
-    } else {
-        // y and L, ξ = (x − x_k)/w.
-        let g_xi = g_out * y_xi + g_log * l_xi;
-        g_s = g_out * y_s + g_log * l_s;
-        g_d0 = g_out * y_d0 + g_log * l_d0;
-        g_d1 = g_out * y_d1 + g_log * l_d1;
-        g_h = g_out * pp / den;
-        g_yk = g_out;
-        g_in = g_xi / l.w;
-        g_xk = -g_xi / l.w;
-        g_w = -g_xi * xi / l.w;
-    }
-    // s = h / w.
-    g_h += g_s / l.w;
-    g_w -= g_s * l.h / (l.w * l.w);
-    // x_k = −B + 2B Σ_{i<k} size_i and w = 2B size_k (heights likewise), size = m + (1 −
-    // Km) softmax(θ): the softmax's backward θ̄_i = sm_i (ḡ_i − Σ_j sm_j ḡ_j).
-    let two_b = 2.0 * s.bound;
-    let scale_w = (1.0 - s.bins as f64 * s.min_w) * two_b;
-    let scale_h = (1.0 - s.bins as f64 * s.min_h) * two_b;
-    let upstream = |q: usize, below: f64, at: f64| match q.cmp(&l.k) {
-        std::cmp::Ordering::Less => below,
-        std::cmp::Ordering::Equal => at,
-        std::cmp::Ordering::Greater => 0.0,
-    };
-    let (mut dot_w, mut dot_h) = (0.0, 0.0);
-    for q in 0..s.bins {
-        dot_w += sm_w[q] * upstream(q, g_xk, g_w) * scale_w;
-        dot_h += sm_h[q] * upstream(q, g_yk, g_h) * scale_h;
-    }
-    for q in 0..s.bins {
-        gw[q] = sm_w[q] * (upstream(q, g_xk, g_w) * scale_w - dot_w);
-        gh[q] = sm_h[q] * (upstream(q, g_yk, g_h) * scale_h - dot_h);
-    }
-    // Interior derivative q is knot q + 1.
-    for (q, g) in gd.iter_mut().enumerate() {
-        let mut gq = 0.0;
-        if q + 1 == l.k {
-            gq += g_d0;
-        }
-        if q == l.k {
-            gq += g_d1;
-        }
-        *g = gq * softplus_grad(raw.d[q] + s.shift);
-    }
-    g_in
-}
-
-/// A kernel's inputs as host values, each `[rows, cols]` (in `f64`: a copy, which the
-/// kernels' `f64` arithmetic would make entry by entry anyway). The first is the input
-/// transformed, the others its parameters.
-#[derive(Debug, Clone)]
-struct Host {
-    data: Vec<Vec<f64>>,
-    shapes: Vec<[usize; 2]>,
-}
+/// A kernel's inputs, each `[rows, cols]`, read in place (see [`op::Values`]): the first is
+/// the input transformed, the others its parameters.
+#[derive(Debug)]
+struct Host(op::Args);
 
 /// A float tensor's values. Only called for the host-resident backends of
 /// [`op::apply`], where this is a read of host memory, not a device-to-host transfer.
@@ -311,26 +65,29 @@ fn values<B: Backend>(t: FloatTensor<B>) -> TensorData {
 }
 
 impl Host {
-    fn new(args: op::Args) -> Self {
-        let data = args
-            .values
-            .iter()
-            .map(|v| v.iter().map(|&x| f64::from(x)).collect())
-            .collect();
-        Self {
-            data,
-            shapes: args.shapes,
-        }
-    }
-
     /// Rows `n` and columns `d` of the first input (the one transformed).
     fn size(&self) -> (usize, usize) {
-        (self.shapes[0][0], self.shapes[0][1])
+        (self.0.shapes[0][0], self.0.shapes[0][1])
     }
 
     /// The parameter row of data row `i`: parameters are per row, or one row shared.
     fn param_row(&self, i: usize) -> usize {
-        if self.shapes[1][0] == 1 { 0 } else { i }
+        if self.0.shapes[1][0] == 1 { 0 } else { i }
+    }
+
+    /// How many inputs there are.
+    fn inputs(&self) -> usize {
+        self.0.values.len()
+    }
+
+    /// Input `p`'s values, row-major.
+    fn input(&self, p: usize) -> &[f32] {
+        &self.0.values[p]
+    }
+
+    /// Input `p`'s shape.
+    fn shape(&self, p: usize) -> [usize; 2] {
+        self.0.shapes[p]
     }
 }
 
@@ -363,13 +120,33 @@ fn forward<K: Kernel>(k: &K, x: &Host) -> Vec<f32> {
     out.par_chunks_mut(K::ROWS_PER_TASK * (d + 1))
         .enumerate()
         .for_each(|(task, rows)| {
-            let mut scratch = vec![0.0; k.scratch()];
-            for (r, row) in rows.chunks_mut(d + 1).enumerate() {
-                let i = task * K::ROWS_PER_TASK + r;
-                row[d] = k.row(x, i, &mut row[..d], &mut scratch) as f32;
-            }
+            let first = task * K::ROWS_PER_TASK;
+            pulp::Arch::new().dispatch(Forward { k, x, first, rows });
         });
     out
+}
+
+/// One thread task's rows of [`forward`], run through pulp's dispatch: a kernel whose `row`
+/// is `#[inline(always)]` (the spline's) is compiled there for the CPU's SIMD.
+struct Forward<'a, K> {
+    k: &'a K,
+    x: &'a Host,
+    first: usize,
+    rows: &'a mut [f32],
+}
+
+impl<K: Kernel> pulp::WithSimd for Forward<'_, K> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Self { k, x, first, rows } = self;
+        let d = x.size().1;
+        let mut scratch = vec![0.0; k.scratch()];
+        for (r, row) in rows.chunks_mut(d + 1).enumerate() {
+            row[d] = k.row(x, first + r, &mut row[..d], &mut scratch) as f32;
+        }
+    }
 }
 
 /// Gradients of the inputs from the gradient `g: [n, d + 1]` of [`forward`]'s output, each
@@ -377,11 +154,8 @@ fn forward<K: Kernel>(k: &K, x: &Host) -> Vec<f32> {
 fn backward<K: Kernel>(k: &K, x: &Host, g: &[f32]) -> Vec<Vec<f32>> {
     let (n, d) = x.size();
     // Row `i` of `all` holds the input's gradient, then each parameter's for that row.
-    let widths: Vec<usize> = x
-        .shapes
-        .iter()
-        .enumerate()
-        .map(|(p, s)| if p == 0 { d } else { s[1] })
+    let widths: Vec<usize> = (0..x.inputs())
+        .map(|p| if p == 0 { d } else { x.shape(p)[1] })
         .collect();
     let width: usize = widths.iter().sum();
     let mut all = vec![0f32; n * width];
@@ -408,7 +182,7 @@ fn backward<K: Kernel>(k: &K, x: &Host, g: &[f32]) -> Vec<Vec<f32>> {
                 );
             }
         });
-    let shared = x.shapes[1][0] == 1 && n > 1;
+    let shared = x.shape(1)[0] == 1 && n > 1;
     let mut offset = 0;
     widths
         .iter()
@@ -442,7 +216,7 @@ impl<K: Kernel> op::HostOp for Rows<K> {
     type Saved = (K, Host);
 
     fn forward(&self, args: op::Args, keep: bool) -> (Vec<f32>, [usize; 2], Option<Self::Saved>) {
-        let x = Host::new(args);
+        let x = Host(args);
         let (n, d) = x.size();
         let out = forward(&self.0, &x);
         (out, [n, d + 1], keep.then(|| (self.0.clone(), x)))
@@ -466,167 +240,6 @@ fn dispatch<B: Backend, K: Kernel, const N: usize>(
     ))
 }
 
-/// Where a spline's raw parameters are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    /// Three inputs after `v`: widths and heights `[m, d·K]`, derivatives `[m, d·(K − 1)]`
-    /// (each entry's `K` values contiguous).
-    Split,
-    /// One input after `v`: the conditioner's parameter-major `[m, (3K − 1)·d]`, parameter
-    /// `q` of feature `j` at column `q·d + j` (widths, then heights, then derivatives).
-    Packed,
-}
-
-/// The rational-quadratic spline, forward or inverse, on parameters in either [`Layout`].
-#[derive(Debug, Clone, Copy)]
-struct Spline {
-    spec: Spec,
-    inverse: bool,
-    layout: Layout,
-}
-
-impl Spline {
-    /// Entry `(i, j)`'s raw parameters: slices of the inputs, or gathered into `buf`
-    /// (`3K − 1` values) from the packed layout.
-    fn raw<'a>(&self, x: &'a Host, i: usize, j: usize, buf: &'a mut [f64]) -> Raw<'a> {
-        let (k, d) = (self.spec.bins, x.size().1);
-        let p = x.param_row(i);
-        match self.layout {
-            Layout::Split => {
-                let e = p * d + j;
-                Raw {
-                    w: &x.data[1][e * k..(e + 1) * k],
-                    h: &x.data[2][e * k..(e + 1) * k],
-                    d: &x.data[3][e * (k - 1)..(e + 1) * (k - 1)],
-                }
-            }
-            Layout::Packed => {
-                let row = &x.data[1][p * (3 * k - 1) * d..(p + 1) * (3 * k - 1) * d];
-                let buf = &mut buf[..3 * k - 1];
-                for (q, b) in buf.iter_mut().enumerate() {
-                    *b = row[q * d + j];
-                }
-                let (w, rest) = buf.split_at(k);
-                let (h, dr) = rest.split_at(k);
-                Raw { w, h, d: dr }
-            }
-        }
-    }
-}
-
-impl Kernel for Spline {
-    const ROWS_PER_TASK: usize = 64;
-
-    fn scratch(&self) -> usize {
-        // Two softmaxes, one entry's gathered parameters, and their gradients.
-        2 * self.spec.bins + 2 * (3 * self.spec.bins - 1)
-    }
-
-    fn row(&self, x: &Host, i: usize, out: &mut [f32], scratch: &mut [f64]) -> f64 {
-        let d = out.len();
-        let (softmaxes, buf) = scratch.split_at_mut(2 * self.spec.bins);
-        let mut ladj = 0.0;
-        for (j, o) in out.iter_mut().enumerate() {
-            let v = x.data[0][i * d + j];
-            let raw = self.raw(x, i, j, buf);
-            let (value, logd) = entry(v, raw, &self.spec, self.inverse, softmaxes);
-            *o = value as f32;
-            ladj += logd;
-        }
-        ladj
-    }
-
-    fn row_backward(
-        &self,
-        x: &Host,
-        i: usize,
-        g: &[f32],
-        g_in: &mut [f32],
-        g_params: &mut [&mut [f32]],
-        scratch: &mut [f64],
-    ) {
-        let (d, k) = (g_in.len(), self.spec.bins);
-        let g_log = f64::from(g[d]);
-        let (softmaxes, rest) = scratch.split_at_mut(2 * k);
-        // One entry's gathered parameters, and their gradients (widths, heights, derivatives).
-        let (buf, one) = rest.split_at_mut(3 * k - 1);
-        for j in 0..d {
-            let raw = self.raw(x, i, j, buf);
-            let (gw, rest) = one.split_at_mut(k);
-            let (gh, gd) = rest.split_at_mut(k);
-            g_in[j] = entry_backward(
-                x.data[0][i * d + j],
-                raw,
-                &self.spec,
-                self.inverse,
-                (f64::from(g[j]), g_log),
-                softmaxes,
-                gw,
-                gh,
-                gd,
-            ) as f32;
-            match self.layout {
-                Layout::Split => {
-                    let store = |to: &mut [f32], from: &[f64]| {
-                        to.iter_mut().zip(from).for_each(|(t, &f)| *t = f as f32)
-                    };
-                    store(&mut g_params[0][j * k..(j + 1) * k], gw);
-                    store(&mut g_params[1][j * k..(j + 1) * k], gh);
-                    store(&mut g_params[2][j * (k - 1)..(j + 1) * (k - 1)], gd);
-                }
-                Layout::Packed => {
-                    for (q, &v) in one.iter().enumerate() {
-                        g_params[0][q * d + j] = v as f32;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The fused spline on `B` (forward, or inverse when `inverse`), or `None` when `B` is not
-/// one of this module's CPU backends. Same contract as [`crate::rq_spline`].
-pub fn rq_spline<B: Backend>(
-    v: &Tensor<B, 2>,
-    widths: &Tensor<B, 3>,
-    heights: &Tensor<B, 3>,
-    derivatives: &Tensor<B, 3>,
-    spec: &RqSpline,
-    inverse: bool,
-) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
-    let flat = |t: &Tensor<B, 3>| {
-        let [m, d, k] = t.dims();
-        t.clone().reshape([m, d * k])
-    };
-    let (w, h, d) = (flat(widths), flat(heights), flat(derivatives));
-    let kernel = Spline {
-        spec: Spec::new(spec),
-        inverse,
-        layout: Layout::Split,
-    };
-    dispatch([v, &w, &h, &d], kernel)
-}
-
-/// [`rq_spline`] on the parameters as a conditioner emits them, parameter-major
-/// `[m, 3K − 1, d]` (widths, heights, interior derivatives; what
-/// [`crate::Elementwise`] receives). Reading them in this layout skips the transposed
-/// copies that splitting them into `[m, d, K]` tensors costs on the CPU backends.
-pub fn rq_spline_params<B: Backend>(
-    v: &Tensor<B, 2>,
-    params: &Tensor<B, 3>,
-    spec: &RqSpline,
-    inverse: bool,
-) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
-    let [m, p, d] = params.dims();
-    let params = params.clone().reshape([m, p * d]);
-    let kernel = Spline {
-        spec: Spec::new(spec),
-        inverse,
-        layout: Layout::Packed,
-    };
-    dispatch([v, &params], kernel)
-}
-
 /// Per-row quantities of one planar step (`crate::planar`'s math; the backward is that of
 /// `crate::fused`'s planar kernel, whose docs derive it).
 struct PlanarRow {
@@ -641,15 +254,20 @@ struct PlanarRow {
 
 impl PlanarRow {
     /// The step with parameters `u, w, b` at the point `z`.
-    fn new(z: &[f64], u: &[f64], w: &[f64], b: f64) -> Self {
+    fn new(z: &[f64], u: &[f32], w: &[f32], b: f64) -> Self {
         let (mut wu, mut ww, mut wz) = (0.0, 0.0, 0.0);
         for ((&wk, &uk), &zk) in w.iter().zip(u).zip(z) {
+            let (wk, uk) = (f64::from(wk), f64::from(uk));
             wu += wk * uk;
             ww += wk * wk;
             wz += wk * zk;
         }
         let c = (softplus(wu) - 1.0 - wu) / (ww + 1e-12);
-        let wuh: f64 = w.iter().zip(u).map(|(&wk, &uk)| wk * (uk + c * wk)).sum();
+        let wuh: f64 = w
+            .iter()
+            .zip(u)
+            .map(|(&wk, &uk)| f64::from(wk) * (f64::from(uk) + c * f64::from(wk)))
+            .sum();
         let h = (wz + b).tanh();
         let hp = 1.0 - h * h;
         PlanarRow {
@@ -664,9 +282,9 @@ impl PlanarRow {
     }
 
     /// `z ← z + û h`, returning the step's `ln|det J|`.
-    fn apply(&self, z: &mut [f64], u: &[f64], w: &[f64]) -> f64 {
+    fn apply(&self, z: &mut [f64], u: &[f32], w: &[f32]) -> f64 {
         for ((zk, &uk), &wk) in z.iter_mut().zip(u).zip(w) {
-            *zk += (uk + self.c * wk) * self.h;
+            *zk += (f64::from(uk) + self.c * f64::from(wk)) * self.h;
         }
         (self.s.abs() + 1e-12).ln()
     }
@@ -676,7 +294,7 @@ impl PlanarRow {
     /// returns `b`'s.
     fn backward(
         &self,
-        (z, u, w): (&[f64], &[f64], &[f64]),
+        (z, u, w): (&[f64], &[f32], &[f32]),
         g: &[f64],
         g_l: f64,
         gz: &mut [f64],
@@ -694,20 +312,21 @@ impl PlanarRow {
         let g_wuh = g_s * self.hp;
         let (mut g_dot_uh, mut g_c) = (0.0, 0.0);
         for k in 0..z.len() {
-            g_dot_uh += g[k] * (u[k] + self.c * w[k]);
-            g_c += (g[k] * self.h + g_wuh * w[k]) * w[k];
+            let (uk, wk) = (f64::from(u[k]), f64::from(w[k]));
+            g_dot_uh += g[k] * (uk + self.c * wk);
+            g_c += (g[k] * self.h + g_wuh * wk) * wk;
         }
         let g_a = (g_dot_uh - 2.0 * self.h * self.wuh * g_s) * self.hp;
         let q = self.ww + 1e-12;
         let g_wu = g_c / q * (softplus_grad(self.wu) - 1.0);
         let g_ww = -g_c * self.c / q;
         for k in 0..z.len() {
-            let uh = u[k] + self.c * w[k];
-            let g_uh = g[k] * self.h + g_wuh * w[k];
-            gz[k] = g[k] + g_a * w[k];
-            gu[k] = (g_uh + g_wu * w[k]) as f32;
-            gw[k] =
-                (g_a * z[k] + g_wuh * uh + self.c * g_uh + g_wu * u[k] + 2.0 * g_ww * w[k]) as f32;
+            let (uk, wk) = (f64::from(u[k]), f64::from(w[k]));
+            let uh = uk + self.c * wk;
+            let g_uh = g[k] * self.h + g_wuh * wk;
+            gz[k] = g[k] + g_a * wk;
+            gu[k] = (g_uh + g_wu * wk) as f32;
+            gw[k] = (g_a * z[k] + g_wuh * uh + self.c * g_uh + g_wu * uk + 2.0 * g_ww * wk) as f32;
         }
         g_a
     }
@@ -727,16 +346,20 @@ struct PlanarStack {
 
 impl PlanarStack {
     /// `(u, w, b)` of step `k` for data row `i`.
-    fn params<'a>(&self, x: &'a Host, i: usize, k: usize) -> (&'a [f64], &'a [f64], f64) {
+    fn params<'a>(&self, x: &'a Host, i: usize, k: usize) -> (&'a [f32], &'a [f32], f64) {
         let d = self.d;
-        let row = &x.data[1][x.param_row(i) * x.shapes[1][1]..][k * (2 * d + 1)..];
-        (&row[..d], &row[d..2 * d], row[2 * d])
+        let row = &x.input(1)[x.param_row(i) * x.shape(1)[1]..][k * (2 * d + 1)..];
+        (&row[..d], &row[d..2 * d], f64::from(row[2 * d]))
     }
 
     /// `z_0 … z_K` of row `i` into `zs` (`(K + 1)·d` values), returning `Σ_k ln|det J_k|`.
     fn run(&self, x: &Host, i: usize, zs: &mut [f64]) -> f64 {
         let d = self.d;
-        zs[..d].copy_from_slice(&x.data[0][i * d..(i + 1) * d]);
+        let z0 = &x.input(0)[i * d..(i + 1) * d];
+        zs[..d]
+            .iter_mut()
+            .zip(z0)
+            .for_each(|(z, &v)| *z = f64::from(v));
         let mut ladj = 0.0;
         for k in 0..self.steps {
             let (u, w, b) = self.params(x, i, k);
@@ -832,6 +455,16 @@ pub fn planar_stack<B: Backend>(
 mod check {
     use burn::tensor::{Tensor, backend::Backend};
 
+    /// A deterministic stream of uniform values on (−1, 1) (xorshift64).
+    pub(super) fn uniforms(mut state: u64) -> impl FnMut() -> f64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        }
+    }
+
     /// A tensor's values in `f64`.
     pub(super) fn values_of<C: Backend, const D: usize>(t: Tensor<C, D>) -> Vec<f64> {
         t.into_data().convert::<f64>().into_vec().unwrap()
@@ -866,35 +499,11 @@ mod check {
 
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
-    use super::check::{assert_agree, values_of};
+    use super::check::{assert_agree, uniforms, values_of};
     use super::*;
-    use crate::{
-        planar_reference, planar_stack_reference, rq_spline_inverse_reference, rq_spline_reference,
-    };
-
-    type Args<B> = (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>);
-
-    /// A deterministic stream of uniform values on (−1, 1) (xorshift64).
-    fn uniforms(mut state: u64) -> impl FnMut() -> f64 {
-        move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        }
-    }
+    use crate::{planar_reference, planar_stack_reference};
 
     type B = burn::backend::Autodiff<burn::backend::NdArray>;
-    /// The spline references run in `f64`: in `f32` their autodiff sums cancelling terms
-    /// (narrow bins), in an order that varies from run to run, and lands up to 3e-3 off
-    /// (measured) where the kernel, `f64` inside, is within 3e-6 of the `f64` values.
-    type B64 = burn::backend::Autodiff<burn::backend::NdArray<f64>>;
-
-    /// The same values as an `f64` tensor.
-    fn in_f64<const D: usize>(t: Tensor<B, D>) -> Tensor<B64, D> {
-        let at = (&Default::default(), burn::tensor::DType::F64);
-        Tensor::from_data(t.into_data().convert::<f64>(), at)
-    }
 
     /// The kernels' loops run on the CPU's vector units: pulp's dispatch picks AVX-512 or
     /// AVX2 + FMA wherever the CPU has them. Without pulp's `x86-v3` feature an AVX2-only
@@ -913,242 +522,6 @@ mod tests {
             !avx2 || !matches!(arch, pulp::Arch::Scalar),
             "the CPU has AVX2 + FMA but pulp dispatches to {arch:?}"
         );
-    }
-
-    /// Spline tolerances against the `f64` reference: values and ladj to the kernel's `f32`
-    /// outputs (measured ≤ 6e-8); gradients to the `f32` sum over the rows of shared
-    /// parameters (measured ≤ 3e-6; the backward's exactness is the central-difference
-    /// test's job). A wrong term is off by O(1).
-    fn spline_tol(name: &str) -> f64 {
-        if name.starts_with('∂') { 3e-5 } else { 1e-6 }
-    }
-
-    /// Values, ladj and every input's gradient of `Σ y·gy + Σ ladj·gl`.
-    fn outputs<C: burn::tensor::backend::AutodiffBackend>(
-        fused: bool,
-        inverse: bool,
-        args: &Args<C>,
-        spec: &RqSpline,
-    ) -> Vec<Vec<f64>> {
-        let (v, w, h, d) = args.clone();
-        let (v, w, h, d) = (
-            v.require_grad(),
-            w.require_grad(),
-            h.require_grad(),
-            d.require_grad(),
-        );
-        let inputs = (v.clone(), w.clone(), h.clone(), d.clone());
-        let (y, l) = match (fused, inverse) {
-            (true, _) => rq_spline(&inputs.0, &inputs.1, &inputs.2, &inputs.3, spec, inverse)
-                .expect("ndarray has the CPU kernel"),
-            (false, false) => rq_spline_reference(inputs.0, inputs.1, inputs.2, inputs.3, spec),
-            (false, true) => {
-                rq_spline_inverse_reference(inputs.0, inputs.1, inputs.2, inputs.3, spec)
-            }
-        };
-        let [n, dim] = y.dims();
-        let device = y.device();
-        let dtype = y.dtype();
-        // Fixed, distinct upstream gradients (a function of the position only).
-        let ramp = |count: usize, scale: f64, offset: f64| -> Vec<f32> {
-            (0..count)
-                .map(|i| (i as f64 * scale + offset) as f32)
-                .collect()
-        };
-        let gy = Tensor::<C, 2>::from_data(
-            TensorData::new(ramp(n * dim, 1.0 / (n * dim) as f64, -0.3), [n, dim]),
-            (&device, dtype),
-        );
-        let gl = Tensor::<C, 1>::from_data(
-            TensorData::new(ramp(n, 1.0 / n as f64, 0.5), [n]),
-            (&device, dtype),
-        );
-        let grads = ((y.clone() * gy).sum() + (l.clone() * gl).sum()).backward();
-        vec![
-            values_of(y),
-            values_of(l),
-            values_of(v.grad(&grads).unwrap()),
-            values_of(w.grad(&grads).unwrap()),
-            values_of(h.grad(&grads).unwrap()),
-            values_of(d.grad(&grads).unwrap()),
-        ]
-    }
-
-    /// Every gradient of the backward pass against central differences of the forward
-    /// pass, both in `f64` (an independent check of the hand-written derivatives).
-    #[test]
-    fn backward_matches_central_differences() {
-        let spec = Spec::new(&RqSpline::new(6, 2.5));
-        let k = spec.bins;
-        let mut uniform = uniforms(0x2545_F491_4F6C_DD1D);
-        let mut scratch = vec![0.0; 2 * k];
-        for inverse in [false, true] {
-            for case in 0..40 {
-                let mut p: Vec<f64> = (0..3 * k - 1).map(|_| uniform()).collect();
-                let v = 2.4 * uniform();
-                let (g_out, g_log) = (uniform(), uniform());
-                let loss = |v: f64, p: &[f64], scratch: &mut [f64]| {
-                    let raw = Raw {
-                        w: &p[..k],
-                        h: &p[k..2 * k],
-                        d: &p[2 * k..],
-                    };
-                    let (y, l) = entry(v, raw, &spec, inverse, scratch);
-                    g_out * y + g_log * l
-                };
-                let (mut gw, mut gh, mut gd) = (vec![0.0; k], vec![0.0; k], vec![0.0; k - 1]);
-                let raw = Raw {
-                    w: &p[..k],
-                    h: &p[k..2 * k],
-                    d: &p[2 * k..],
-                };
-                let gv = entry_backward(
-                    v,
-                    raw,
-                    &spec,
-                    inverse,
-                    (g_out, g_log),
-                    &mut scratch,
-                    &mut gw,
-                    &mut gh,
-                    &mut gd,
-                );
-                let eps = 1e-6;
-                let fd_v = (loss(v + eps, &p, &mut scratch) - loss(v - eps, &p, &mut scratch))
-                    / (2.0 * eps);
-                let mut analytic = vec![gv];
-                let mut numeric = vec![fd_v];
-                for (q, g) in gw.iter().chain(&gh).chain(&gd).enumerate() {
-                    let at = p[q];
-                    p[q] = at + eps;
-                    let up = loss(v, &p, &mut scratch);
-                    p[q] = at - eps;
-                    let down = loss(v, &p, &mut scratch);
-                    p[q] = at;
-                    analytic.push(*g);
-                    numeric.push((up - down) / (2.0 * eps));
-                }
-                for (i, (a, b)) in analytic.iter().zip(&numeric).enumerate() {
-                    // Central differences at h = 1e-6 in f64: ~1e-9 truncation, ~1e-10
-                    // rounding; gradients are f64 throughout.
-                    let tol = 1e-6 * b.abs().max(1.0);
-                    assert!(
-                        (a - b).abs() <= tol,
-                        "case {case}, inverse {inverse}, input {i}: backward {a}, differences {b}"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Values, ladj and the gradients of `x` and of the packed parameters `[m, 3K − 1, d]` of
-    /// `Σ y·weights + Σ ladj`: the kernel on the packed layout, or the reference on the
-    /// parameters split into `[m, d, K]` tensors.
-    fn packed_outputs<C: burn::tensor::backend::AutodiffBackend>(
-        fused: bool,
-        inverse: bool,
-        [x, weights]: [&Tensor<C, 2>; 2],
-        params: &Tensor<C, 3>,
-        spec: &RqSpline,
-    ) -> Vec<Vec<f64>> {
-        let (x, params) = (x.clone().require_grad(), params.clone().require_grad());
-        let k = spec.bins;
-        let (y, l) = if fused {
-            rq_spline_params(&x, &params, spec, inverse).expect("ndarray has the CPU kernel")
-        } else {
-            let per_dim = params.clone().swap_dims(1, 2);
-            let (w, h, dr) = (
-                per_dim.clone().narrow(2, 0, k),
-                per_dim.clone().narrow(2, k, k),
-                per_dim.narrow(2, 2 * k, k - 1),
-            );
-            if inverse {
-                rq_spline_inverse_reference(x.clone(), w, h, dr, spec)
-            } else {
-                rq_spline_reference(x.clone(), w, h, dr, spec)
-            }
-        };
-        let grads = ((y.clone() * weights.clone()).sum() + l.clone().sum()).backward();
-        vec![
-            values_of(y),
-            values_of(l),
-            values_of(x.grad(&grads).unwrap()),
-            values_of(params.grad(&grads).unwrap()),
-        ]
-    }
-
-    /// The packed layout (what `Elementwise` passes) against the `f64` reference on the same
-    /// parameters split into `[m, d, K]` tensors: values, ladj, and the gradients of the
-    /// input and of the packed parameter tensor.
-    #[test]
-    fn packed_layout_matches_reference() {
-        let device = Default::default();
-        let spec = RqSpline::new(5, 3.0);
-        let (n, d, k) = (23, 3, 5);
-        for m in [1, n] {
-            for inverse in [false, true] {
-                let mut uniform = uniforms(0xD1B5_4A32_D192_ED03 + m as u64);
-                let mut values = |count: usize, scale: f64| -> Vec<f32> {
-                    (0..count).map(|_| (scale * uniform()) as f32).collect()
-                };
-                let x =
-                    Tensor::<B, 2>::from_data(TensorData::new(values(n * d, 3.5), [n, d]), &device);
-                let params = Tensor::<B, 3>::from_data(
-                    TensorData::new(values(m * (3 * k - 1) * d, 1.2), [m, 3 * k - 1, d]),
-                    &device,
-                );
-                let weights =
-                    Tensor::<B, 2>::from_data(TensorData::new(values(n * d, 1.0), [n, d]), &device);
-                let ours = packed_outputs(true, inverse, [&x, &weights], &params, &spec);
-                let (x, weights) = (in_f64(x), in_f64(weights));
-                let reference =
-                    packed_outputs(false, inverse, [&x, &weights], &in_f64(params), &spec);
-                let case = format!("m = {m}, inverse = {inverse}");
-                let names = ["value", "ladj", "∂v", "∂params"];
-                assert_agree(&case, &names, &ours, &reference, spline_tol);
-            }
-        }
-    }
-
-    /// The CPU kernel against the tensor-op reference (in `f64`): values, ladj and the
-    /// gradients of all four inputs, forward and inverse, per-row and shared parameters, with
-    /// entries in both tails and on the interval's ends.
-    #[test]
-    fn spline_matches_reference() {
-        let device = Default::default();
-        let spec = RqSpline::new(8, 3.0);
-        let names = ["value", "ladj", "∂v", "∂widths", "∂heights", "∂derivatives"];
-        for m in [1, 37] {
-            for inverse in [false, true] {
-                let n = 37;
-                let mut uniform = uniforms(0x9E37_79B9_7F4A_7C15 + m as u64);
-                let mut tensor = |shape: [usize; 3], scale: f64| {
-                    let count = shape.iter().product();
-                    let values: Vec<f32> = (0..count).map(|_| (scale * uniform()) as f32).collect();
-                    Tensor::<B, 3>::from_data(TensorData::new(values, shape), &device)
-                };
-                let (w, h, d) = (
-                    tensor([m, 5, 8], 1.2),
-                    tensor([m, 5, 8], 1.2),
-                    tensor([m, 5, 7], 1.2),
-                );
-                // Both tails, the interval's ends, and values spread over the interval.
-                let mut x: Vec<f32> = tensor([n, 5, 1], 3.5).into_data().into_vec().unwrap();
-                x[..4].copy_from_slice(&[-3.0, 3.0, 3.5, -7.0]);
-                let args = (
-                    Tensor::from_data(TensorData::new(x, [n, 5]), &device),
-                    w,
-                    h,
-                    d,
-                );
-                let ours = outputs(true, inverse, &args, &spec);
-                let (v, w, h, d) = args;
-                let args = (in_f64(v), in_f64(w), in_f64(h), in_f64(d));
-                let reference = outputs(false, inverse, &args, &spec);
-                let case = format!("m = {m}, inverse = {inverse}");
-                assert_agree(&case, &names, &ours, &reference, spline_tol);
-            }
-        }
     }
 
     /// The CPU planar step against the tensor-op reference: values, ladj and the gradients
