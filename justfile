@@ -16,8 +16,8 @@ test-cpu:
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets --features wgpu -- -D warnings
-    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features wgpu
+    cargo clippy --workspace --all-targets --features wgpu,cuda -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features wgpu,cuda
 
 # API documentation.
 docs:
