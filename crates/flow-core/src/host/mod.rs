@@ -6,8 +6,8 @@
 //! ([`crate::rq_spline_reference`]) takes about 60 of them, and strided views of the
 //! parameters force element-by-element copies. Here the spline is one pass over the entries
 //! in `f64` (the normalisation of the raw parameters, the bin search, the forward or
-//! inverse map and the log-derivative; [`spline`] gives the details), split over rayon's
-//! threads, and its backward one more pass. The tensors of these backends live in host
+//! inverse map and the log-derivative; the private module `host::spline` has the details),
+//! split over rayon's threads, and its backward one more pass. The tensors of these backends live in host
 //! memory: the kernels read them in place, converting each value to `f64` as they read it.
 //!
 //! Backends: `burn::backend::Flex` (feature `flex`), `burn::backend::NdArray` (f32,
