@@ -1,7 +1,7 @@
 //! The harness must be able to fail: transforms with deliberately wrong log-determinants
 //! are rejected.
 
-mod common;
+use crate::common;
 
 use burn::module::Module;
 use burn::tensor::Tensor;

@@ -1,7 +1,7 @@
 //! `Flow` and the distributions: densities that integrate to one, consistency between the
 //! sampling and the density path, and typed errors for bad input.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::*;

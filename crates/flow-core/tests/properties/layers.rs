@@ -1,6 +1,6 @@
 //! Every layer through the verification harness, on every backend CI runs.
 
-mod common;
+use crate::common;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::TensorData;

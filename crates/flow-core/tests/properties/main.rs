@@ -1,0 +1,13 @@
+//! flow-core's `f32` property tests, on every backend CI runs, as one test binary: each
+//! file is a module. One binary instead of three saves two links and two instantiations of
+//! every backend's generic code in CI's build. (The `f64` tests, `finite_differences.rs`
+//! and `spline.rs`, need binaries of their own: see `finite_differences.rs`; `fused.rs`
+//! keeps its own for its `f64` references.)
+
+#[path = "../common/mod.rs"]
+#[macro_use]
+mod common;
+
+mod flow;
+mod harness_can_fail;
+mod layers;
