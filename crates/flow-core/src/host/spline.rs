@@ -59,9 +59,9 @@ fn softmax(raw: &[f64], out: &mut [f64]) {
     out.iter_mut().for_each(|o| *o /= sum);
 }
 
-/// The entry's bin `k` and the spline's local quantities there.
+/// The spline's local quantities in an entry's bin: its knot `(x_k, y_k)`, width,
+/// height, and the derivatives at its two knots.
 struct Local {
-    k: usize,
     xk: f64,
     w: f64,
     yk: f64,
@@ -70,18 +70,24 @@ struct Local {
     d1: f64,
 }
 
-/// Bin search for `v` (an `x` forward, a `y` inverse); leaves the width and height
-/// softmaxes in `sm_w`, `sm_h`.
-fn locate(v: f64, raw: Raw, s: &Spec, inverse: bool, sm_w: &mut [f64], sm_h: &mut [f64]) -> Local {
+/// Bin search for `v` (an `x` forward, a `y` inverse): the bin `k` and its [`Local`]
+/// quantities; leaves the width and height softmaxes in `sm_w`, `sm_h`.
+fn locate(
+    v: f64,
+    raw: Raw,
+    s: &Spec,
+    inverse: bool,
+    sm_w: &mut [f64],
+    sm_h: &mut [f64],
+) -> (usize, Local) {
     let k_bins = s.bins;
     softmax(raw.w, sm_w);
     softmax(raw.h, sm_h);
     let two_b = 2.0 * s.bound;
     let scale_w = 1.0 - k_bins as f64 * s.min_w;
     let scale_h = 1.0 - k_bins as f64 * s.min_h;
-    let (mut cx, mut cy) = (0.0, 0.0);
+    let (mut cx, mut cy, mut k) = (0.0, 0.0, 0);
     let mut l = Local {
-        k: 0,
         xk: -s.bound,
         w: two_b,
         yk: -s.bound,
@@ -98,20 +104,20 @@ fn locate(v: f64, raw: Raw, s: &Spec, inverse: bool, sm_w: &mut [f64], sm_h: &mu
         cy += size_h;
         let lo = if inverse { lo_y } else { lo_x };
         if i == 0 || v >= lo {
-            l.k = i;
+            k = i;
             l.xk = lo_x;
             l.w = size_w * two_b;
             l.yk = lo_y;
             l.h = size_h * two_b;
         }
     }
-    if l.k > 0 {
-        l.d0 = s.min_d + softplus(raw.d[l.k - 1] + s.shift);
+    if k > 0 {
+        l.d0 = s.min_d + softplus(raw.d[k - 1] + s.shift);
     }
-    if l.k + 1 < k_bins {
-        l.d1 = s.min_d + softplus(raw.d[l.k] + s.shift);
+    if k + 1 < k_bins {
+        l.d1 = s.min_d + softplus(raw.d[k] + s.shift);
     }
-    l
+    (k, l)
 }
 
 /// `ξ`: from `x` forward, the quadratic's stable root inverse.
@@ -218,7 +224,6 @@ fn entries_in<const INVERSE: bool>(v: Lanes, raw: &mut [Lanes], s: &Spec) -> (La
         let d1 = s.min_d + math::softplus_f64(r1[l] + s.shift);
         let vl = v[l];
         let at = Local {
-            k: 0, // (not read by `local_xi`)
             xk: xk[l],
             w: w[l],
             yk: yk[l],
@@ -271,7 +276,7 @@ fn entry_backward(
         return g_out;
     }
     let (sm_w, sm_h) = scratch.split_at_mut(s.bins);
-    let l = locate(v, raw, s, inverse, sm_w, sm_h);
+    let (k, l) = locate(v, raw, s, inverse, sm_w, sm_h);
     let xi = local_xi(v, &l, inverse);
     let sl = l.h / l.w;
     let beta = l.d1 + l.d0 - 2.0 * sl;
@@ -325,7 +330,7 @@ fn entry_backward(
     let two_b = 2.0 * s.bound;
     let scale_w = (1.0 - s.bins as f64 * s.min_w) * two_b;
     let scale_h = (1.0 - s.bins as f64 * s.min_h) * two_b;
-    let upstream = |q: usize, below: f64, at: f64| match q.cmp(&l.k) {
+    let upstream = |q: usize, below: f64, at: f64| match q.cmp(&k) {
         std::cmp::Ordering::Less => below,
         std::cmp::Ordering::Equal => at,
         std::cmp::Ordering::Greater => 0.0,
@@ -342,10 +347,10 @@ fn entry_backward(
     // Interior derivative q is knot q + 1.
     for (q, g) in gd.iter_mut().enumerate() {
         let mut gq = 0.0;
-        if q + 1 == l.k {
+        if q + 1 == k {
             gq += g_d0;
         }
-        if q == l.k {
+        if q == k {
             gq += g_d1;
         }
         *g = gq * softplus_grad(raw.d[q] + s.shift);
