@@ -23,8 +23,8 @@ pub const TOL: f64 = 1e-4;
 /// f32 tolerance for spline layers. The autodiff Jacobian, the reference here, is the
 /// quotient rule applied to the spline's rational function, which cancels in f32 for steep
 /// bins (seen: 1e-4 at moderate parameters, 3e-2 at steep ones), while the analytic
-/// log-derivative is a sum of positive terms. `finite_differences.rs` and `spline.rs`
-/// check the spline layers in f64 to 1e-7.
+/// log-derivative is a sum of positive terms. `in_f64/finite_differences.rs` and
+/// `in_f64/spline.rs` check the spline layers in f64 to 1e-7.
 pub const SPLINE_TOL: f64 = 1e-3;
 
 /// Reads a tensor back as `Vec<f64>` (test code only).

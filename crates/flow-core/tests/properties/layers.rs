@@ -337,7 +337,7 @@ fn batchnorm_training<B: AutodiffBackend>(device: &B::Device) {
     assert!(report.is_ok(), "{report:?}");
     // Evaluation (no autodiff: running averages): the harness's checks that need no
     // autodiff, on this backend; the ladj against central differences in f64 is in
-    // finite_differences.rs.
+    // in_f64/finite_differences.rs.
     let eval = layer.valid();
     let x = standard_inputs::<B>(N, 3, 16, device)
         .inner()

@@ -1,12 +1,7 @@
-//! An independent second reference for every layer: central differences in f64.
-//!
-//! This file is its own test binary on purpose: burn 0.21 keys a device's default float
-//! dtype by device, and `NdArray<f32>` and `NdArray<f64>` share the CPU device, so f64
-//! tensors created in a process that already made f32 ones silently hold f32 data.
+//! An independent second reference for every layer: central differences in f64 (in the
+//! `f64` test binary, `main.rs`, for the reason given there).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use flow_core::{
     ActNormConfig, BatchNormConfig, CouplingConfig, Elementwise, Inverse, LuLinearConfig,
     MaskedAutoregressiveConfig, Order, Permutation, PlanarConfig, RadialConfig,
