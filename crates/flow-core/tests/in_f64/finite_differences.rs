@@ -1,5 +1,5 @@
 //! An independent second reference for every layer: central differences in f64 (in the
-//! `f64` test binary, `main.rs`, for the reason given there).
+//! `in_f64` test binary: its `main.rs` says why f64 needs a binary of its own).
 
 use crate::common::*;
 use flow_core::{

@@ -6,7 +6,6 @@
 //! this binary creates `f32` ndarray tensors.
 
 #[path = "../common/mod.rs"]
-#[macro_use]
 mod common;
 
 mod finite_differences;

@@ -1,5 +1,5 @@
 //! The rational-quadratic spline kernel against an independent scalar implementation, in
-//! f64 (in the `f64` test binary: see `main.rs` on why f64 needs one).
+//! f64 (in the `in_f64` test binary: see its `main.rs` on why f64 needs one).
 
 use burn::backend::NdArray;
 use burn::tensor::{Distribution, Tensor};
