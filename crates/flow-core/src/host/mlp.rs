@@ -31,6 +31,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::blocks;
 use super::math::sum_lanes;
 use super::op::{Args, HostOp, Values, apply};
 use crate::nets::{TILE, WeightMask};
@@ -512,20 +513,6 @@ fn recycle(buffers: impl IntoIterator<Item = Vec<f32>>) {
 fn task_rows(m: usize) -> usize {
     m.div_ceil(rayon::current_num_threads().max(1))
         .max(MIN_ROWS)
-}
-
-/// The same row blocks of every `[m, widths[i]]` buffer, grouped by task.
-fn blocks<'a>(bufs: &'a mut [Vec<f32>], widths: &[usize], rows: usize) -> Vec<Vec<&'a mut [f32]>> {
-    let mut tasks: Vec<Vec<&mut [f32]>> = Vec::new();
-    for (buf, &w) in bufs.iter_mut().zip(widths) {
-        for (t, block) in buf.chunks_mut(rows * w).enumerate() {
-            if tasks.len() <= t {
-                tasks.push(Vec::with_capacity(widths.len()));
-            }
-            tasks[t].push(block);
-        }
-    }
-    tasks
 }
 
 /// `x`'s rows `r0 .. r0 + rows` of a `[_, width]` matrix.

@@ -153,59 +153,61 @@ impl<K: Kernel> pulp::WithSimd for Forward<'_, K> {
 /// in its input's shape (summed over rows for shared parameters).
 fn backward<K: Kernel>(k: &K, x: &Host, g: &[f32]) -> Vec<Vec<f32>> {
     let (n, d) = x.size();
-    // Row `i` of `all` holds the input's gradient, then each parameter's for that row.
+    // Every input's gradient per row: the kernel writes row `i`'s straight into row `i` of
+    // each buffer.
     let widths: Vec<usize> = (0..x.inputs())
         .map(|p| if p == 0 { d } else { x.shape(p)[1] })
         .collect();
-    let width: usize = widths.iter().sum();
-    let mut all = vec![0f32; n * width];
-    all.par_chunks_mut(K::ROWS_PER_TASK * width)
+    let mut grads: Vec<Vec<f32>> = widths.iter().map(|&c| vec![0f32; n * c]).collect();
+    blocks(&mut grads, &widths, K::ROWS_PER_TASK)
+        .into_par_iter()
         .enumerate()
-        .for_each(|(task, rows)| {
+        .for_each(|(task, mut block)| {
             let mut scratch = vec![0.0; k.scratch()];
-            for (r, row) in rows.chunks_mut(width).enumerate() {
-                let i = task * K::ROWS_PER_TASK + r;
-                let (g_in, mut rest) = row.split_at_mut(d);
-                let mut g_params: Vec<&mut [f32]> = Vec::with_capacity(widths.len() - 1);
-                for &c in &widths[1..] {
-                    let (head, tail) = rest.split_at_mut(c);
-                    g_params.push(head);
-                    rest = tail;
-                }
+            let first = task * K::ROWS_PER_TASK;
+            for r in 0..(n - first).min(K::ROWS_PER_TASK) {
+                let i = first + r;
+                let (g_in, params) = block.split_first_mut().expect("the input's gradient");
+                let mut g_params: Vec<&mut [f32]> = params
+                    .iter_mut()
+                    .zip(&widths[1..])
+                    .map(|(b, &c)| &mut b[r * c..(r + 1) * c])
+                    .collect();
                 k.row_backward(
                     x,
                     i,
                     &g[i * (d + 1)..(i + 1) * (d + 1)],
-                    g_in,
+                    &mut g_in[r * d..(r + 1) * d],
                     &mut g_params,
                     &mut scratch,
                 );
             }
         });
-    let shared = x.shape(1)[0] == 1 && n > 1;
-    let mut offset = 0;
-    widths
-        .iter()
-        .enumerate()
-        .map(|(p, &c)| {
-            let column = |row: &[f32]| row[offset..offset + c].to_vec();
-            let out = if p > 0 && shared {
-                // Shared parameters: the sum of every row's gradient.
-                let mut total = vec![0f32; c];
-                for row in all.chunks(width) {
-                    total
-                        .iter_mut()
-                        .zip(&row[offset..offset + c])
-                        .for_each(|(t, g)| *t += g);
-                }
-                total
-            } else {
-                all.chunks(width).flat_map(column).collect()
-            };
-            offset += c;
-            out
-        })
-        .collect()
+    if x.shape(1)[0] == 1 && n > 1 {
+        // Shared parameters: the sum of every row's gradient.
+        for (grad, &c) in grads.iter_mut().zip(&widths).skip(1) {
+            let (first, rest) = grad.split_at_mut(c);
+            for row in rest.chunks_exact(c) {
+                first.iter_mut().zip(row).for_each(|(t, g)| *t += g);
+            }
+            grad.truncate(c);
+        }
+    }
+    grads
+}
+
+/// The same row blocks of every `[m, widths[i]]` buffer, grouped by task (`rows` rows each).
+fn blocks<'a>(bufs: &'a mut [Vec<f32>], widths: &[usize], rows: usize) -> Vec<Vec<&'a mut [f32]>> {
+    let mut tasks: Vec<Vec<&mut [f32]>> = Vec::new();
+    for (buf, &w) in bufs.iter_mut().zip(widths) {
+        for (t, block) in buf.chunks_mut(rows * w).enumerate() {
+            if tasks.len() <= t {
+                tasks.push(Vec::with_capacity(widths.len()));
+            }
+            tasks[t].push(block);
+        }
+    }
+    tasks
 }
 
 /// A row kernel as one of this module's operations: the packed output `[n, d + 1]`.
