@@ -17,7 +17,7 @@ use burn::{
     optim::{GradientsParams, Optimizer},
     tensor::{Distribution, Tensor, TensorData, backend::Backend},
 };
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use density::data::{Table, Toy, mnist_logit};
 use flow_core::{
     Flow, Invertible, StandardNormal,
@@ -31,7 +31,7 @@ use train_vae::model::{ModelConfig, Vae};
 
 /// The peer benchmarks, ported.
 #[derive(Parser, Debug)]
-#[command(about)]
+#[command(name = "ports", about)]
 struct Cli {
     #[command(subcommand)]
     bench: Bench,
@@ -131,6 +131,81 @@ enum Bench {
         #[arg(long, default_value_t = 4321)]
         test_seed: u64,
     },
+}
+
+impl Bench {
+    /// What is wrong with these flags, if anything: checked before anything runs, so that a
+    /// bad command line is a usage error, not a panic halfway through.
+    fn problem(&self) -> Option<String> {
+        let window = |steps: usize, warmup: usize| {
+            (warmup >= steps)
+                .then(|| format!("--warmup-steps ({warmup}) must be below --steps ({steps})"))
+        };
+        let positive = |flags: &[(&str, usize)]| {
+            flags
+                .iter()
+                .find(|(_, v)| *v == 0)
+                .map(|(name, _)| format!("{name} must be at least 1"))
+        };
+        match *self {
+            Bench::VaePlanar {
+                epochs,
+                throughput_epochs,
+                batch,
+                ..
+            } => positive(&[
+                ("--throughput-epochs", throughput_epochs),
+                ("--batch", batch),
+            ])
+            .or_else(|| {
+                (epochs <= throughput_epochs).then(|| {
+                    format!(
+                        "--epochs ({epochs}) must exceed --throughput-epochs \
+                             ({throughput_epochs}): epoch 1 is the warm-up"
+                    )
+                })
+            })
+            .or_else(|| {
+                (batch > 9000)
+                    .then(|| format!("--batch ({batch}) must be at most 9000, the training images"))
+            }),
+            Bench::RealnvpMoons {
+                steps,
+                warmup_steps,
+                batch,
+                test_n,
+                ..
+            }
+            | Bench::NsfMog {
+                steps,
+                warmup_steps,
+                batch,
+                test_n,
+                ..
+            } => positive(&[("--batch", batch), ("--test-n", test_n)])
+                .or_else(|| window(steps, warmup_steps)),
+            Bench::MafMnist {
+                steps,
+                warmup_steps,
+                batch,
+                logprob_batch,
+                sample_batch,
+                ..
+            } => positive(&[
+                ("--batch", batch),
+                ("--logprob-batch", logprob_batch),
+                ("--sample-batch", sample_batch),
+            ])
+            .or_else(|| window(steps, warmup_steps)),
+            Bench::Matmul { repeats, min_time } => {
+                positive(&[("--repeats", repeats)]).or_else(|| {
+                    (!(min_time.is_finite() && min_time > 0.0)).then(|| {
+                        format!("--min-time must be a positive number of seconds, got {min_time}")
+                    })
+                })
+            }
+        }
+    }
 }
 
 fn sync<B: Backend>() {
@@ -563,6 +638,12 @@ fn main() {
     // no constant for it). SAFETY: called before any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let cli = Cli::parse();
+    let problem = positive_threads(cli.threads).or_else(|| cli.bench.problem());
+    if let Some(problem) = problem {
+        Cli::command()
+            .error(clap::error::ErrorKind::ValueValidation, problem)
+            .exit();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -656,6 +737,11 @@ fn main() {
     out["loadavg_1m_at_start"] = json!(load_start);
     out["loadavg_1m_at_end"] = json!(load_average());
     println!("{out}");
+}
+
+/// `--threads 0` would leave no thread to run on.
+fn positive_threads(threads: usize) -> Option<String> {
+    (threads == 0).then(|| "--threads must be at least 1".to_string())
 }
 
 /// The 1-minute load average (`/proc/loadavg`), to spot a run shared with other work.
