@@ -598,7 +598,7 @@ fn forward(net: &Net, x: &[f32], m: usize) -> Vec<Vec<f32>> {
     let widths = &net.widths[1..];
     let mut acts: Vec<Vec<f32>> = widths.iter().map(|&w| buffer(m * w)).collect();
     let rows = task_rows(m);
-    blocks(&mut acts, widths, rows)
+    blocks(&mut acts, widths, m, rows)
         .into_par_iter()
         .enumerate()
         .for_each(|(t, mut block)| {
@@ -641,7 +641,7 @@ fn backward(inputs: &Inputs, acts: &[Vec<f32>], g: &[f32], need_x: bool) -> Vec<
     }
     let mut bufs: Vec<Vec<f32>> = widths.iter().map(|&w| buffer(m * w)).collect();
     let rows = task_rows(m);
-    blocks(&mut bufs, &widths, rows)
+    blocks(&mut bufs, &widths, m, rows)
         .into_par_iter()
         .enumerate()
         .for_each(|(t, mut block)| {

@@ -159,7 +159,7 @@ fn backward<K: Kernel>(k: &K, x: &Host, g: &[f32]) -> Vec<Vec<f32>> {
         .map(|p| if p == 0 { d } else { x.shape(p)[1] })
         .collect();
     let mut grads: Vec<Vec<f32>> = widths.iter().map(|&c| vec![0f32; n * c]).collect();
-    blocks(&mut grads, &widths, K::ROWS_PER_TASK)
+    blocks(&mut grads, &widths, n, K::ROWS_PER_TASK)
         .into_par_iter()
         .enumerate()
         .for_each(|(task, mut block)| {
@@ -196,15 +196,24 @@ fn backward<K: Kernel>(k: &K, x: &Host, g: &[f32]) -> Vec<Vec<f32>> {
     grads
 }
 
-/// The same row blocks of every `[m, widths[i]]` buffer, grouped by task (`rows` rows each).
-fn blocks<'a>(bufs: &'a mut [Vec<f32>], widths: &[usize], rows: usize) -> Vec<Vec<&'a mut [f32]>> {
-    let mut tasks: Vec<Vec<&mut [f32]>> = Vec::new();
+/// The same row blocks of every `[m, widths[i]]` buffer, grouped by task (`rows` rows each;
+/// a buffer of width 0 gives every task an empty block).
+fn blocks<'a>(
+    bufs: &'a mut [Vec<f32>],
+    widths: &[usize],
+    m: usize,
+    rows: usize,
+) -> Vec<Vec<&'a mut [f32]>> {
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..m.div_ceil(rows.max(1)))
+        .map(|_| Vec::with_capacity(widths.len()))
+        .collect();
     for (buf, &w) in bufs.iter_mut().zip(widths) {
-        for (t, block) in buf.chunks_mut(rows * w).enumerate() {
-            if tasks.len() <= t {
-                tasks.push(Vec::with_capacity(widths.len()));
-            }
-            tasks[t].push(block);
+        match w {
+            0 => tasks.iter_mut().for_each(|t| t.push(&mut [])),
+            _ => tasks
+                .iter_mut()
+                .zip(buf.chunks_mut(rows * w))
+                .for_each(|(t, block)| t.push(block)),
         }
     }
     tasks
@@ -236,9 +245,10 @@ fn dispatch<B: Backend, K: Kernel, const N: usize>(
 ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
     let packed = op::apply(Rows(kernel), args.map(Tensor::clone))?;
     let [n, d1] = packed.dims();
+    // `slice`, not `narrow`: the values may be empty (`d = 0`), which `narrow` rejects.
     Some((
-        packed.clone().narrow(1, 0, d1 - 1),
-        packed.narrow(1, d1 - 1, 1).reshape([n]),
+        packed.clone().slice([0..n, 0..d1 - 1]),
+        packed.slice([0..n, d1 - 1..d1]).reshape([n]),
     ))
 }
 

@@ -795,6 +795,28 @@ mod tests {
         }
     }
 
+    /// Empty shapes (no rows; rows of no entries) go through the kernel, forward and
+    /// backward, without a panic: outputs of the inputs' shapes, the ladj of an empty row 0.
+    #[test]
+    fn empty_shapes_run_forward_and_backward() {
+        let device = Default::default();
+        let spec = RqSpline::new(4, 3.0);
+        for (n, d) in [(3, 0), (0, 2)] {
+            let x = Tensor::<B, 2>::zeros([n, d], &device).require_grad();
+            let w = Tensor::<B, 3>::zeros([n, d, 4], &device).require_grad();
+            let h = Tensor::<B, 3>::zeros([n, d, 4], &device).require_grad();
+            let dr = Tensor::<B, 3>::zeros([n, d, 3], &device).require_grad();
+            let (y, ladj) = rq_spline(&x, &w, &h, &dr, &spec, false).expect("the CPU kernel");
+            assert_eq!((y.dims(), ladj.dims()), ([n, d], [n]));
+            assert!(values_of(ladj.clone()).iter().all(|&l| l == 0.0));
+            // burn may drop the gradient of an empty tensor; one that exists has its shape.
+            let grads = (y.sum() + ladj.sum()).backward();
+            assert!(x.grad(&grads).is_none_or(|g| g.dims() == [n, d]));
+            assert!(w.grad(&grads).is_none_or(|g| g.dims() == [n, d, 4]));
+            assert!(dr.grad(&grads).is_none_or(|g| g.dims() == [n, d, 3]));
+        }
+    }
+
     /// The CPU kernel against the tensor-op reference (in `f64`): values, ladj and the
     /// gradients of all four inputs, forward and inverse, per-row and shared parameters, with
     /// entries in both tails and on the interval's ends.
