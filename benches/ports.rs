@@ -638,7 +638,9 @@ fn main() {
     // no constant for it). SAFETY: called before any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let cli = Cli::parse();
-    let problem = positive_threads(cli.threads).or_else(|| cli.bench.problem());
+    let problem = (cli.threads == 0)
+        .then(|| "--threads must be at least 1".to_string())
+        .or_else(|| cli.bench.problem());
     if let Some(problem) = problem {
         Cli::command()
             .error(clap::error::ErrorKind::ValueValidation, problem)
@@ -737,11 +739,6 @@ fn main() {
     out["loadavg_1m_at_start"] = json!(load_start);
     out["loadavg_1m_at_end"] = json!(load_average());
     println!("{out}");
-}
-
-/// `--threads 0` would leave no thread to run on.
-fn positive_threads(threads: usize) -> Option<String> {
-    (threads == 0).then(|| "--threads must be at least 1".to_string())
 }
 
 /// The 1-minute load average (`/proc/loadavg`), to spot a run shared with other work.
