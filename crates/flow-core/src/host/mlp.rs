@@ -374,6 +374,25 @@ impl Net {
     }
 }
 
+/// `dst: [rows, cols]` row-major `=` the transpose of `src: [cols, rows]` row-major, in
+/// square blocks whose lines stay in the L1 cache.
+fn transpose_into(dst: &mut [f32], src: &[f32], rows: usize) {
+    const BLOCK: usize = 32;
+    let cols = dst.len() / rows.max(1);
+    for i0 in (0..rows).step_by(BLOCK) {
+        for j0 in (0..cols).step_by(BLOCK) {
+            let j1 = (j0 + BLOCK).min(cols);
+            for i in i0..(i0 + BLOCK).min(rows) {
+                let d = &mut dst[i * cols + j0..i * cols + j1];
+                let s = &src[i..];
+                d.iter_mut()
+                    .zip((j0..j1).map(|j| s[j * rows]))
+                    .for_each(|(d, v)| *d = v);
+            }
+        }
+    }
+}
+
 /// `ROW_OF[b][c]` is bit `c` of the byte `b` as `0.0` or `1.0`.
 static ROW_OF: [[f32; 8]; 256] = {
     let mut table = [[0.0; 8]; 256];
@@ -663,20 +682,37 @@ fn backward(inputs: &Inputs, acts: &[Vec<f32>], g: &[f32], need_x: bool) -> Vec<
                 } else {
                     (&mut *hi[0], &*lo[l])
                 };
-                // dst[:, lo..hi] += src[:, c0..c1] · W[lo..hi, c0..c1]ᵀ per tile.
                 let tiled = net.masks[l].is_some();
-                if tiled {
-                    dst.fill(0.0);
-                }
-                for (i, t) in net.tiles(l).into_iter().enumerate() {
+                if !tiled && mc * (d_in + d_out) < d_in * d_out {
+                    // dstᵀ = W · srcᵀ into a column-major buffer, then transposed: gemm packs
+                    // (transposes) the operand that is not contiguous down the output's
+                    // columns, here the block of src (mc × d_out) instead of all of W.
+                    let mut dt = buffer(mc * d_in);
                     matmul(
-                        (&mut dst[t.lo..], d_in),
-                        tiled,
-                        Mat::rows(&src[t.c0..], d_out),
-                        net.weight_t(l, i, t),
-                        (mc, t.hi - t.lo, t.c1 - t.c0),
+                        (&mut dt, mc),
+                        false,
+                        net.weight(l, 0, net.tiles(l)[0]),
+                        Mat::transposed(src, d_out),
+                        (d_in, mc, d_out),
                         Parallelism::None,
                     );
+                    transpose_into(dst, &dt, mc);
+                    recycle([dt]);
+                } else {
+                    // dst[:, lo..hi] += src[:, c0..c1] · W[lo..hi, c0..c1]ᵀ per tile.
+                    if tiled {
+                        dst.fill(0.0);
+                    }
+                    for (i, t) in net.tiles(l).into_iter().enumerate() {
+                        matmul(
+                            (&mut dst[t.lo..], d_in),
+                            tiled,
+                            Mat::rows(&src[t.c0..], d_out),
+                            net.weight_t(l, i, t),
+                            (mc, t.hi - t.lo, t.c1 - t.c0),
+                            Parallelism::None,
+                        );
+                    }
                 }
                 if l > 0 {
                     relu_backward(dst, act(l));
@@ -953,10 +989,12 @@ mod tests {
 
     fn agree_with_tensor_ops<B: AutodiffBackend>() {
         <B as Backend>::seed(&Default::default(), 7);
-        // Depths 1–4, row counts below, at and off the task size, both final activations.
+        // Depths 1–4, row counts below, at and off the task size, both final activations;
+        // wide layers over few rows (the input's too) take the column-major input gradient.
         for (widths, m, relu_last) in [
             (vec![3, 5], 1, false),
             (vec![1, 64, 64, 2], 37, false),
+            (vec![40, 96, 80, 3], 24, true),
             (vec![6, 33, 7], 200, true),
             (vec![10, 20, 30, 20, 4], 513, false),
         ] {
