@@ -25,6 +25,7 @@
 //! layer in the backward pass; only the weight gradients, sums over all rows, are one
 //! matrix product each over the whole batch.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use burn::tensor::{Tensor, backend::Backend};
@@ -372,6 +373,15 @@ impl Net {
     fn activates(&self, l: usize) -> bool {
         l + 1 < self.depth() || self.relu_last
     }
+}
+
+/// `block` with every entry set to zero, as initialized values.
+fn zeroed(block: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    block.iter_mut().for_each(|x| {
+        x.write(0.0);
+    });
+    // SAFETY: every entry was just written, and `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { &mut *(block as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// `dst: [rows, cols]` row-major `=` the transpose of `src: [cols, rows]` row-major, in
@@ -723,23 +733,31 @@ fn backward(inputs: &Inputs, acts: &[Vec<f32>], g: &[f32], need_x: bool) -> Vec<
         true => bufs.pop().expect("the input's gradient"),
         false => Vec::new(),
     };
-    // ∂ℒ/∂W_l = a_lᵀ ∂ℒ/∂z_l over all rows (one product per block of W_l's rows, all
-    // layers' blocks in one parallel region); ∂ℒ/∂b_l the column sums of ∂ℒ/∂z_l.
-    let mut dw: Vec<Vec<f32>> = (0..depth)
-        .map(|l| vec![0.0; net.widths[l] * net.widths[l + 1]])
+    // ∂ℒ/∂W_l = a_lᵀ ∂ℒ/∂z_l over all rows, one product per block of W_l's rows, each
+    // thread a block of every layer (an equal share of the work, in one parallel region);
+    // ∂ℒ/∂b_l the column sums of ∂ℒ/∂z_l. The blocks are zeroed by their own threads, not
+    // all of ∂ℒ/∂W (~1 M entries in vae-planar) by one thread while the others wait.
+    let sizes: Vec<usize> = (0..depth)
+        .map(|l| net.widths[l] * net.widths[l + 1])
         .collect();
+    let mut dw: Vec<Vec<f32>> = sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
     let mut db: Vec<Vec<f32>> = net.widths[1..].iter().map(|&d| vec![0.0; d]).collect();
     let threads = rayon::current_num_threads().max(1);
-    let mut tasks = Vec::new();
+    let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
     for (l, (w, b)) in dw.iter_mut().zip(&mut db).enumerate() {
         let (d_in, d_out) = (net.widths[l], net.widths[l + 1]);
         let block = d_in.div_ceil(threads).max(MIN_ROWS);
         let mut bias = Some(b);
-        for (i, rows) in w.chunks_mut(block * d_out).enumerate() {
-            tasks.push((l, i * block, rows, bias.take()));
+        let entries = &mut w.spare_capacity_mut()[..sizes[l]];
+        for (i, rows) in entries.chunks_mut(block * d_out).enumerate() {
+            shares[(i + l) % threads].push((l, i * block, rows, bias.take()));
         }
     }
-    tasks.into_par_iter().for_each(|(l, i0, dst, bias)| {
+    let tasks = shares
+        .into_par_iter()
+        .flat_map_iter(|share| share.into_iter());
+    tasks.for_each(|(l, i0, dst, bias)| {
+        let dst = zeroed(dst);
         let (d_in, d_out) = (net.widths[l], net.widths[l + 1]);
         let a: &[f32] = if l == 0 { &inputs.x } else { &acts[l - 1] };
         // dW[r0..r1, c0..c1] = a[:, r0..r1]ᵀ · ∂ℒ/∂z_l[:, c0..c1] for this block's rows
@@ -770,6 +788,10 @@ fn backward(inputs: &Inputs, acts: &[Vec<f32>], g: &[f32], need_x: bool) -> Vec<
             column_sums(b, &bufs[l]);
         }
     });
+    for (w, n) in dw.iter_mut().zip(sizes) {
+        // SAFETY: the blocks, each zeroed by `zeroed`, cover the first `n` entries.
+        unsafe { w.set_len(n) };
+    }
     recycle(bufs);
     let params = dw.into_iter().zip(db).flat_map(|(w, b)| [w, b]);
     std::iter::once(dx).chain(params).collect()
