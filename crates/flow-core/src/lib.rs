@@ -77,6 +77,7 @@ pub mod spline;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transform;
+pub mod workers;
 
 pub use actnorm::{ActNorm, ActNormConfig};
 pub use autoregressive::{MaskedAutoregressive, MaskedAutoregressiveConfig};

@@ -1,0 +1,119 @@
+//! Keeping rayon's other threads awake between parallel regions.
+//!
+//! A training step on the CPU backends is a chain of short parallel regions (each kernel,
+//! each weight gradient, the optimizer's update) with serial work in between (the autodiff
+//! graph, small tensor ops). rayon's idle threads spin only briefly and then sleep on a
+//! futex, so after a serial stretch of more than some 20 µs every region waits for a
+//! sleeping thread to be woken: measured on the 2-core KVM machine of
+//! `docs/benchmarks.md`, 22–35 µs per region (a region of two 100 µs halves after a serial
+//! stretch of 50–200 µs), against 2–4 µs when the other thread is awake. A vae-planar
+//! training step has ~15 such regions, a realnvp-moons step ~60.
+//!
+//! [`with_hot_workers`] runs a closure while every other thread of the pool polls for work
+//! instead of sleeping — what the OpenMP threads behind PyTorch's CPU operators do between
+//! parallel regions (they spin for a while before they sleep). The price: those threads
+//! keep their cores busy for the whole closure, serial stretches included, so it suits a
+//! machine given over to the training run, not one shared with other work.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Sets the flag when dropped: the pollers stop even if the closure panics (otherwise
+/// rayon's scope would wait for them forever).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Runs `f` on a thread of rayon's global pool while each of the pool's other threads
+/// polls for work (`rayon::yield_now`) instead of sleeping between parallel regions; see
+/// the [module docs](self) for why and at what price. Returns `f`'s result; a panic in
+/// `f` propagates after the pollers have stopped. With one thread it just runs `f`.
+///
+/// ```
+/// use rayon::prelude::*;
+/// let total: u64 = flow_core::workers::with_hot_workers(|| {
+///     (0..100).map(|_| (0..1000u64).into_par_iter().sum::<u64>()).sum()
+/// });
+/// assert_eq!(total, 100 * 499_500);
+/// ```
+pub fn with_hot_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let others = rayon::current_num_threads().saturating_sub(1);
+    if others == 0 {
+        return f();
+    }
+    let stop = AtomicBool::new(false);
+    let started = AtomicUsize::new(0);
+    rayon::scope(|s| {
+        let stop_guard = StopOnDrop(&stop);
+        for _ in 0..others {
+            s.spawn(|_| {
+                started.fetch_add(1, Ordering::AcqRel);
+                // Until every poller has started, poll nothing: a poller that took another
+                // poller's job would leave a thread asleep.
+                while started.load(Ordering::Acquire) < others && !stop.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                while !stop.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        // The pollers must be taken by the other threads before `f` runs: this thread,
+        // waiting inside `f` for a parallel region, could otherwise pick one up itself
+        // and poll until `f` returns, which it then never would.
+        while started.load(Ordering::Acquire) < others {
+            std::hint::spin_loop();
+        }
+        let out = f();
+        drop(stop_guard);
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_hot_workers;
+    use rayon::prelude::*;
+
+    /// Nested parallel work on pools of 1–4 threads: the pollers run its jobs, and every
+    /// thread is released at the end (the pool's `install` would hang otherwise).
+    #[test]
+    fn parallel_work_inside_completes_on_every_pool_size() {
+        for threads in 1..=4 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a pool");
+            let total: u64 = pool.install(|| {
+                with_hot_workers(|| {
+                    (0..200)
+                        .map(|i| (0..1000u64).into_par_iter().map(|j| j * i).sum::<u64>())
+                        .sum()
+                })
+            });
+            assert_eq!(total, 499_500 * (0..200).sum::<u64>(), "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_closure_propagates_and_stops_the_pollers() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("a pool");
+        let caught = pool.install(|| {
+            std::panic::catch_unwind(|| with_hot_workers(|| -> u32 { panic!("in the closure") }))
+        });
+        assert!(caught.is_err());
+        // The pool still runs work: no thread is left polling.
+        assert_eq!(
+            pool.install(|| (0..100u32).into_par_iter().sum::<u32>()),
+            4950
+        );
+    }
+}
