@@ -665,10 +665,11 @@ fn main() {
     let bench = cli.bench;
     // The benchmark runs on one of the pool's threads, so that the serial tensor ops and
     // the parallel kernels share the `--threads` threads: a main thread outside the pool
-    // would hand every parallel region to a (possibly sleeping) worker and wait. The other
-    // threads poll for work meanwhile instead of sleeping between the parallel regions, as
-    // the OpenMP threads behind the peers' PyTorch operators spin between theirs.
-    let mut out = flow_core::workers::with_hot_workers(move || match bench {
+    // would hand every parallel region to a (possibly sleeping) worker and wait. On the CPU
+    // backends the other threads poll for work meanwhile instead of sleeping between the
+    // parallel regions, as the OpenMP threads behind the peers' PyTorch operators spin
+    // between theirs.
+    let mut out = flow_core::workers::with_hot_workers_on::<Inner, _>(move || match bench {
         Bench::VaePlanar {
             epochs,
             throughput_epochs,

@@ -111,6 +111,20 @@ pub(crate) fn is<B: 'static, C: 'static>() -> bool {
     std::any::TypeId::of::<B>() == std::any::TypeId::of::<C>()
 }
 
+/// Whether `B`'s tensors live in host memory: `B` is one of the CPU backends this build
+/// has (`Flex`, `NdArray`), not a GPU backend nor an `Autodiff` wrapper.
+pub(crate) fn host_resident<B: Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    if is::<B, burn::backend::Flex>() {
+        return true;
+    }
+    #[cfg(feature = "ndarray")]
+    if is::<B, burn::backend::NdArray>() {
+        return true;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,6 @@
 //! non-`f32` tensors, it runs burn's `Adam`. The state is burn's [`AdamState`], so records
 //! and checkpoints are interchangeable with burn's optimizer.
 
-use std::any::TypeId;
-
 use burn::{
     module::AutodiffModule,
     optim::{
@@ -80,21 +78,6 @@ pub struct FusedAdam {
     beta_2: f32,
     epsilon: f32,
     fallback: Adam,
-}
-
-/// Whether `B`'s tensors live in host memory (the CPU backends this build has).
-fn host_resident<B: Backend>() -> bool {
-    let id = TypeId::of::<B>();
-    #[cfg(feature = "flex")]
-    if id == TypeId::of::<burn::backend::Flex>() {
-        return true;
-    }
-    #[cfg(feature = "ndarray")]
-    if id == TypeId::of::<burn::backend::NdArray>() {
-        return true;
-    }
-    let _ = id;
-    false
 }
 
 /// A tensor's values, taken without a copy where the backend allows it (when nothing else
@@ -264,7 +247,10 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        if !host_resident::<B>() || tensor.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        if !crate::ops::host_resident::<B>()
+            || tensor.dtype() != DType::F32
+            || grad.dtype() != DType::F32
+        {
             return self.fallback.step(lr, tensor, grad, state);
         }
         let device = tensor.device();
@@ -325,7 +311,7 @@ mod tests {
         let model: Linear<B> = LinearConfig::new(301, 203).init(&device);
         let x = Tensor::<B, 2>::random([16, 301], Distribution::Normal(0.0, 1.0), &device);
         assert!(
-            host_resident::<NdArray>(),
+            crate::ops::host_resident::<NdArray>(),
             "the test must take the fused path"
         );
         let config = AdamConfig::new().with_epsilon(1e-8);

@@ -17,6 +17,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use burn::tensor::backend::Backend;
+
 /// Sets the flag when dropped: the pollers stop even if the closure panics (otherwise
 /// rayon's scope would wait for them forever).
 struct StopOnDrop<'a>(&'a AtomicBool);
@@ -73,6 +75,23 @@ pub fn with_hot_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         drop(stop_guard);
         out
     })
+}
+
+/// [`with_hot_workers`] when `B` is one of the CPU backends (`Flex`, `NdArray`: the
+/// backend a [`crate::backend::Program`] runs on, without `Autodiff`), else just `f()`:
+/// on a GPU backend the CPU threads are the driver's, and polling would take their cores.
+///
+/// ```
+/// # #[cfg(feature = "ndarray")] {
+/// let rows = flow_core::workers::with_hot_workers_on::<burn::backend::NdArray, _>(|| 128);
+/// assert_eq!(rows, 128);
+/// # }
+/// ```
+pub fn with_hot_workers_on<B: Backend, R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    match crate::ops::host_resident::<B>() {
+        true => with_hot_workers(f),
+        false => f(),
+    }
 }
 
 #[cfg(test)]

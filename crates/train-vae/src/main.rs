@@ -80,14 +80,11 @@ impl Program for Cli {
 }
 
 fn train<B: Backend>(args: &TrainArgs, name: &str, device: &B::Device) -> Result<(), VaeError> {
-    let run = || app::train_command::<Autodiff<B>>(args, name, device);
     // On the CPU backends the training loop runs on one of rayon's threads while the
-    // others poll for work between the step's parallel regions instead of sleeping
-    // (`flow_core::workers`); on a GPU the CPU threads are the driver's.
-    let s = match name {
-        "flex" | "ndarray" => flow_core::workers::with_hot_workers(run),
-        _ => run(),
-    }?;
+    // others poll for work between the step's parallel regions instead of sleeping.
+    let s = flow_core::workers::with_hot_workers_on::<B, _>(|| {
+        app::train_command::<Autodiff<B>>(args, name, device)
+    })?;
     println!();
     println!(
         "| flow | epochs | best | valid −ELBO | IW −ELBO | IW-NLL (S={}) | images/s | params | backend |",

@@ -604,19 +604,16 @@ impl Program for Cli {
                     e.data.display()
                 );
             }),
-            Some(Command::Fit(f)) => fit_on::<B>(f, backend).map(report),
-            None => fit_on::<B>(&self.fit, backend).map(report),
+            // On the CPU backends on one of rayon's threads while the others poll for work
+            // between the step's parallel regions instead of sleeping.
+            Some(Command::Fit(f)) => {
+                flow_core::workers::with_hot_workers_on::<B, _>(|| fit::<B>(f, backend)).map(report)
+            }
+            None => {
+                flow_core::workers::with_hot_workers_on::<B, _>(|| fit::<B>(&self.fit, backend))
+                    .map(report)
+            }
         }
-    }
-}
-
-/// [`fit`], on the CPU backends on one of rayon's threads while the others poll for work
-/// between the step's parallel regions instead of sleeping (`flow_core::workers`); on a
-/// GPU the CPU threads are the driver's.
-fn fit_on<B: Backend>(f: &FitArgs, backend: &'static str) -> Result<Summary> {
-    match backend {
-        "flex" | "ndarray" => flow_core::workers::with_hot_workers(|| fit::<B>(f, backend)),
-        _ => fit::<B>(f, backend),
     }
 }
 

@@ -22,8 +22,8 @@
 //! threads once: each thread runs its block of rows through every layer (single-threaded
 //! matrix products from the `gemm` crate, the same kernels burn's `flex` backend calls; the
 //! bias enters as the product's initial value, the ReLU in place), and back through every
-//! layer in the backward pass; only the weight gradients, sums over all rows, are one
-//! matrix product each over the whole batch.
+//! layer in the backward pass; only the weight gradients, sums over all rows, are products
+//! over the whole batch, each thread taking a block of rows of every layer's `∂ℒ/∂W`.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
