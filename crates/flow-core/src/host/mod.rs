@@ -30,6 +30,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend, ops::F
 
 pub mod affine;
 pub mod bernoulli;
+mod kinks;
 mod math;
 pub mod mlp;
 mod op;
