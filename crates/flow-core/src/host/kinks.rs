@@ -42,7 +42,7 @@ use std::ops::Range;
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::math::sum_lanes;
+use super::math::{all_finite, sum_lanes};
 use super::mlp::{buffer, recycle};
 
 /// The first two layers of a network with one input feature, as a table over the intervals
@@ -148,10 +148,7 @@ impl Kinks {
     /// The table for these layers (`d_1 = w0.len()`, `d_2 = b1.len()`), or `None` when a
     /// parameter is not finite (a NaN must reach every output, as through the products).
     pub(super) fn new(p: Layers) -> Option<Self> {
-        // `0 · x` is ±0 for a finite `x`, NaN otherwise; summed in lanes, which vectorizes
-        // (an early-exit `all` over W_1's entries does not).
-        let finite = |v: &[f32]| sum_lanes(v, v, |x, _| 0.0 * x) == 0.0;
-        if !(finite(p.w0) && finite(p.b0) && finite(p.w1) && finite(p.b1)) {
+        if ![p.w0, p.b0, p.w1, p.b1].into_iter().all(all_finite) {
             return None;
         }
         let (d1, d2) = (p.w0.len(), p.b1.len());

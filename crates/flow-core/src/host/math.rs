@@ -138,6 +138,12 @@ pub(super) fn tanh_f32(x: f32) -> f32 {
     ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
+/// Whether every entry of `v` is finite: `0 · x` is ±0 for a finite `x` and NaN otherwise,
+/// summed in lanes, which vectorizes (an early-exit `all` does not).
+pub(super) fn all_finite(v: &[f32]) -> bool {
+    sum_lanes(v, v, |x, _| 0.0 * x) == 0.0
+}
+
 /// Independent partial sums in [`sum_lanes`]: a vector register's worth (AVX-512).
 pub(super) const LANES: usize = 16;
 

@@ -34,6 +34,7 @@ mod kinks;
 mod math;
 pub mod mlp;
 mod op;
+mod sparse;
 mod spline;
 
 pub use affine::affine_params;
