@@ -42,6 +42,7 @@ use std::ops::Range;
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
+use super::buckets;
 use super::math::{all_finite, sum_lanes};
 use super::mlp::{buffer, recycle};
 
@@ -271,19 +272,9 @@ impl Kinks {
     /// (module docs): the column blocks in parallel, then `∂ℒ/∂W_1`'s rows put together.
     pub(super) fn gradients(&self, p: Layers, x: &[f32], delta: &[f32]) -> Gradients {
         let d1 = self.units.len();
-        // Counting sort of the rows by interval.
+        // The rows grouped by interval.
         let ks: Vec<usize> = x.iter().map(|&x| self.interval(x)).collect();
-        let mut start = vec![0; d1 + 2];
-        ks.iter().for_each(|&k| start[k + 1] += 1);
-        for k in 0..=d1 {
-            start[k + 1] += start[k];
-        }
-        let mut next = start.clone();
-        let mut order = vec![0; x.len()];
-        for (n, &k) in ks.iter().enumerate() {
-            order[next[k]] = n;
-            next[k] += 1;
-        }
+        let (start, order) = buckets(ks.iter().enumerate().map(|(n, &k)| (k, n)), d1 + 1);
         let rows = Sorted {
             x,
             delta,

@@ -57,8 +57,7 @@ use rayon::prelude::*;
 
 use super::blocks;
 use super::kinks::{Kinks, Layers};
-use super::math::all_finite;
-use super::math::sum_lanes;
+use super::math::{all_finite, sum_lanes};
 use super::op::{Args, HostOp, Values, apply};
 use super::sparse;
 use crate::nets::{TILE, WeightMask};
@@ -314,10 +313,10 @@ struct Net {
     packed: Vec<Vec<Option<Vec<f32>>>>,
     relu_last: bool,
     /// The first two layers through the first layer's kinks, on one input feature
-    /// ([`Net::with_kinks`]).
+    /// ([`Net::with_first_layers`]).
     kinks: Option<Kinks>,
     /// Whether the first layer's product and weight gradient run over the input's nonzero
-    /// entries (`host::sparse`; [`Inputs::new`]).
+    /// entries (`host::sparse`; [`Net::with_first_layers`]).
     sparse_input: bool,
 }
 
@@ -418,18 +417,25 @@ impl Net {
         }
     }
 
-    /// Takes the first two layers through the first layer's kinks (`host::kinks`) when
-    /// the network has one input feature, at least two layers, neither masked, all their
-    /// parameters finite, and `m` rows, enough that the table (`~3 d_1 d_2` operations)
-    /// costs less than the product it replaces (`m d_1 d_2` multiply-adds).
-    fn with_kinks(mut self, m: usize) -> Self {
-        let fits = self.widths[0] == 1
+    /// Chooses how the first layers run on `x` (`m` rows): through the first layer's
+    /// kinks (`host::kinks`) when the network has one input feature, at least two layers,
+    /// neither masked, all their parameters finite, and enough rows that the table (`~3
+    /// d_1 d_2` operations) costs less than the product it replaces (`m d_1 d_2`
+    /// multiply-adds); else over a mostly-zero input's nonzero entries (`host::sparse`)
+    /// when the first layer is unmasked, wide enough to matter and its weights finite.
+    fn with_first_layers(mut self, x: &[f32], m: usize) -> Self {
+        let kinks = self.widths[0] == 1
             && self.depth() >= 2
             && self.masks[..2].iter().all(Option::is_none)
             && m >= KINK_ROWS;
-        if fits {
+        if kinks {
             self.kinks = Kinks::new(self.first_two());
         }
+        self.sparse_input = self.kinks.is_none()
+            && self.masks[0].is_none()
+            && self.widths[0] >= SPARSE_WIDTH
+            && sparse::is_sparse(x)
+            && all_finite(&self.w[0]);
         self
     }
 
@@ -577,15 +583,11 @@ impl Inputs {
         };
         net.pack();
         let m = shapes[0][0];
-        let mut net = net.with_kinks(m);
-        // A mostly-zero input (binarized images) over its nonzero entries: an unmasked
-        // first layer not taken through the kinks, wide enough to matter, finite weights.
-        net.sparse_input = net.kinks.is_none()
-            && net.masks[0].is_none()
-            && net.widths[0] >= SPARSE_WIDTH
-            && sparse::is_sparse(&x)
-            && all_finite(&net.w[0]);
-        Self { net, x, m }
+        Self {
+            net: net.with_first_layers(&x, m),
+            x,
+            m,
+        }
     }
 }
 
@@ -1106,6 +1108,44 @@ mod tests {
         Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), &Default::default())
     }
 
+    /// Asserts the fused network's output and every gradient of `Σ y ⊙ g` within 1e-4
+    /// (relative) of the tensor ops'.
+    fn assert_matches_tensor_ops<B: AutodiffBackend>(
+        case: &str,
+        x: &Tensor<B, 2>,
+        layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
+        relu_last: bool,
+        g: &Tensor<B, 2>,
+    ) {
+        let ours = run::<B>(true, x, layers, relu_last, g);
+        let theirs = run::<B>(false, x, layers, relu_last, g);
+        assert_agree(case, &NAMES[..ours.len()], &ours, &theirs, |_| 1e-4);
+    }
+
+    /// The fused network's output on the plain backend for the input values `x: [m, d]`,
+    /// with a NaN at entry `e` of layer `l`'s weight for `nan_weight = Some((l, e))`.
+    fn plain_output(
+        x: Vec<f32>,
+        [m, d]: [usize; 2],
+        layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
+        nan_weight: Option<(usize, usize)>,
+    ) -> Vec<f64> {
+        type P = burn::backend::NdArray;
+        let device = Default::default();
+        let mut plain: Vec<(Tensor<P, 2>, Tensor<P, 1>)> = layers
+            .iter()
+            .map(|(w, b)| (w.clone().inner(), b.clone().inner()))
+            .collect();
+        if let Some((l, e)) = nan_weight {
+            let shape = plain[l].0.dims();
+            let mut w: Vec<f32> = plain[l].0.to_data().to_vec().unwrap();
+            w[e] = f32::NAN;
+            plain[l].0 = Tensor::from_data(TensorData::new(w, shape), &device);
+        }
+        let x = Tensor::<P, 2>::from_data(TensorData::new(x, [m, d]), &device);
+        values_of(relu_mlp(&x, &plain, false).unwrap())
+    }
+
     #[test]
     fn values_and_every_gradient_match_the_tensor_ops() {
         // Pooled buffers full of NaN: the kernel must write every entry before reading it.
@@ -1154,10 +1194,8 @@ mod tests {
                 .collect();
             let x = random([m, widths[0]]);
             let g = random([m, *widths.last().unwrap()]);
-            let ours = run::<B>(true, &x, &layers, relu_last, &g);
-            let theirs = run::<B>(false, &x, &layers, relu_last, &g);
             let case = format!("{widths:?} m={m}");
-            assert_agree(&case, &NAMES[..ours.len()], &ours, &theirs, |_| 1e-4);
+            assert_matches_tensor_ops(&case, &x, &layers, relu_last, &g);
         }
     }
 
@@ -1168,7 +1206,6 @@ mod tests {
     #[test]
     fn kinks_agree_at_their_edge_cases() {
         poison_pool();
-        type P = burn::backend::NdArray;
         let device = Default::default();
         let w0 = [
             0.5, -1.0, 0.0, 0.0, 2.0, -0.25, 0.5, 1.5, -3.0, 0.0, 1.0, -1.0,
@@ -1189,29 +1226,18 @@ mod tests {
             (random([20, 2]), random([2])),
         ];
         let x = tensor(&xs, [m, 1]);
-        let g = random([m, 2]);
-        let ours = run::<B>(true, &x, &layers, false, &g);
-        let theirs = run::<B>(false, &x, &layers, false, &g);
-        assert_agree("edge cases", &NAMES[..8], &ours, &theirs, |_| 1e-4);
+        assert_matches_tensor_ops("edge cases", &x, &layers, false, &random([m, 2]));
 
         // A NaN input gives a NaN output row (and only that row).
-        let plain: Vec<(Tensor<P, 2>, Tensor<P, 1>)> = layers
-            .iter()
-            .map(|(w, b)| (w.clone().inner(), b.clone().inner()))
-            .collect();
-        xs[3] = f32::NAN;
-        let x = Tensor::<P, 2>::from_data(TensorData::new(xs, [m, 1]), &device);
-        let y = values_of(relu_mlp(&x, &plain, false).unwrap());
+        let mut nan_x = xs.clone();
+        nan_x[3] = f32::NAN;
+        let y = plain_output(nan_x, [m, 1], &layers, None);
         assert!(y[6..8].iter().all(|v| v.is_nan()));
         assert!(y[..6].iter().chain(&y[8..]).all(|v| v.is_finite()));
 
         // A NaN weight of the second layer reaches every output, as through the product
         // (the kinks would confine it to the rows where its unit is active).
-        let mut w1: Vec<f32> = plain[1].0.to_data().to_vec().unwrap();
-        w1[5] = f32::NAN;
-        let mut poisoned = plain.clone();
-        poisoned[1].0 = Tensor::from_data(TensorData::new(w1, [d1, 20]), &device);
-        let y = values_of(relu_mlp(&x, &poisoned, false).unwrap());
+        let y = plain_output(xs, [m, 1], &layers, Some((1, 5)));
         assert!(y.iter().all(|v| v.is_nan()));
     }
 
@@ -1221,8 +1247,6 @@ mod tests {
     #[test]
     fn sparse_input_agrees() {
         poison_pool();
-        type P = burn::backend::NdArray;
-        let device = Default::default();
         let (m, d) = (90, 300);
         let xs: Vec<f32> = (0..m * d)
             .map(|e| match (e * 7919) % 100 {
@@ -1233,34 +1257,22 @@ mod tests {
             })
             .collect();
         assert!(sparse::is_sparse(&xs) && !sparse::is_sparse(&[1.0, 0.0, f32::NAN, 0.0, 0.5]));
-        let x = Tensor::<B, 2>::from_data(TensorData::new(xs.clone(), [m, d]), &device);
+        let x = Tensor::<B, 2>::from_data(TensorData::new(xs.clone(), [m, d]), &Default::default());
         let widths = [d, 150, 40, 5];
         let layers: Vec<(Tensor<B, 2>, Tensor<B, 1>)> = widths
             .windows(2)
             .map(|w| (random([w[0], w[1]]), random([w[1]])))
             .collect();
-        let g = random([m, 5]);
-        let ours = run::<B>(true, &x, &layers, false, &g);
-        let theirs = run::<B>(false, &x, &layers, false, &g);
-        assert_agree("sparse input", &NAMES[..8], &ours, &theirs, |_| 1e-4);
+        assert_matches_tensor_ops("sparse input", &x, &layers, false, &random([m, 5]));
 
-        let plain: Vec<(Tensor<P, 2>, Tensor<P, 1>)> = layers
-            .iter()
-            .map(|(w, b)| (w.clone().inner(), b.clone().inner()))
-            .collect();
+        // A NaN input entry gives a NaN output row (and only that row).
         let mut nan_x = xs.clone();
         nan_x[5 * d + 3] = f32::NAN;
-        let x = Tensor::<P, 2>::from_data(TensorData::new(nan_x, [m, d]), &device);
-        let y = values_of(relu_mlp(&x, &plain, false).unwrap());
+        let y = plain_output(nan_x, [m, d], &layers, None);
         assert!(y[25..30].iter().all(|v| v.is_nan()) && y[..25].iter().all(|v| v.is_finite()));
         // A NaN in W_0's row 1 reaches every output, as through the product, though
         // feature 1 is zero in most rows.
-        let mut w0: Vec<f32> = plain[0].0.to_data().to_vec().unwrap();
-        w0[150] = f32::NAN;
-        let mut poisoned = plain.clone();
-        poisoned[0].0 = Tensor::from_data(TensorData::new(w0, [d, 150]), &device);
-        let x = Tensor::<P, 2>::from_data(TensorData::new(xs, [m, d]), &device);
-        let y = values_of(relu_mlp(&x, &poisoned, false).unwrap());
+        let y = plain_output(xs, [m, d], &layers, Some((0, 150)));
         assert!(y.iter().all(|v| v.is_nan()));
     }
 

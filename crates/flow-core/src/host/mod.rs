@@ -221,6 +221,28 @@ fn blocks<'a>(
     tasks
 }
 
+/// Groups `items`, each `(bucket, value)` with `bucket < count`, by bucket, in their order
+/// within a bucket (a counting sort: one pass to count, one to place): bucket `b`'s values
+/// are `values[start[b]..start[b + 1]]`. Returns `(start, values)`.
+#[inline(always)]
+fn buckets<T: Copy + Default>(
+    items: impl Iterator<Item = (usize, T)> + Clone,
+    count: usize,
+) -> (Vec<usize>, Vec<T>) {
+    let mut start = vec![0; count + 1];
+    items.clone().for_each(|(b, _)| start[b + 1] += 1);
+    for b in 0..count {
+        start[b + 1] += start[b];
+    }
+    let mut next = start.clone();
+    let mut values = vec![T::default(); start[count]];
+    for (b, v) in items {
+        values[next[b]] = v;
+        next[b] += 1;
+    }
+    (start, values)
+}
+
 /// A row kernel as one of this module's operations: the packed output `[n, d + 1]`.
 #[derive(Debug)]
 struct Rows<K>(K);
@@ -515,6 +537,14 @@ mod check {
 mod tests {
     use super::check::{assert_agree, uniforms, values_of};
     use super::*;
+
+    #[test]
+    fn buckets_group_in_order() {
+        let items = [(2, 10u32), (0, 11), (2, 12), (1, 13), (0, 14)];
+        let (start, values) = buckets(items.into_iter(), 4);
+        assert_eq!(start, [0, 2, 3, 5, 5]);
+        assert_eq!(values, [11, 14, 13, 10, 12]);
+    }
     use crate::{planar_reference, planar_stack_reference};
 
     type B = burn::backend::Autodiff<burn::backend::NdArray>;

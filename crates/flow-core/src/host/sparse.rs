@@ -148,26 +148,13 @@ fn rows(x: &[f32], w: &[f32], out: &mut [f32], k: usize) {
 fn features(x: &[f32], delta: &[f32], out: &mut [f32], k: usize, i0: usize) {
     let n = delta.len() / (x.len() / k.max(1)).max(1);
     let count = out.len() / n.max(1);
-    // The block's features' nonzero entries down the rows, feature by feature (a counting
-    // pass, then a filling pass over the block's columns of x).
-    let mut start = vec![0usize; count + 1];
-    for row in x.chunks_exact(k) {
-        for (s, &v) in start[1..].iter_mut().zip(&row[i0..i0 + count]) {
-            *s += usize::from(v != 0.0);
-        }
-    }
-    for i in 0..count {
-        start[i + 1] += start[i];
-    }
-    let mut next = start.clone();
-    let mut terms = vec![(0.0f32, 0usize); start[count]];
-    for (r, row) in x.chunks_exact(k).enumerate() {
-        for (i, &v) in row[i0..i0 + count].iter().enumerate() {
-            if v != 0.0 {
-                terms[next[i]] = (v, r * n);
-                next[i] += 1;
-            }
-        }
-    }
+    // The block's features' nonzero entries down the rows, feature by feature.
+    let nonzero = x.chunks_exact(k).enumerate().flat_map(|(r, row)| {
+        let block = row[i0..i0 + count].iter().enumerate();
+        block
+            .filter(|(_, v)| **v != 0.0)
+            .map(move |(i, &v)| (i, (v, r * n)))
+    });
+    let (start, terms) = super::buckets(nonzero, count);
     combine(&terms, &start, delta, out, n);
 }
