@@ -1,4 +1,4 @@
-//! Fused CubeCL kernels (`flow_core::fused`) against the tensor-op references they replace,
+//! Fused CubeCL kernels (`flow_kernels`) against the tensor-op references they replace,
 //! on the backend the features select (`cargo bench -p flow-benches --features wgpu --bench
 //! fused`, or `--features cuda`).
 //!
@@ -14,11 +14,14 @@ mod gpu {
     use criterion::{BenchmarkId, Criterion};
     use flow_benches::{planar_inputs, spline_inputs};
     use flow_core::{
-        RqSpline,
-        backend::{Inner, Train},
-        planar, planar_reference, rq_spline, rq_spline_inverse, rq_spline_inverse_reference,
-        rq_spline_reference,
+        RqSpline, planar,
+        reference::{
+            planar as planar_reference, rq_spline as rq_spline_reference,
+            rq_spline_inverse as rq_spline_inverse_reference,
+        },
+        rq_spline, rq_spline_inverse,
     };
+    use flow_programs::{Inner, Train};
 
     type Kernel<B> = fn([Tensor<B, 2>; 4]) -> (Tensor<B, 2>, Tensor<B, 1>);
 

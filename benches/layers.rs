@@ -18,11 +18,8 @@
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use criterion::{Criterion, criterion_group, criterion_main};
 use flow_benches::planar_inputs;
-use flow_core::{
-    Flow, Invertible, StandardNormal,
-    backend::{Inner, Train},
-    planar,
-};
+use flow_core::{Flow, Invertible, StandardNormal, planar};
+use flow_programs::{Inner, Train};
 
 fn sync<B: Backend>(device: &B::Device) {
     B::sync(device).expect("the device finishes its queue");

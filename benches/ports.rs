@@ -19,11 +19,8 @@ use burn::{
 };
 use clap::{CommandFactory, Parser, Subcommand};
 use density::data::{Table, Toy, mnist_logit};
-use flow_core::{
-    Flow, Invertible, StandardNormal,
-    backend::{self, Inner, Train},
-    optim::FusedAdamConfig,
-};
+use flow_core::{Flow, Invertible, StandardNormal};
+use flow_programs::{FusedAdamConfig, Inner, Train};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde_json::{Value, json};
 use tracing::info;
@@ -633,10 +630,7 @@ fn vae_planar(
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    // Keep freed memory for the next tensor instead of purging it back to the kernel
-    // (`mi_option_purge_delay`, 15 in mimalloc 3's `mi_option_e`; libmimalloc-sys names
-    // no constant for it). SAFETY: called before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    flow_programs::keep_freed_memory();
     let cli = Cli::parse();
     let problem = (cli.threads == 0)
         .then(|| "--threads must be at least 1".to_string())
@@ -669,7 +663,7 @@ fn main() {
     // backends the other threads poll for work meanwhile instead of sleeping between the
     // parallel regions, as the OpenMP threads behind the peers' PyTorch operators spin
     // between theirs.
-    let mut out = flow_core::workers::with_hot_workers_on::<Inner, _>(move || match bench {
+    let mut out = flow_programs::with_hot_workers_on::<Inner, _>(move || match bench {
         Bench::VaePlanar {
             epochs,
             throughput_epochs,
@@ -734,7 +728,7 @@ fn main() {
             seed,
         ),
     });
-    out["variant"] = json!(format!("flow-rs/{}", backend::NAME));
+    out["variant"] = json!(format!("flow-rs/{}", flow_programs::NAME));
     out["threads"] = json!(cli.threads);
     out["seed"] = json!(seed);
     out["argv"] = json!(std::env::args().skip(1).collect::<Vec<_>>());

@@ -16,7 +16,7 @@ use burn::{
 };
 
 use crate::{
-    coupling::{affine, affine_inverse},
+    elementwise::{affine, affine_inverse},
     transform::{Invertible, Transform},
 };
 

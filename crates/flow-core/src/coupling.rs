@@ -26,33 +26,8 @@ use crate::{
     elementwise::Elementwise,
     error::FlowError,
     nets::Mlp,
-    ops::sum_rows,
     transform::{Invertible, Transform},
 };
-
-/// Element-wise affine kernel: `y = x ⊙ exp(log_scale) + shift`, `ladj = Σ log_scale`.
-///
-/// Shapes: `x: [n, d]`; `shift, log_scale: [m, d]` with `m ∈ {1, n}`. Returns `([n, d], [n])`.
-pub fn affine<B: Backend>(
-    x: Tensor<B, 2>,
-    shift: Tensor<B, 2>,
-    log_scale: Tensor<B, 2>,
-) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    let [n, d] = x.dims();
-    let ladj = sum_rows(log_scale.clone().expand([n, d]));
-    (x * log_scale.exp() + shift, ladj)
-}
-
-/// Inverse of [`affine`]: `x = (y − shift) ⊙ exp(−log_scale)`, `ladj = −Σ log_scale`.
-pub fn affine_inverse<B: Backend>(
-    y: Tensor<B, 2>,
-    shift: Tensor<B, 2>,
-    log_scale: Tensor<B, 2>,
-) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    let [n, d] = y.dims();
-    let ladj = sum_rows(log_scale.clone().expand([n, d])).neg();
-    ((y - shift) * log_scale.neg().exp(), ladj)
-}
 
 /// Configuration of a [`Coupling`] layer.
 #[derive(Config, Debug)]

@@ -19,11 +19,35 @@ use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    coupling::{affine, affine_inverse},
     error::{FlowError, Result},
-    ops::{soft_clamp, zero_ladj},
-    spline::{RqSpline, rq_spline, rq_spline_inverse},
+    kernels,
+    ops::{soft_clamp, sum_rows, zero_ladj},
+    spline::{RqSpline, rq_spline_inverse_reference, rq_spline_reference},
 };
+
+/// Element-wise affine kernel: `y = x ⊙ exp(log_scale) + shift`, `ladj = Σ log_scale`.
+///
+/// Shapes: `x: [n, d]`; `shift, log_scale: [m, d]` with `m ∈ {1, n}`. Returns `([n, d], [n])`.
+pub fn affine<B: Backend>(
+    x: Tensor<B, 2>,
+    shift: Tensor<B, 2>,
+    log_scale: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let [n, d] = x.dims();
+    let ladj = sum_rows(log_scale.clone().expand([n, d]));
+    (x * log_scale.exp() + shift, ladj)
+}
+
+/// Inverse of [`affine`]: `x = (y − shift) ⊙ exp(−log_scale)`, `ladj = −Σ log_scale`.
+pub fn affine_inverse<B: Backend>(
+    y: Tensor<B, 2>,
+    shift: Tensor<B, 2>,
+    log_scale: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let [n, d] = y.dims();
+    let ladj = sum_rows(log_scale.clone().expand([n, d])).neg();
+    ((y - shift) * log_scale.neg().exp(), ladj)
+}
 
 /// Which element-wise bijection a coupling or autoregressive layer applies.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -89,21 +113,16 @@ impl Elementwise {
                 (x + param(&params, 0), ladj)
             }
             Elementwise::Affine { max_log_scale } => {
-                #[cfg(any(feature = "flex", feature = "ndarray"))]
-                if let Some(out) = crate::host::affine_params(&x, &params, *max_log_scale, false) {
-                    return out;
-                }
-                let log_scale = soft_clamp(param(&params, 1), *max_log_scale);
-                affine(x, param(&params, 0), log_scale)
+                kernels::affine_params(&x, &params, *max_log_scale, false).unwrap_or_else(|| {
+                    let log_scale = soft_clamp(param(&params, 1), *max_log_scale);
+                    affine(x, param(&params, 0), log_scale)
+                })
             }
-            Elementwise::Spline(spec) => {
-                #[cfg(any(feature = "flex", feature = "ndarray"))]
-                if let Some(out) = crate::host::rq_spline_params(&x, &params, spec, false) {
-                    return out;
-                }
-                let [w, h, d] = spline_params(params, spec.bins);
-                rq_spline(x, w, h, d, spec)
-            }
+            Elementwise::Spline(spec) => kernels::rq_spline_params(&x, &params, spec, false)
+                .unwrap_or_else(|| {
+                    let [w, h, d] = spline_params(params, spec.bins);
+                    rq_spline_reference(x, w, h, d, spec)
+                }),
         }
     }
 
@@ -119,21 +138,16 @@ impl Elementwise {
                 (y - param(&params, 0), ladj)
             }
             Elementwise::Affine { max_log_scale } => {
-                #[cfg(any(feature = "flex", feature = "ndarray"))]
-                if let Some(out) = crate::host::affine_params(&y, &params, *max_log_scale, true) {
-                    return out;
-                }
-                let log_scale = soft_clamp(param(&params, 1), *max_log_scale);
-                affine_inverse(y, param(&params, 0), log_scale)
+                kernels::affine_params(&y, &params, *max_log_scale, true).unwrap_or_else(|| {
+                    let log_scale = soft_clamp(param(&params, 1), *max_log_scale);
+                    affine_inverse(y, param(&params, 0), log_scale)
+                })
             }
-            Elementwise::Spline(spec) => {
-                #[cfg(any(feature = "flex", feature = "ndarray"))]
-                if let Some(out) = crate::host::rq_spline_params(&y, &params, spec, true) {
-                    return out;
-                }
-                let [w, h, d] = spline_params(params, spec.bins);
-                rq_spline_inverse(y, w, h, d, spec)
-            }
+            Elementwise::Spline(spec) => kernels::rq_spline_params(&y, &params, spec, true)
+                .unwrap_or_else(|| {
+                    let [w, h, d] = spline_params(params, spec.bins);
+                    rq_spline_inverse_reference(y, w, h, d, spec)
+                }),
         }
     }
 }

@@ -19,7 +19,12 @@
 //! - composition: `Vec<T>` and tuples of transforms are transforms; [`Inverse`] flips one;
 //!   [`Layer`] holds any invertible layer, for stacks chosen at run time;
 //! - [`Distribution`]s: [`StandardNormal`], [`DiagNormal`];
-//! - `testing` (feature `testing`): the verification harness every layer passes.
+//! - `testing` (feature `testing`): the verification harness every layer passes;
+//! - [`kernels`]: where the math reaches its fast paths (the `flow-kernels` crate: fused
+//!   CPU kernels on `ndarray` and `flex`, CubeCL kernels on the unfused `wgpu` and `cuda`
+//!   backends), and the switch that turns them off; [`reference`]: the tensor-op form of
+//!   every op that has a fast path, which runs on every other backend and which the kernels
+//!   are tested against.
 //!
 //! Everything runs on the backend's device: no kernel reads tensors back to the host.
 //!
@@ -47,29 +52,18 @@
 
 pub mod actnorm;
 pub mod autoregressive;
-#[cfg(any(
-    feature = "ndarray",
-    feature = "flex",
-    feature = "wgpu",
-    feature = "cuda"
-))]
-pub mod backend;
 pub mod batchnorm;
 pub mod coupling;
 pub mod distribution;
 pub mod elementwise;
 pub mod error;
 pub mod flow;
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub mod fused;
-#[cfg(any(feature = "flex", feature = "ndarray"))]
-pub mod host;
+pub mod kernels;
 pub mod layer;
 pub mod lu;
 pub mod made;
 pub mod nets;
 pub mod ops;
-pub mod optim;
 pub mod permutation;
 pub mod planar;
 pub mod radial;
@@ -77,25 +71,33 @@ pub mod spline;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transform;
-pub mod workers;
+
+/// The tensor-op form of every op that has a fast path in [`kernels`]: what runs on the
+/// backends without one, and what the kernels are tested against. Each computes in its
+/// inputs' float type (`f64` tensors give an `f64` reference).
+pub mod reference {
+    pub use crate::elementwise::{affine, affine_inverse};
+    pub use crate::nets::relu_layers_reference as relu_layers;
+    pub use crate::ops::bernoulli_log_likelihood_reference as bernoulli_log_likelihood;
+    pub use crate::planar::{planar_reference as planar, planar_stack_reference as planar_stack};
+    pub use crate::spline::{
+        rq_spline_inverse_reference as rq_spline_inverse, rq_spline_reference as rq_spline,
+    };
+}
 
 pub use actnorm::{ActNorm, ActNormConfig};
 pub use autoregressive::{MaskedAutoregressive, MaskedAutoregressiveConfig};
 pub use batchnorm::{BatchNorm, BatchNormConfig};
-pub use coupling::{Coupling, CouplingConfig, affine, affine_inverse};
+pub use coupling::{Coupling, CouplingConfig};
 pub use distribution::{DiagNormal, DiagNormalConfig, Distribution, StandardNormal};
-pub use elementwise::Elementwise;
+pub use elementwise::{Elementwise, affine, affine_inverse};
 pub use error::{FlowError, Result};
 pub use flow::{Flow, first_non_finite_row};
 pub use layer::Layer;
 pub use lu::{LuLinear, LuLinearConfig};
 pub use made::{Made, MadeConfig, MaskedLinear, Order};
 pub use permutation::Permutation;
-pub use planar::{
-    Planar, PlanarConfig, planar, planar_reference, planar_stack, planar_stack_reference,
-};
+pub use planar::{Planar, PlanarConfig, planar, planar_stack};
 pub use radial::{Radial, RadialConfig, radial};
-pub use spline::{
-    RqSpline, rq_spline, rq_spline_inverse, rq_spline_inverse_reference, rq_spline_reference,
-};
+pub use spline::{RqSpline, rq_spline, rq_spline_inverse};
 pub use transform::{Inverse, Invertible, TrainableTransform, Transform};

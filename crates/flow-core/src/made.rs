@@ -22,6 +22,8 @@
 //! The masks are built once, on the device, when the network is constructed. The output
 //! layers start at zero, so a new autoregressive layer is the identity.
 
+use std::sync::Arc;
+
 use burn::{
     module::{Module, Param},
     nn::{Initializer, Linear, LinearConfig},
@@ -30,10 +32,7 @@ use burn::{
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    error::FlowError,
-    nets::{WeightMask, relu_layers},
-};
+use crate::{error::FlowError, kernels, nets::relu_layers_reference};
 
 /// The order in which a MADE makes the features depend on each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,9 +66,10 @@ pub struct MaskedLinear<B: Backend> {
     weight: Param<Tensor<B, 2>>,
     bias: Param<Tensor<B, 1>>,
     mask: Tensor<B, 2>,
-    /// The mask on the host, for the CPU kernel.
+    /// The mask's values, row-major `[d_in, d_out]` (the same as `mask`'s, kept on the host
+    /// where the CPU kernel reads them).
     #[module(skip)]
-    host_mask: WeightMask,
+    mask_values: Arc<[f32]>,
 }
 
 impl<B: Backend> MaskedLinear<B> {
@@ -90,11 +90,10 @@ impl<B: Backend> MaskedLinear<B> {
         let Linear { weight, bias } = LinearConfig::new(d_in, d_out)
             .with_initializer(init)
             .init(device);
-        let host_mask = WeightMask::new(d_in, d_out, allowed);
-        let mask = Tensor::from_data(
-            TensorData::new(host_mask.values.to_vec(), [d_in, d_out]),
-            device,
-        );
+        let mask_values: Arc<[f32]> = (0..d_in * d_out)
+            .map(|e| f32::from(u8::from(allowed(e / d_out, e % d_out))))
+            .collect();
+        let mask = Tensor::from_data(TensorData::new(mask_values.to_vec(), [d_in, d_out]), device);
         // The masked-out entries start (and, their gradient being zero, stay) at zero: the
         // layer computes the same, and the CPU kernel then reads `W` in place instead of
         // copying `W ⊙ M`.
@@ -106,7 +105,7 @@ impl<B: Backend> MaskedLinear<B> {
             weight,
             bias: bias.expect("burn's Linear has a bias by default"),
             mask,
-            host_mask,
+            mask_values,
         }
     }
 
@@ -238,16 +237,12 @@ impl<B: Backend> Made<B> {
     pub fn forward(&self, x: Tensor<B, 2>, context: Option<&Tensor<B, 2>>) -> Tensor<B, 2> {
         if self.context.is_none() {
             let all = || self.layers.iter().chain([&self.out]);
-            #[cfg(any(feature = "flex", feature = "ndarray"))]
-            {
-                let raw: Vec<_> = all().map(|l| (l.weight.val(), l.bias.val())).collect();
-                let masks: Vec<_> = all().map(|l| Some(l.host_mask.clone())).collect();
-                if let Some(out) = crate::host::relu_mlp_masked(&x, &raw, &masks, false) {
-                    return out;
-                }
-            }
-            let layers: Vec<_> = all().map(MaskedLinear::masked).collect();
-            return relu_layers(&layers, x, false);
+            let raw: Vec<_> = all().map(|l| (l.weight.val(), l.bias.val())).collect();
+            let masks: Vec<_> = all().map(|l| Some(l.mask_values.clone())).collect();
+            return kernels::relu_mlp_masked(&x, &raw, &masks).unwrap_or_else(|| {
+                let layers: Vec<_> = all().map(MaskedLinear::masked).collect();
+                relu_layers_reference(&layers, x, false)
+            });
         }
         let ctx = self.context.as_ref().map(|paths| {
             let c = context.unwrap_or_else(|| {

@@ -6,9 +6,10 @@ use burn::{
     tensor::{Tensor, activation, backend::Backend},
 };
 
-use std::{ops::Range, sync::Arc};
-
-use crate::error::{FlowError, Result};
+use crate::{
+    error::{FlowError, Result},
+    kernels,
+};
 
 /// A ReLU multilayer perceptron `in → hidden × n_hidden → out` whose last layer starts at
 /// zero, so that a conditioner built from it makes a new flow start at the identity.
@@ -57,10 +58,9 @@ impl<B: Backend> Mlp<B> {
 /// `h_{l+1} = relu(h_l W_l + b_l)`, the last layer without the ReLU unless `relu_last`.
 ///
 /// On the CPU backends (features `flex`, `ndarray`) the whole network, forward and
-/// backward, is one fused kernel ([`crate::host::relu_mlp`]; on one input feature its
-/// first two layers go through the first layer's kinks, exactly and ~`d_1` times cheaper);
-/// elsewhere (and for more than [`crate::host::MAX_LAYERS`] layers there) it is burn's
-/// tensor operations.
+/// backward, is one fused kernel ([`crate::kernels`]; on one input feature its first two
+/// layers go through the first layer's kinks, exactly and ~`d_1` times cheaper); elsewhere
+/// it is [`relu_layers_reference`].
 ///
 /// # Panics
 /// If the shapes do not chain (as burn's `matmul`).
@@ -69,10 +69,16 @@ pub fn relu_layers<B: Backend>(
     x: Tensor<B, 2>,
     relu_last: bool,
 ) -> Tensor<B, 2> {
-    #[cfg(any(feature = "flex", feature = "ndarray"))]
-    if let Some(out) = crate::host::relu_mlp(&x, layers, relu_last) {
-        return out;
-    }
+    kernels::relu_mlp(&x, layers, relu_last)
+        .unwrap_or_else(|| relu_layers_reference(layers, x, relu_last))
+}
+
+/// [`relu_layers`] as burn's tensor operations.
+pub fn relu_layers_reference<B: Backend>(
+    layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
+    x: Tensor<B, 2>,
+    relu_last: bool,
+) -> Tensor<B, 2> {
     let last = layers.len().saturating_sub(1);
     layers.iter().enumerate().fold(x, |h, (l, (w, b))| {
         let z = h.matmul(w.clone()) + b.clone().unsqueeze();
@@ -82,71 +88,6 @@ pub fn relu_layers<B: Backend>(
             z
         }
     })
-}
-
-/// Column-block width of a [`WeightMask`]'s tiles.
-pub const TILE: usize = 64;
-
-/// A fixed 0/1 mask `M` of a weight `W: [d_in, d_out]`, held on the host for the CPU
-/// kernel ([`crate::host::relu_mlp_masked`]), which applies it itself, block by block.
-///
-/// `tiles[j]` is the range of rows outside of which the mask's `j`-th block of [`TILE`]
-/// columns (the last may be narrower) is zero: the kernel skips the rest. For MADE's masks
-/// under a natural or reversed order that is about 45 % of each weight.
-#[derive(Debug, Clone)]
-pub struct WeightMask {
-    /// The mask, row-major `[d_in, d_out]`.
-    pub values: Arc<[f32]>,
-    /// Per block of [`TILE`] columns, the rows the mask reaches.
-    pub tiles: Vec<Range<usize>>,
-    /// The kernel's copy: bit `c` of `bits[j·d_in + r]` is `M[r, TILE·j + c] ≠ 0` (one
-    /// 64-bit word per row and block, 1/32 of the values' memory traffic).
-    bits: Arc<[u64]>,
-}
-
-impl WeightMask {
-    /// The mask of a `[d_in, d_out]` weight whose entry `(i, o)` is kept iff `allowed(i, o)`.
-    pub fn new(d_in: usize, d_out: usize, allowed: impl Fn(usize, usize) -> bool) -> Self {
-        let values = (0..d_in * d_out)
-            .map(|e| {
-                if allowed(e / d_out, e % d_out) {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let tiles = (0..d_out.div_ceil(TILE))
-            .map(|j| {
-                let cols = j * TILE..((j + 1) * TILE).min(d_out);
-                let used = |i: usize| cols.clone().any(|o| allowed(i, o));
-                match (0..d_in).position(used) {
-                    Some(lo) => lo..d_in - (0..d_in).rev().position(used).unwrap_or(0),
-                    None => 0..0,
-                }
-            })
-            .collect();
-        let bits = (0..d_out.div_ceil(TILE) * d_in)
-            .map(|e| {
-                let (j, i) = (e / d_in, e % d_in);
-                let cols = j * TILE..((j + 1) * TILE).min(d_out);
-                cols.enumerate()
-                    .filter(|&(_, o)| allowed(i, o))
-                    .fold(0, |b, (c, _)| b | 1 << c)
-            })
-            .collect();
-        Self {
-            values,
-            tiles,
-            bits,
-        }
-    }
-
-    /// The mask of row `r` in block `j` of [`TILE`] columns as bits (bit `c`: column
-    /// `TILE·j + c`).
-    pub(crate) fn row_bits(&self, j: usize, r: usize) -> u64 {
-        self.bits[j * (self.bits.len() / self.tiles.len()) + r]
-    }
 }
 
 /// [`relu_layers`] on burn `Linear` layers (a layer without a bias adds zeros).

@@ -8,8 +8,8 @@ use burn::tensor::{Tensor, backend::Backend};
 /// `ln(2π) / 2`, the constant of the Gaussian log-density.
 pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
-/// Above this, `softplus(x) = x` to f32 and f64 precision (`ln(1 + e^{−20}) < 3·10⁻⁹`).
-const SOFTPLUS_LINEAR_ABOVE: f64 = 20.0;
+/// Above this, `softplus(x) = x` to f32 and f64 precision (the kernels' threshold too).
+const SOFTPLUS_LINEAR_ABOVE: f64 = flow_kernels::SOFTPLUS_LINEAR_ABOVE;
 
 /// Stable softplus: `softplus(x) = ln(1 + eˣ)`, as `ln1p(exp(x))` for `x ≤ 20` and `x` above.
 ///
@@ -24,8 +24,9 @@ pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 
 /// The Bernoulli log-likelihood of `x` under logits, per row of `x, logits: [n, d]`:
 /// `ln p(x | l) = Σ_j x_j l_j − softplus(l_j)`, `[n]` (the cross-entropy's negative, for
-/// `x ∈ [0, 1]`). On the CPU backends one fused kernel ([`crate::host::bernoulli`]), else
-/// the tensor operations. Panics when the shapes differ, as tensor arithmetic does.
+/// `x ∈ [0, 1]`). On the CPU backends one fused kernel ([`crate::kernels`]), else
+/// [`crate::reference::bernoulli_log_likelihood`]. Panics when the shapes differ, as tensor
+/// arithmetic does.
 ///
 /// ```
 /// use burn::backend::NdArray;
@@ -39,10 +40,15 @@ pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// assert!((lp - 2.0 * 0.5f32.ln()).abs() < 1e-6); // two fair coins
 /// ```
 pub fn bernoulli_log_likelihood<B: Backend>(x: Tensor<B, 2>, logits: Tensor<B, 2>) -> Tensor<B, 1> {
-    #[cfg(any(feature = "flex", feature = "ndarray"))]
-    if let Some(out) = crate::host::bernoulli_log_likelihood(&x, &logits) {
-        return out;
-    }
+    crate::kernels::bernoulli_log_likelihood(&x, &logits)
+        .unwrap_or_else(|| bernoulli_log_likelihood_reference(x, logits))
+}
+
+/// [`bernoulli_log_likelihood`] as tensor operations.
+pub fn bernoulli_log_likelihood_reference<B: Backend>(
+    x: Tensor<B, 2>,
+    logits: Tensor<B, 2>,
+) -> Tensor<B, 1> {
     sum_rows(x * logits.clone() - softplus(logits))
 }
 
@@ -92,37 +98,6 @@ pub fn std_normal_log_prob<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
 /// Zero log-determinant for a volume-preserving map: `[batch]` zeros on `like`'s device.
 pub fn zero_ladj<B: Backend>(like: &Tensor<B, 2>) -> Tensor<B, 1> {
     Tensor::zeros([like.dims()[0]], &like.device())
-}
-
-/// `x` as type `U`, which the caller has checked is `T` itself (`TypeId` equality): how
-/// the fused kernels ([`crate::host`], `crate::fused`) take a generic backend's tensors
-/// as their concrete type without copying.
-#[allow(dead_code)] // unused in builds without a backend that has fused kernels
-pub(crate) fn same_type<T: 'static, U: 'static>(x: T) -> Option<U> {
-    let mut slot = Some(x);
-    (&mut slot as &mut dyn std::any::Any)
-        .downcast_mut::<Option<U>>()
-        .and_then(Option::take)
-}
-
-/// True when `B` is exactly `C`.
-#[allow(dead_code)] // as `same_type`
-pub(crate) fn is<B: 'static, C: 'static>() -> bool {
-    std::any::TypeId::of::<B>() == std::any::TypeId::of::<C>()
-}
-
-/// Whether `B`'s tensors live in host memory: `B` is one of the CPU backends this build
-/// has (`Flex`, `NdArray`), not a GPU backend nor an `Autodiff` wrapper.
-pub(crate) fn host_resident<B: Backend>() -> bool {
-    #[cfg(feature = "flex")]
-    if is::<B, burn::backend::Flex>() {
-        return true;
-    }
-    #[cfg(feature = "ndarray")]
-    if is::<B, burn::backend::NdArray>() {
-        return true;
-    }
-    false
 }
 
 #[cfg(test)]

@@ -20,14 +20,15 @@ use burn::{
 };
 
 use crate::{
+    kernels,
     ops::{dot_rows, softplus},
     transform::Transform,
 };
 
 /// Guards `w / ‖w‖²` at `w = 0`, where the map is a translation and û does not matter.
-const W_NORM_EPS: f64 = 1e-12;
+const W_NORM_EPS: f64 = flow_kernels::PLANAR_EPS;
 /// Guards `ln|·|` when `1 + h'·wᵀû` rounds to zero in f32.
-const LADJ_EPS: f64 = 1e-12;
+const LADJ_EPS: f64 = flow_kernels::PLANAR_EPS;
 
 /// The planar kernel with batched or broadcast parameters.
 ///
@@ -36,24 +37,16 @@ const LADJ_EPS: f64 = 1e-12;
 /// Returns `(f(z): [n, d], ln|det ∂f/∂z|: [n])`. The invertibility constraint on `u` is
 /// applied here, so any raw `u` gives an invertible map.
 ///
-/// On the backends with a fused kernel this is one pass forward and one backward: a GPU
-/// launch on `wgpu` and `cuda` (`flow_core::fused`), a pass over host memory on `flex` and
-/// `ndarray` (`flow_core::host`); elsewhere it is [`planar_reference`].
+/// On the backends with a fused kernel ([`crate::kernels`]) this is one pass forward and
+/// one backward: a GPU launch on `wgpu` and `cuda`, a pass over host memory on `flex` and
+/// `ndarray`; elsewhere it is [`planar_reference`].
 pub fn planar<B: Backend>(
     z: Tensor<B, 2>,
     u: Tensor<B, 2>,
     w: Tensor<B, 2>,
     b: Tensor<B, 2>,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if let Some(out) = crate::fused::planar(&z, &u, &w, &b) {
-        return out;
-    }
-    #[cfg(any(feature = "flex", feature = "ndarray"))]
-    if let Some(out) = crate::host::planar(&z, &u, &w, &b) {
-        return out;
-    }
-    planar_reference(z, u, w, b)
+    kernels::planar(&z, &u, &w, &b).unwrap_or_else(|| planar_reference(z, u, w, b))
 }
 
 /// [`planar()`] as a chain of tensor operations: the reference for the fused kernel and the
@@ -113,11 +106,7 @@ pub fn planar_stack<B: Backend>(
     steps: usize,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
     check_stack(&z, &theta, steps);
-    #[cfg(any(feature = "flex", feature = "ndarray"))]
-    if let Some(out) = crate::host::planar_stack(&z, &theta, steps) {
-        return out;
-    }
-    stack_with(z, theta, steps, planar)
+    kernels::planar_stack(&z, &theta, steps).unwrap_or_else(|| stack_with(z, theta, steps, planar))
 }
 
 /// [`planar_stack()`] as [`planar_reference`] `steps` times.

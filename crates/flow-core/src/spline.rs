@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{FlowError, Result},
+    kernels,
     ops::{softplus, sum_rows},
 };
 
@@ -303,10 +304,9 @@ fn inside<B: Backend>(v: &Tensor<B, 2>, bound: f64) -> (Tensor<B, 2, Bool>, Tens
 /// interior knots), `m ∈ {1, n}`, all unnormalized (see the module docs). Returns `y: [n, d]`
 /// and `ladj = Σ_j ln|∂y_j/∂x_j|: [n]`. `spec` must be valid ([`RqSpline::validate`]).
 ///
-/// On the backends with a fused kernel this is one pass: one GPU launch (plus the ladj's
-/// sum) forward and one backward on `wgpu` and `cuda` (`flow_core::fused`), one pass over
-/// host memory on `flex` and `ndarray` (`flow_core::host`); elsewhere
-/// [`rq_spline_reference`].
+/// On the backends with a fused kernel ([`crate::kernels`]) this is one pass: one GPU
+/// launch (plus the ladj's sum) forward and one backward on `wgpu` and `cuda`, one pass over
+/// host memory on `flex` and `ndarray`; elsewhere [`rq_spline_reference`].
 pub fn rq_spline<B: Backend>(
     x: Tensor<B, 2>,
     widths: Tensor<B, 3>,
@@ -314,15 +314,8 @@ pub fn rq_spline<B: Backend>(
     derivatives: Tensor<B, 3>,
     spec: &RqSpline,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if let Some(out) = crate::fused::rq_spline(&x, &widths, &heights, &derivatives, spec, false) {
-        return out;
-    }
-    #[cfg(any(feature = "flex", feature = "ndarray"))]
-    if let Some(out) = crate::host::rq_spline(&x, &widths, &heights, &derivatives, spec, false) {
-        return out;
-    }
-    rq_spline_reference(x, widths, heights, derivatives, spec)
+    kernels::rq_spline(&x, [&widths, &heights, &derivatives], spec, false)
+        .unwrap_or_else(|| rq_spline_reference(x, widths, heights, derivatives, spec))
 }
 
 /// [`rq_spline`] as a chain of tensor operations: the reference for the fused kernel and
@@ -357,15 +350,8 @@ pub fn rq_spline_inverse<B: Backend>(
     derivatives: Tensor<B, 3>,
     spec: &RqSpline,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if let Some(out) = crate::fused::rq_spline(&y, &widths, &heights, &derivatives, spec, true) {
-        return out;
-    }
-    #[cfg(any(feature = "flex", feature = "ndarray"))]
-    if let Some(out) = crate::host::rq_spline(&y, &widths, &heights, &derivatives, spec, true) {
-        return out;
-    }
-    rq_spline_inverse_reference(y, widths, heights, derivatives, spec)
+    kernels::rq_spline(&y, [&widths, &heights, &derivatives], spec, true)
+        .unwrap_or_else(|| rq_spline_inverse_reference(y, widths, heights, derivatives, spec))
 }
 
 /// [`rq_spline_inverse`] as a chain of tensor operations (the fused kernel's reference).

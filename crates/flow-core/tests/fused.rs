@@ -1,6 +1,7 @@
-//! Fused CubeCL kernels against their tensor-op references, on the backend the features
-//! select (`flow_core::backend::{Inner, Train}`: burn's unfused `CubeBackend` for wgpu, or
-//! for CUDA with `--features cuda`; in CI, wgpu on Mesa's lavapipe).
+//! Fused CubeCL kernels (`flow_kernels`) against their tensor-op references
+//! (`flow_core::reference`), on the backend the features select (`Inner`, `Train` below:
+//! burn's unfused `CubeBackend` for wgpu, or for CUDA with `--features cuda`; in CI, wgpu on
+//! Mesa's lavapipe).
 //!
 //! Inputs are fresh each run (the seed is printed; `FLOW_TEST_SEED` replays one) and include
 //! the kernels' edge cases: saturated `tanh`, `w = 0`, the linear branch of softplus,
@@ -17,7 +18,7 @@
 //! all three: it is off by orders of magnitude more.
 //!
 //! With `--features flex` (and neither GPU feature) the spline tests check the CPU kernel
-//! of `flow_core::host` the same way: `cargo test -p flow-core --features flex --test fused`.
+//! the same way: `cargo test -p flow-core --features flex --test fused`.
 #![cfg(any(feature = "wgpu", feature = "cuda", feature = "flex"))]
 
 mod common;
@@ -29,12 +30,35 @@ use burn::tensor::{
 use common::{SPLINE_TOL, host};
 use flow_core::{
     CouplingConfig, Elementwise, MaskedAutoregressiveConfig, RqSpline,
-    backend::{Inner, Train},
-    rq_spline, rq_spline_inverse, rq_spline_inverse_reference, rq_spline_reference,
+    reference::{
+        rq_spline as rq_spline_reference, rq_spline_inverse as rq_spline_inverse_reference,
+    },
+    rq_spline, rq_spline_inverse,
     testing::{self, exclusive_device, randomize},
 };
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-use flow_core::{PlanarConfig, planar, planar_reference};
+use flow_core::{PlanarConfig, planar, reference::planar as planar_reference};
+
+/// The backend under test: the unfused CubeCL backend of the GPU feature, else `Flex`.
+#[cfg(feature = "cuda")]
+type Inner = flow_kernels::backends::CudaInner;
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+type Inner = flow_kernels::backends::WgpuInner;
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+type Inner = burn::backend::Flex;
+/// [`Inner`] with autodiff.
+type Train = burn::backend::Autodiff<Inner>;
+
+/// The kernels' form of a spline's shape.
+fn kernel_shape(spec: &RqSpline) -> flow_kernels::spline::Spline {
+    flow_kernels::spline::Spline {
+        bins: spec.bins,
+        bound: spec.bound,
+        min_bin_width: spec.min_bin_width,
+        min_bin_height: spec.min_bin_height,
+        min_derivative: spec.min_derivative,
+    }
+}
 
 /// Values and gradients agree to this (relative, floor 1 near zero; f32).
 const REL: f64 = 1e-5;
@@ -171,7 +195,7 @@ fn planar_outputs<B: AutodiffBackend>(
     let [z, u, w, b] = inputs.clone();
     let (y, l) = if fused {
         assert!(
-            flow_core::fused::planar(&z, &u, &w, &b).is_some(),
+            flow_kernels::planar::planar(&z, &u, &w, &b).is_some(),
             "no fused kernel taken"
         );
         planar(z, u, w, b)
@@ -218,7 +242,7 @@ fn planar_step_matches_reference() {
         // Inference backend: values only.
         let [z, u, w, b] = inputs.clone().map(|t| moved::<_, Inner, 2>(&t, &device));
         assert!(
-            flow_core::fused::planar(&z, &u, &w, &b).is_some(),
+            flow_kernels::planar::planar(&z, &u, &w, &b).is_some(),
             "no fused kernel taken"
         );
         let (y, l) = planar(z.clone(), u.clone(), w.clone(), b.clone());
@@ -401,10 +425,8 @@ fn rq_spline_matches_reference() {
                 moved(dr, &device),
             );
             let (vi, wi, hi, di) = &inner;
-            #[cfg(any(feature = "wgpu", feature = "cuda"))]
-            let fused = flow_core::fused::rq_spline(vi, wi, hi, di, &spec, inverse);
-            #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-            let fused = flow_core::host::rq_spline(vi, wi, hi, di, &spec, inverse);
+            let shape = kernel_shape(&spec);
+            let fused = flow_kernels::spline::rq_spline(vi, wi, hi, di, &shape, inverse);
             assert!(
                 fused.is_some(),
                 "the backend under test has the fused kernel"

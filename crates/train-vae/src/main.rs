@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use burn::{backend::Autodiff, tensor::backend::Backend};
 use clap::{Parser, Subcommand};
-use flow_core::backend::{Choice, Program};
+use flow_programs::{Choice, Program};
 use train_vae::{
     VaeError,
     app::{self, EvalArgs, SampleArgs},
@@ -82,7 +82,7 @@ impl Program for Cli {
 fn train<B: Backend>(args: &TrainArgs, name: &str, device: &B::Device) -> Result<(), VaeError> {
     // On the CPU backends the training loop runs on one of rayon's threads while the
     // others poll for work between the step's parallel regions instead of sleeping.
-    let s = flow_core::workers::with_hot_workers_on::<B, _>(|| {
+    let s = flow_programs::with_hot_workers_on::<B, _>(|| {
         app::train_command::<Autodiff<B>>(args, name, device)
     })?;
     println!();
@@ -112,10 +112,7 @@ fn train<B: Backend>(args: &TrainArgs, name: &str, device: &B::Device) -> Result
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // Keep freed memory for the next tensor instead of purging it back to the kernel
-    // (`mi_option_purge_delay`, 15 in mimalloc 3's `mi_option_e`; libmimalloc-sys names
-    // no constant for it). SAFETY: called before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    flow_programs::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

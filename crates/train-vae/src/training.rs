@@ -50,7 +50,7 @@ use burn_train::{
         MetricsRendererEvaluation, MetricsRendererTraining, ProgressType, TrainingProgress,
     },
 };
-use flow_core::optim::FusedAdamConfig;
+use flow_programs::FusedAdamConfig;
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
@@ -947,7 +947,7 @@ pub fn train<B: AutodiffBackend>(
 
     B::seed(device, config.seed);
     let model = config.model.init::<B>(device)?;
-    // Adam fused into one pass per parameter on the CPU backends (flow_core::optim); burn's
+    // Adam fused into one pass per parameter on the CPU backends (flow_programs::FusedAdamConfig); burn's
     // default ε = 1e-5, as every run so far was trained with.
     let optim = FusedAdamConfig::new().with_epsilon(1e-5).init();
     let learner = Learner::new(model, optim, config.lr);

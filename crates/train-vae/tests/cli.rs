@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flow_core::backend::Choice;
+use flow_programs::Choice;
 use train_vae::{checkpoint, data, training};
 
 const BIN: &str = env!("CARGO_BIN_EXE_train-vae");

@@ -28,8 +28,8 @@ use burn::{
     tensor::{Tensor, TensorData, backend::Backend},
 };
 use clap::{Parser, Subcommand};
-use flow_core::backend::{Choice, Program};
 use flow_plots::{Panel, Window};
+use flow_programs::{Choice, Program};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tracing::info;
 
@@ -385,7 +385,7 @@ fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary> {
     std::fs::create_dir_all(&out).map_err(|e| other(format!("{}: {e}", out.display())))?;
     info!(data = %data.name, dim, flow = %args.flow.describe(), params, out = %out.display(), "fitting");
 
-    let mut optim = flow_core::optim::FusedAdamConfig::new()
+    let mut optim = flow_programs::FusedAdamConfig::new()
         .with_epsilon(1e-5)
         .init();
     let mut batches = Batches::new(&data, args.seed.wrapping_add(1));
@@ -573,10 +573,7 @@ fn eval<B: Backend>(args: &EvalArgs) -> Result<f64> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // Keep freed memory for the next tensor instead of purging it back to the kernel
-    // (`mi_option_purge_delay`, 15 in mimalloc 3's `mi_option_e`; libmimalloc-sys names
-    // no constant for it). SAFETY: called before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    flow_programs::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -607,12 +604,10 @@ impl Program for Cli {
             // On the CPU backends on one of rayon's threads while the others poll for work
             // between the step's parallel regions instead of sleeping.
             Some(Command::Fit(f)) => {
-                flow_core::workers::with_hot_workers_on::<B, _>(|| fit::<B>(f, backend)).map(report)
+                flow_programs::with_hot_workers_on::<B, _>(|| fit::<B>(f, backend)).map(report)
             }
-            None => {
-                flow_core::workers::with_hot_workers_on::<B, _>(|| fit::<B>(&self.fit, backend))
-                    .map(report)
-            }
+            None => flow_programs::with_hot_workers_on::<B, _>(|| fit::<B>(&self.fit, backend))
+                .map(report),
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Command};
 
-use flow_core::backend::Choice;
+use flow_programs::Choice;
 
 /// The CPU backend the scenarios run on (`ndarray` where the build has it).
 fn cpu() -> &'static str {

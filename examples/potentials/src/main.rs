@@ -31,8 +31,8 @@ use flow_core::{
 };
 use tracing::info;
 
-use flow_core::backend::{self, Inner, Train};
 use flow_plots::{Panel, Window};
+use flow_programs::{self as backend, Inner, Train};
 use targets::Target;
 
 /// A flow family and its length K.
@@ -511,10 +511,7 @@ fn write_reports(
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    // Keep freed memory for the next tensor instead of purging it back to the kernel
-    // (`mi_option_purge_delay`, 15 in mimalloc 3's `mi_option_e`; libmimalloc-sys names
-    // no constant for it). SAFETY: called before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    flow_programs::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

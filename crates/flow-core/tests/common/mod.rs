@@ -13,9 +13,13 @@ pub use burn::tensor::{
 pub type NdAd = Autodiff<NdArray<f32>>;
 /// CPU backend in f64, for central-difference Jacobians.
 pub type Nd64 = NdArray<f64>;
-/// GPU backend with autodiff, f32.
+/// GPU backend with autodiff, f32: burn's fused `Wgpu`, which runs the tensor-op references.
 #[cfg(feature = "wgpu")]
 pub type WgAd = Autodiff<burn::backend::Wgpu>;
+/// GPU backend with autodiff, f32: burn's unfused `CubeBackend`, which runs the CubeCL
+/// kernels.
+#[cfg(feature = "wgpu")]
+pub type WgKernelsAd = Autodiff<flow_kernels::backends::WgpuInner>;
 
 /// f32 tolerance on ladj and round trips (relative, floor 1 near zero).
 pub const TOL: f64 = 1e-4;
@@ -54,10 +58,16 @@ pub fn seeded_ndarray() -> std::sync::MutexGuard<'static, ()> {
     guard
 }
 
-/// `on_backends! { name => generic_fn; ... }` makes `ndarray::name` and `wgpu::name` tests
-/// calling `generic_fn::<Backend>(&device)`, each with its backend seeded by
-/// [`test_seed`]; the wgpu tests take [`flow_core::testing::exclusive_device`] (burn 0.21
-/// fusion is not safe across threads), the ndarray tests [`seeded_ndarray`].
+/// `on_backends! { name => generic_fn; ... }` makes tests calling
+/// `generic_fn::<Backend>(&device)`, each with its backend seeded by [`test_seed`]:
+/// - `ndarray::name`, through the CPU kernels (`flow_core::kernels`);
+/// - `ndarray_reference::name`, with the kernels off (the tensor-op references);
+/// - `wgpu::name` (feature `wgpu`), on burn's fused `Wgpu`, which has no kernels of ours:
+///   the references on the GPU.
+///
+/// The wgpu tests take [`flow_core::testing::exclusive_device`] (burn 0.21 fusion is not
+/// safe across threads), the ndarray tests [`seeded_ndarray`]. The CubeCL kernels' path is
+/// [`on_gpu_kernels!`]'s.
 #[macro_export]
 macro_rules! on_backends {
     ($($name:ident => $body:ident;)*) => {
@@ -69,6 +79,14 @@ macro_rules! on_backends {
                 $body::<common::NdAd>(&Default::default());
             } )*
         }
+        mod ndarray_reference {
+            #[allow(unused_imports)]
+            use super::*;
+            $( #[test] fn $name() {
+                let _rng = common::seeded_ndarray();
+                flow_core::kernels::with_reference(|| $body::<common::NdAd>(&Default::default()));
+            } )*
+        }
         #[cfg(feature = "wgpu")]
         mod wgpu {
             #[allow(unused_imports)]
@@ -78,6 +96,27 @@ macro_rules! on_backends {
                 let device = Default::default();
                 <common::WgAd as common::Backend>::seed(&device, common::test_seed());
                 $body::<common::WgAd>(&device);
+            } )*
+        }
+    };
+}
+
+/// `on_gpu_kernels! { name => generic_fn; ... }` makes `wgpu_kernels::name` tests (feature
+/// `wgpu`) on burn's unfused wgpu `CubeBackend`, where the layers with CubeCL kernels (planar,
+/// spline) run them. Only for those layers: every other op runs the same references as on
+/// `Wgpu`, and each test costs minutes of kernel compilation on lavapipe.
+#[macro_export]
+macro_rules! on_gpu_kernels {
+    ($($name:ident => $body:ident;)*) => {
+        #[cfg(feature = "wgpu")]
+        mod wgpu_kernels {
+            #[allow(unused_imports)]
+            use super::*;
+            $( #[test] fn $name() {
+                let _gpu = flow_core::testing::exclusive_device();
+                let device = Default::default();
+                <common::WgKernelsAd as common::Backend>::seed(&device, common::test_seed());
+                $body::<common::WgKernelsAd>(&device);
             } )*
         }
     };

@@ -405,6 +405,13 @@ on_backends! {
     compositions_pass_harness => compositions;
 }
 
+on_gpu_kernels! {
+    spline_coupling_passes_harness => spline_coupling;
+    spline_edges_are_finite => spline_edges;
+    maf_spline_passes_harness => maf_spline;
+    planar_passes_harness => planar_layer;
+}
+
 /// Radial's gradient is finite even exactly at its reference point.
 #[test]
 fn radial_gradient_finite_at_reference_point() {

@@ -1,16 +1,25 @@
-//! The backends this build's cargo features compile in, for binaries and examples
-//! (`ndarray`, `flex`, `wgpu`, `cuda`). Library code stays generic over `B: Backend`; this
-//! module names concrete choices:
+//! # flow-programs
+//!
+//! What the flow programs (train-vae, density, potentials, the benchmarks' ports) share and
+//! the library does not need:
+//! - the backends this build's cargo features compile in (`ndarray`, `flex`, `wgpu`,
+//!   `cuda`); library code stays generic over `B: Backend`, this crate names concrete
+//!   choices;
+//! - [`with_hot_workers_on`], the CPU backends' threads kept polling for a training run;
+//! - [`keep_freed_memory`], the allocator advice of the programs' mimalloc;
+//! - [`FusedAdamConfig`], the optimizer the programs train with.
+//!
+//! Backends:
 //! - at compile time, [`Inner`] and [`Train`]: the preferred backend of the build (`cuda`
 //!   wins over `wgpu`, `wgpu` over `flex`, `flex` over `ndarray`);
 //! - at run time, [`Choice`]: any backend the build has (a program's `--backend` flag),
 //!   handed to a [`Program`] generic over the backend.
 //!
-//! The CubeCL choices (`wgpu`, `cuda`) have fused GPU kernels (`flow_core::fused`).
+//! The CubeCL choices (`wgpu`, `cuda`) have fused GPU kernels (`flow_kernels`).
 //!
 //! ```
 //! use burn::tensor::{Tensor, backend::Backend};
-//! use flow_core::backend::{Choice, Program};
+//! use flow_programs::{Choice, Program};
 //!
 //! /// Sums a vector on whichever backend the user picked.
 //! struct Sum(Vec<f32>);
@@ -29,6 +38,8 @@
 //! assert_eq!(choice.run(Sum(vec![1.0, 2.0, 3.5])), 6.5);
 //! assert!("tpu".parse::<Choice>().is_err());
 //! ```
+
+#![warn(missing_docs)]
 
 /// The inference backend chosen by features.
 ///
@@ -72,14 +83,37 @@ pub fn device() -> burn::tensor::Device<Inner> {
     Default::default()
 }
 
-/// burn's unfused wgpu backend (f32), the one with [`crate::fused`] kernels.
-#[cfg(feature = "wgpu")]
-pub type WgpuInner =
-    burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
-
-/// burn's unfused CUDA backend (f32), the one with [`crate::fused`] kernels.
 #[cfg(feature = "cuda")]
-pub type CudaInner = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+pub use flow_kernels::backends::CudaInner;
+#[cfg(feature = "wgpu")]
+pub use flow_kernels::backends::WgpuInner;
+pub use flow_kernels::{
+    adam::{FusedAdam, FusedAdamConfig},
+    workers::with_hot_workers_on,
+};
+
+/// A `--backend` name this build does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("backend `{name}` is not in this build (it has: {available}; cargo features add others)")]
+pub struct UnknownBackend {
+    /// The name asked for.
+    pub name: String,
+    /// The names this build has, comma-separated.
+    pub available: String,
+}
+
+/// Turns off mimalloc's purging of freed memory, which otherwise hands pages back to the
+/// kernel 10 ms after a free and faults them in again, zeroed, for the next tensor
+/// (realnvp-moons training: +33 %, docs/benchmarks.md). For programs whose global allocator
+/// is mimalloc; without it this only sets an unused option. Call it first thing in `main`,
+/// before any other thread exists.
+pub fn keep_freed_memory() {
+    // `mi_option_purge_delay` is 15 in mimalloc 3's `mi_option_e` (libmimalloc-sys names
+    // no constant for it); −1: never purge.
+    // SAFETY: an option write with no pointer arguments; mimalloc's options are plain
+    // process-wide values, set here before the program starts other threads.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+}
 
 /// A backend compiled into this build, chosen at run time (the programs' `--backend`).
 ///
@@ -169,7 +203,7 @@ impl std::fmt::Display for Choice {
 }
 
 impl std::str::FromStr for Choice {
-    type Err = crate::FlowError;
+    type Err = UnknownBackend;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let available = Choice::available();
@@ -179,10 +213,10 @@ impl std::str::FromStr for Choice {
             .find(|c| c.name() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = available.iter().map(|c| c.name()).collect();
-                crate::FlowError::InvalidConfig(format!(
-                    "backend `{s}` is not in this build (it has: {}; cargo features add others)",
-                    names.join(", ")
-                ))
+                UnknownBackend {
+                    name: s.to_string(),
+                    available: names.join(", "),
+                }
             })
     }
 }

@@ -1,5 +1,6 @@
-//! Launch geometry, output allocation, primitive access, the cube functions both kernels
-//! use, and the autodiff node every fused kernel records.
+//! What the CubeCL bodies share (features `wgpu`, `cuda`): launch geometry, output
+//! allocation, primitive access, the cube functions both kernels use, and the autodiff node
+//! every fused kernel records.
 
 use core::marker::PhantomData;
 
@@ -21,7 +22,7 @@ use burn_cubecl::{
 use cubecl::prelude::*;
 
 /// One thread per unit of work, `per_cube` threads per cube.
-pub(super) fn launch_1d(units: usize, per_cube: u32) -> (CubeCount, CubeDim) {
+pub(crate) fn launch_1d(units: usize, per_cube: u32) -> (CubeCount, CubeDim) {
     (
         CubeCount::Static((units as u32).div_ceil(per_cube).max(1), 1, 1),
         CubeDim::new_1d(per_cube),
@@ -29,30 +30,36 @@ pub(super) fn launch_1d(units: usize, per_cube: u32) -> (CubeCount, CubeDim) {
 }
 
 /// An uninitialised tensor of `shape` on `like`'s device, with its dtype.
-pub(super) fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
+pub(crate) fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
     empty_device_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
 }
 
 /// The backend primitive of a float tensor.
-pub(super) fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
+pub(crate) fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
     t.into_primitive().tensor()
 }
 
-/// softplus, linear above 20 (the switch point of [`crate::ops::softplus`]).
+/// [`crate::SOFTPLUS_LINEAR_ABOVE`] in the kernels' `f32`.
+pub(crate) const SOFTPLUS_ABOVE: f32 = crate::SOFTPLUS_LINEAR_ABOVE as f32;
+
+/// [`crate::PLANAR_EPS`] in the kernels' `f32`.
+pub(crate) const PLANAR_EPS: f32 = crate::PLANAR_EPS as f32;
+
+/// softplus, linear above [`SOFTPLUS_ABOVE`].
 #[cube]
-pub(super) fn softplus<F: Float>(x: F) -> F {
+pub(crate) fn softplus<F: Float>(x: F) -> F {
     let mut y = x;
-    if x <= F::new(20.0) {
+    if x <= F::new(SOFTPLUS_ABOVE) {
         y = F::log1p(F::exp(x));
     }
     y
 }
 
-/// The derivative of [`softplus`]: the logistic function, 1 above 20.
+/// The derivative of [`softplus`]: the logistic function, 1 above [`SOFTPLUS_ABOVE`].
 #[cube]
-pub(super) fn softplus_grad<F: Float>(x: F) -> F {
+pub(crate) fn softplus_grad<F: Float>(x: F) -> F {
     let mut g = F::new(1.0);
-    if x <= F::new(20.0) {
+    if x <= F::new(SOFTPLUS_ABOVE) {
         let e = F::exp(x);
         g = e / (F::new(1.0) + e);
     }
@@ -60,14 +67,14 @@ pub(super) fn softplus_grad<F: Float>(x: F) -> F {
 }
 
 /// The four inner tensors a fused kernel reads.
-pub(super) type Inputs<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
+pub(crate) type Inputs<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
 
 /// The burn backend a fused kernel runs on.
 type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
 
 /// `t` summed over its first (row) dimension, keeping it (size 1): the gradient of a
 /// parameter shared by every row from its per-row gradients.
-pub(super) fn sum_over_rows<
+pub(crate) fn sum_over_rows<
     R: CubeRuntime,
     F: FloatElement,
     I: IntElement,
@@ -81,7 +88,7 @@ pub(super) fn sum_over_rows<
 
 /// A fused kernel's backward pass: the gradients of its four inputs from the packed
 /// output's gradient and the state its forward recorded.
-pub(super) trait FusedBackward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>:
+pub(crate) trait FusedBackward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>:
     'static
 {
     /// What the backward pass reads.
@@ -131,7 +138,7 @@ type AutodiffInputs<R, F, I, BT> = (
 
 /// Runs `forward` on the inner tensors of `inputs` and, when any input is tracked, records
 /// one graph node whose backward is `K` with the state `state` builds from the inputs.
-pub(super) fn record<R, F, I, BT, K>(
+pub(crate) fn record<R, F, I, BT, K>(
     (a, b, c, d): AutodiffInputs<R, F, I, BT>,
     state: impl FnOnce(Inputs<R>) -> K::State,
     forward: impl FnOnce(Inputs<R>) -> CubeTensor<R>,

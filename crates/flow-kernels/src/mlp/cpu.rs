@@ -28,7 +28,7 @@
 //! # One input feature
 //! A network on one input feature (a coupling's conditioner on 2-D data: realnvp-moons,
 //! the density example's toy sets) takes its first two layers through the first layer's
-//! kinks instead (the private module `host::kinks` has the math): the first layer's `d_1`
+//! kinks instead (the private module `mlp::kinks` has the math): the first layer's `d_1`
 //! ReLU units are piecewise linear in the input, so the second layer's pre-activation is
 //! `A_k x + C_k` on each of the `d_1 + 1` intervals between their kinks. A table of those
 //! rows, built once per call in `O(d_1 d_2)`, replaces the `[m, d_1] × [d_1, d_2]` product
@@ -43,29 +43,28 @@
 //! # A mostly-zero input
 //! When at most a quarter of the input's entries are nonzero (binarized images: ~13 % of
 //! MNIST's pixels are ones), the first layer's product and its weight gradient run over the
-//! nonzero entries only (the private module `host::sparse`): `x W_0` as sums of the weight
+//! nonzero entries only (the private module `mlp::sparse`): `x W_0` as sums of the weight
 //! rows the row's nonzero entries pick, `∂ℒ/∂W_0[i, :]` as sums of the `∂ℒ/∂z_0` rows where
 //! feature `i` is nonzero. Exact up to rounding (the zero terms left out). Taken for an
 //! unmasked first layer of at least 32 inputs with finite weights, not on the kinks' path.
 
 use std::mem::MaybeUninit;
-use std::ops::Range;
 
 use burn::tensor::{Tensor, backend::Backend};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::blocks;
 use super::kinks::{Kinks, Layers};
-use super::math::{all_finite, sum_lanes};
-use super::op::{Args, HostOp, Values, apply};
+use super::mask::{TILE, WeightMask};
 use super::sparse;
-use crate::nets::{TILE, WeightMask};
+use crate::host::blocks;
+use crate::host::math::{all_finite, sum_lanes};
+use crate::host::op::{Args, HostOp, Values, apply};
 
 /// The fewest rows one thread task takes.
 const MIN_ROWS: usize = 16;
 
-/// The narrowest input that the first layer reads as sparse (`host::sparse`).
+/// The narrowest input that the first layer reads as sparse (`mlp::sparse`).
 const SPARSE_WIDTH: usize = 32;
 
 /// The fewest rows that take a network on one input feature through its kinks (module
@@ -336,7 +335,7 @@ impl Net {
     /// mask, else one tile of the whole matrix.
     fn tiles(&self, l: usize) -> Vec<Tile> {
         let (d_in, d_out) = (self.widths[l], self.widths[l + 1]);
-        match self.masks[l].as_ref().map(|m| &m.tiles) {
+        match self.masks[l].as_ref().map(WeightMask::tiles) {
             None => vec![Tile {
                 c0: 0,
                 c1: d_out,
@@ -965,7 +964,7 @@ impl HostOp for Mlp {
     }
 }
 
-/// The kernel on `N = 1 + 2L` arguments, when `B` is one of this module's backends.
+/// The kernel on `N = 1 + 2L` arguments, when `B` is one of the CPU backends.
 fn run<B: Backend, const N: usize>(
     args: Vec<Tensor<B, 2>>,
     masks: Vec<Option<WeightMask>>,
@@ -975,34 +974,20 @@ fn run<B: Backend, const N: usize>(
     apply(Mlp { masks, relu_last }, args)
 }
 
-/// The most layers the fused network takes (the autodiff node's input count is a
-/// constant per depth); deeper networks take the tensor-op path.
-pub const MAX_LAYERS: usize = 6;
+/// The most layers one kernel takes (the autodiff node's input count is a constant per
+/// depth): a deeper network runs as consecutive kernels of at most this many layers.
+const MAX_LAYERS: usize = 6;
 
-/// The ReLU network `x → relu(x W_0 + b_0) → … → x W_{L−1} + b_{L−1}` (a ReLU after the
-/// last layer too when `relu_last`) as one fused kernel, or `None` when `B` is not one of
-/// this module's CPU backends, the shapes do not chain (`x: [m, d_0]`, `W_l: [d_l,
-/// d_{l+1}]`, `b_l: [d_{l+1}]`), a width is 0, or there are no or more than
-/// [`MAX_LAYERS`] layers. The math is in the [module docs](self).
-pub fn relu_mlp<B: Backend>(
-    x: &Tensor<B, 2>,
-    layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
-    relu_last: bool,
-) -> Option<Tensor<B, 2>> {
-    relu_mlp_masked(x, layers, &[], relu_last)
-}
-
-/// [`relu_mlp`] with layer `l`'s weight multiplied by the fixed mask `masks[l]` (`None`
-/// or an empty `masks`: unmasked): `W_l ⊙ M_l` replaces `W_l`, and the gradient of `W_l`
-/// comes back through the mask. The kernel applies the mask itself, tile by tile, and skips
-/// the blocks it zeroes ([`WeightMask`]). `None` also when a mask does not fit its weight.
-pub fn relu_mlp_masked<B: Backend>(
+/// The ReLU network as kernels of at most [`MAX_LAYERS`] layers (the contract of
+/// [`super::relu_mlp_masked`], `masks` empty or one per layer), or `None` when `B` is not
+/// one of the CPU backends or the shapes do not chain.
+pub(crate) fn relu_mlp_masked<B: Backend>(
     x: &Tensor<B, 2>,
     layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
     masks: &[Option<WeightMask>],
     relu_last: bool,
 ) -> Option<Tensor<B, 2>> {
-    if !masks.is_empty() && masks.len() != layers.len() {
+    if layers.is_empty() || (!masks.is_empty() && masks.len() != layers.len()) {
         return None;
     }
     let [_, mut width] = x.dims();
@@ -1011,14 +996,10 @@ pub fn relu_mlp_masked<B: Backend>(
         if d_in != width || b.dims() != [d_out] || d_in == 0 || d_out == 0 {
             return None;
         }
-        if let Some(Some(mask)) = masks.get(l) {
-            let fits = |r: &Range<usize>| r.start <= r.end && r.end <= d_in;
-            if mask.values.len() != d_in * d_out
-                || mask.tiles.len() != d_out.div_ceil(TILE)
-                || !mask.tiles.iter().all(fits)
-            {
-                return None;
-            }
+        if let Some(Some(mask)) = masks.get(l)
+            && mask.values.len() != d_in * d_out
+        {
+            return None;
         }
         width = d_out;
     }
@@ -1026,20 +1007,41 @@ pub fn relu_mlp_masked<B: Backend>(
         [] => vec![None; layers.len()],
         m => m.to_vec(),
     };
-    let mut args = vec![x.clone()];
-    for (w, b) in layers {
-        args.push(w.clone());
-        args.push(b.clone().unsqueeze());
+    let chunks = layers.len().div_ceil(MAX_LAYERS);
+    let mut h = x.clone();
+    for (c, (layers, masks)) in layers
+        .chunks(MAX_LAYERS)
+        .zip(masks.chunks(MAX_LAYERS))
+        .enumerate()
+    {
+        // Between kernels the network's ReLU ends the earlier one.
+        let relu_last = relu_last || c + 1 < chunks;
+        let mut args = vec![h];
+        for (w, b) in layers {
+            args.push(w.clone());
+            args.push(b.clone().unsqueeze());
+        }
+        let masks = masks.to_vec();
+        h = match layers.len() {
+            1 => run::<B, 3>(args, masks, relu_last),
+            2 => run::<B, 5>(args, masks, relu_last),
+            3 => run::<B, 7>(args, masks, relu_last),
+            4 => run::<B, 9>(args, masks, relu_last),
+            5 => run::<B, 11>(args, masks, relu_last),
+            _ => run::<B, 13>(args, masks, relu_last),
+        }?;
     }
-    match layers.len() {
-        1 => run::<B, 3>(args, masks, relu_last),
-        2 => run::<B, 5>(args, masks, relu_last),
-        3 => run::<B, 7>(args, masks, relu_last),
-        4 => run::<B, 9>(args, masks, relu_last),
-        5 => run::<B, 11>(args, masks, relu_last),
-        6 => run::<B, 13>(args, masks, relu_last),
-        _ => None,
-    }
+    Some(h)
+}
+
+/// [`relu_mlp_masked`] without masks.
+#[cfg(test)]
+fn relu_mlp<B: Backend>(
+    x: &Tensor<B, 2>,
+    layers: &[(Tensor<B, 2>, Tensor<B, 1>)],
+    relu_last: bool,
+) -> Option<Tensor<B, 2>> {
+    relu_mlp_masked(x, layers, &[], relu_last)
 }
 
 #[cfg(all(test, feature = "ndarray"))]
@@ -1049,16 +1051,17 @@ mod tests {
         tensor::{Distribution, TensorData},
     };
 
-    use super::super::check::{assert_agree, values_of};
     use super::*;
+    use crate::host::check::{assert_agree, values_of};
 
     use burn::tensor::backend::AutodiffBackend;
 
     type B = Autodiff<burn::backend::NdArray>;
 
     /// Names of a run's outputs: the network's output, `∂x`, then each layer's `∂W`, `∂b`.
-    const NAMES: [&str; 10] = [
-        "y", "∂x", "∂W0", "∂b0", "∂W1", "∂b1", "∂W2", "∂b2", "∂W3", "∂b3",
+    const NAMES: [&str; 20] = [
+        "y", "∂x", "∂W0", "∂b0", "∂W1", "∂b1", "∂W2", "∂b2", "∂W3", "∂b3", "∂W4", "∂b4", "∂W5",
+        "∂b5", "∂W6", "∂b6", "∂W7", "∂b7", "∂W8", "∂b8",
     ];
 
     /// The same network through burn's tensor operations (and burn's autodiff).
@@ -1173,7 +1176,8 @@ mod tests {
 
     fn agree_with_tensor_ops<B: AutodiffBackend>() {
         <B as Backend>::seed(&Default::default(), 7);
-        // Depths 1–4, row counts below, at and off the task size, both final activations;
+        // Depths 1–4, and 7 and 9 (two kernels: more layers than one takes), row counts
+        // below, at and off the task size, both final activations;
         // wide layers over few rows (the input's too) take the column-major input gradient;
         // one input feature over 8 rows or more takes the first two layers through the
         // kinks (depth 2: the second layer is the output, with and without its ReLU).
@@ -1187,6 +1191,8 @@ mod tests {
             (vec![40, 96, 80, 3], 24, true),
             (vec![6, 33, 7], 200, true),
             (vec![10, 20, 30, 20, 4], 513, false),
+            (vec![1, 16, 16, 16, 16, 16, 16, 3], 40, false),
+            (vec![5, 8, 9, 10, 11, 12, 13, 14, 15, 4], 70, true),
         ] {
             let layers: Vec<_> = widths
                 .windows(2)
@@ -1397,7 +1403,7 @@ mod tests {
             // The tiles skip something: the first layer's first block (hidden degrees
             // 1–64) needs only the inputs of degree ≤ 64.
             let expected = if reversed { d - 64..d } else { 0..64 };
-            assert_eq!(masks[0].as_ref().unwrap().tiles[0], expected);
+            assert_eq!(masks[0].as_ref().unwrap().tiles()[0], expected);
         }
     }
 

@@ -8,7 +8,7 @@
 /// through the exponent bits. `x` is clamped to `[−87, 88]` (normal results); relative
 /// error below `3·10⁻⁷`; NaN stays NaN.
 #[inline(always)]
-pub(super) fn exp_f32(x: f32) -> f32 {
+pub(crate) fn exp_f32(x: f32) -> f32 {
     // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
@@ -39,7 +39,7 @@ const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 /// through the exponent bits. `x` is clamped to `[−708, 709]` (normal results: `e⁻⁷⁰⁸`
 /// stands for anything smaller); relative error below `10⁻¹⁵`; NaN stays NaN.
 #[inline(always)]
-pub(super) fn exp_f64(x: f64) -> f64 {
+pub(crate) fn exp_f64(x: f64) -> f64 {
     // 1.5·2⁵²: adding and subtracting it rounds to the nearest integer.
     const ROUND: f64 = 6_755_399_441_055_744.0;
     let x = x.clamp(-708.0, 709.0);
@@ -72,7 +72,7 @@ pub(super) fn exp_f64(x: f64) -> f64 {
 /// `|s| ≤ 0.1716`, by fdlibm's minimax polynomial; `k·ln 2` in two parts. Error below one
 /// unit in the last place; `ln 0 = −∞`, `ln ∞ = ∞`, NaN for NaN and negative `x`.
 #[inline(always)]
-pub(super) fn ln_f64(x: f64) -> f64 {
+pub(crate) fn ln_f64(x: f64) -> f64 {
     // 2⁵²: a double with this exponent holds a small integer in its low mantissa bits.
     const TWO52: f64 = 4_503_599_627_370_496.0;
     let tiny = x < f64::MIN_POSITIVE;
@@ -124,7 +124,7 @@ pub(super) fn ln_f64(x: f64) -> f64 {
 /// `u = 1 + y` corrected for `u`'s rounding (`ln u − ((u − 1) − y)/u`). Relative error
 /// below `10⁻¹⁵` where the result is above `10⁻³⁰⁰`; NaN stays NaN.
 #[inline(always)]
-pub(super) fn softplus_f64(x: f64) -> f64 {
+pub(crate) fn softplus_f64(x: f64) -> f64 {
     let y = exp_f64(-x.abs());
     let u = 1.0 + y;
     x.max(0.0) + (ln_f64(u) - ((u - 1.0) - y) / u)
@@ -133,24 +133,24 @@ pub(super) fn softplus_f64(x: f64) -> f64 {
 /// `tanh(x)` from [`exp_f32`]: `(1 − e)/(1 + e)` with `e = e^{−2|x|} ≤ 1`, signed; absolute
 /// error below `10⁻⁶`.
 #[inline(always)]
-pub(super) fn tanh_f32(x: f32) -> f32 {
+pub(crate) fn tanh_f32(x: f32) -> f32 {
     let e = exp_f32(-2.0 * x.abs());
     ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
 /// Whether every entry of `v` is finite: `0 · x` is ±0 for a finite `x` and NaN otherwise,
 /// summed in lanes, which vectorizes (an early-exit `all` does not).
-pub(super) fn all_finite(v: &[f32]) -> bool {
+pub(crate) fn all_finite(v: &[f32]) -> bool {
     sum_lanes(v, v, |x, _| 0.0 * x) == 0.0
 }
 
 /// Independent partial sums in [`sum_lanes`]: a vector register's worth (AVX-512).
-pub(super) const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// `Σ_j f(a_j, b_j)` in [`LANES`] partial sums, then their sum: one running sum is a chain of
 /// dependent additions, which does not vectorize (float addition is not associative).
 #[inline(always)]
-pub(super) fn sum_lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+pub(crate) fn sum_lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (a, b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = a

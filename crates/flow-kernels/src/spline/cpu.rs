@@ -1,4 +1,4 @@
-//! The rational-quadratic spline as one CPU kernel ([`crate::spline`]'s math).
+//! The rational-quadratic spline as one CPU kernel (flow-core's `spline` math).
 //!
 //! Forward, the entries go through the spline [`LANES`] at a time, side by side: the
 //! normalisation of the raw parameters (two softmaxes over the bins, the knots' derivatives
@@ -7,13 +7,13 @@
 //! each one branch-free step over the group, in `f64` with [`math`]'s exponential and
 //! logarithm, so that inside pulp's dispatch every step is one vector instruction for the
 //! group (AVX2: four `f64`). The backward pass recomputes one entry at a time (with the C
-//! library's `exp` and `ln`) and is that of the GPU kernel (`crate::fused`, features `wgpu`
+//! library's `exp` and `ln`) and is that of the GPU kernel (`super::cube`, features `wgpu`
 //! / `cuda`), whose derivation its module docs give.
 
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::{Host, Kernel, dispatch, math, softplus, softplus_grad};
-use crate::spline::RqSpline;
+use super::Spline as Shape;
+use crate::host::{Host, Kernel, dispatch, math, softplus, softplus_grad};
 
 /// The spline's constants in `f64`.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +28,7 @@ struct Spec {
 }
 
 impl Spec {
-    fn new(spec: &RqSpline) -> Self {
+    fn new(spec: &Shape) -> Self {
         Self {
             bins: spec.bins,
             bound: spec.bound,
@@ -538,13 +538,13 @@ impl Kernel for Spline {
 }
 
 /// The fused spline on `B` (forward, or inverse when `inverse`), or `None` when `B` is not
-/// one of this module's CPU backends. Same contract as [`crate::rq_spline`].
-pub fn rq_spline<B: Backend>(
+/// one of the CPU backends. Same contract as [`super::rq_spline`].
+pub(crate) fn rq_spline<B: Backend>(
     v: &Tensor<B, 2>,
     widths: &Tensor<B, 3>,
     heights: &Tensor<B, 3>,
     derivatives: &Tensor<B, 3>,
-    spec: &RqSpline,
+    spec: &Shape,
     inverse: bool,
 ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
     let flat = |t: &Tensor<B, 3>| {
@@ -560,14 +560,11 @@ pub fn rq_spline<B: Backend>(
     dispatch([v, &w, &h, &d], kernel)
 }
 
-/// [`rq_spline`] on the parameters as a conditioner emits them, parameter-major
-/// `[m, 3K − 1, d]` (widths, heights, interior derivatives; what
-/// [`crate::Elementwise`] receives). Reading them in this layout skips the transposed
-/// copies that splitting them into `[m, d, K]` tensors costs on the CPU backends.
-pub fn rq_spline_params<B: Backend>(
+/// [`rq_spline`] on the packed parameters of [`super::rq_spline_params`].
+pub(crate) fn rq_spline_params<B: Backend>(
     v: &Tensor<B, 2>,
     params: &Tensor<B, 3>,
-    spec: &RqSpline,
+    spec: &Shape,
     inverse: bool,
 ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
     let [m, p, d] = params.dims();
@@ -584,9 +581,14 @@ pub fn rq_spline_params<B: Backend>(
 mod tests {
     use burn::tensor::TensorData;
 
-    use super::super::check::{assert_agree, uniforms, values_of};
     use super::*;
-    use crate::{rq_spline_inverse_reference, rq_spline_reference};
+    use crate::host::check::{assert_agree, uniforms, values_of};
+    use flow_core::{
+        RqSpline,
+        reference::{
+            rq_spline as rq_spline_reference, rq_spline_inverse as rq_spline_inverse_reference,
+        },
+    };
 
     type Args<B> = (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>);
 
@@ -595,6 +597,17 @@ mod tests {
     /// (narrow bins), in an order that varies from run to run, and lands up to 3e-3 off
     /// (measured) where the kernel, `f64` inside, is within 3e-6 of the `f64` values.
     type B64 = burn::backend::Autodiff<burn::backend::NdArray<f64>>;
+
+    /// flow-core's spline of the same shape (the references' argument).
+    fn reference_spec(s: &Shape) -> RqSpline {
+        RqSpline {
+            bins: s.bins,
+            bound: s.bound,
+            min_bin_width: s.min_bin_width,
+            min_bin_height: s.min_bin_height,
+            min_derivative: s.min_derivative,
+        }
+    }
 
     /// The same values as an `f64` tensor.
     fn in_f64<const D: usize>(t: Tensor<B, D>) -> Tensor<B64, D> {
@@ -615,7 +628,7 @@ mod tests {
         fused: bool,
         inverse: bool,
         args: &Args<C>,
-        spec: &RqSpline,
+        spec: &Shape,
     ) -> Vec<Vec<f64>> {
         let (v, w, h, d) = args.clone();
         let (v, w, h, d) = (
@@ -628,10 +641,20 @@ mod tests {
         let (y, l) = match (fused, inverse) {
             (true, _) => rq_spline(&inputs.0, &inputs.1, &inputs.2, &inputs.3, spec, inverse)
                 .expect("ndarray has the CPU kernel"),
-            (false, false) => rq_spline_reference(inputs.0, inputs.1, inputs.2, inputs.3, spec),
-            (false, true) => {
-                rq_spline_inverse_reference(inputs.0, inputs.1, inputs.2, inputs.3, spec)
-            }
+            (false, false) => rq_spline_reference(
+                inputs.0,
+                inputs.1,
+                inputs.2,
+                inputs.3,
+                &reference_spec(spec),
+            ),
+            (false, true) => rq_spline_inverse_reference(
+                inputs.0,
+                inputs.1,
+                inputs.2,
+                inputs.3,
+                &reference_spec(spec),
+            ),
         };
         let [n, dim] = y.dims();
         let device = y.device();
@@ -666,7 +689,7 @@ mod tests {
     /// both in `f64` (a check of the hand-written derivatives).
     #[test]
     fn backward_matches_central_differences() {
-        let spec = Spec::new(&RqSpline::new(6, 2.5));
+        let spec = Spec::new(&Shape::new(6, 2.5));
         let k = spec.bins;
         let mut uniform = uniforms(0x2545_F491_4F6C_DD1D);
         let mut scratch = vec![0.0; 2 * k];
@@ -733,7 +756,7 @@ mod tests {
         inverse: bool,
         [x, weights]: [&Tensor<C, 2>; 2],
         params: &Tensor<C, 3>,
-        spec: &RqSpline,
+        spec: &Shape,
     ) -> Vec<Vec<f64>> {
         let (x, params) = (x.clone().require_grad(), params.clone().require_grad());
         let k = spec.bins;
@@ -747,9 +770,9 @@ mod tests {
                 per_dim.narrow(2, 2 * k, k - 1),
             );
             if inverse {
-                rq_spline_inverse_reference(x.clone(), w, h, dr, spec)
+                rq_spline_inverse_reference(x.clone(), w, h, dr, &reference_spec(spec))
             } else {
-                rq_spline_reference(x.clone(), w, h, dr, spec)
+                rq_spline_reference(x.clone(), w, h, dr, &reference_spec(spec))
             }
         };
         let grads = ((y.clone() * weights.clone()).sum() + l.clone().sum()).backward();
@@ -767,7 +790,7 @@ mod tests {
     #[test]
     fn packed_layout_matches_reference() {
         let device = Default::default();
-        let spec = RqSpline::new(5, 3.0);
+        let spec = Shape::new(5, 3.0);
         // d = 6: a whole group of four entries, then two (the lanes past the row padded).
         let (n, d, k) = (23, 6, 5);
         for m in [1, n] {
@@ -800,7 +823,7 @@ mod tests {
     #[test]
     fn empty_shapes_run_forward_and_backward() {
         let device = Default::default();
-        let spec = RqSpline::new(4, 3.0);
+        let spec = Shape::new(4, 3.0);
         for (n, d) in [(3, 0), (0, 2)] {
             let x = Tensor::<B, 2>::zeros([n, d], &device).require_grad();
             let w = Tensor::<B, 3>::zeros([n, d, 4], &device).require_grad();
@@ -823,7 +846,7 @@ mod tests {
     #[test]
     fn spline_matches_reference() {
         let device = Default::default();
-        let spec = RqSpline::new(8, 3.0);
+        let spec = Shape::new(8, 3.0);
         let names = ["value", "ladj", "∂v", "∂widths", "∂heights", "∂derivatives"];
         for m in [1, 37] {
             for inverse in [false, true] {

@@ -1,4 +1,4 @@
-//! The plumbing every `f32` CPU kernel of this module shares: inputs read from host memory
+//! The plumbing every `f32` CPU kernel shares: inputs read from host memory
 //! (in place where the backend allows), one output tensor, and the backward pass as one
 //! autodiff node.
 
@@ -17,12 +17,12 @@ use burn::{
 };
 
 use super::values;
-use crate::ops::{is, same_type};
+use crate::backends::{is, same_type};
 
 /// An input's `f32` values on the host: the backend's own buffer where the tensor is
 /// contiguous `f32` (no copy: weights stay shared with their module), else a copy.
 #[derive(Debug)]
-pub(super) enum Values {
+pub(crate) enum Values {
     Owned(Vec<f32>),
     #[cfg(feature = "flex")]
     Flex(burn_flex::FlexTensor),
@@ -32,7 +32,7 @@ pub(super) enum Values {
 
 impl Values {
     /// The values of `t`, and its element type.
-    pub(super) fn of<B: Backend>(t: FloatTensor<B>) -> (Self, DType) {
+    pub(crate) fn of<B: Backend>(t: FloatTensor<B>) -> (Self, DType) {
         #[cfg(feature = "flex")]
         if let Some(f) = same_type::<_, burn_flex::FlexTensor>(t.clone())
             && f.as_slice::<f32>().is_some()
@@ -73,13 +73,13 @@ impl std::ops::Deref for Values {
 
 /// A kernel's inputs on the host, each `[rows, cols]`.
 #[derive(Debug)]
-pub(super) struct Args {
+pub(crate) struct Args {
     pub values: Vec<Values>,
     pub shapes: Vec<[usize; 2]>,
 }
 
 /// A fused CPU operation: `f32` inputs, one `[rows, cols]` output, and its backward pass.
-pub(super) trait HostOp: Send + Sync + std::fmt::Debug + 'static {
+pub(crate) trait HostOp: Send + Sync + std::fmt::Debug + 'static {
     /// What the backward pass needs.
     type Saved: Send + Sync + std::fmt::Debug + 'static;
 
@@ -194,10 +194,13 @@ fn on<B: Backend, C: Backend, const N: usize>(
 
 /// `op` on `args` when `B` is one of this module's CPU backends (`Flex`, `NdArray`, or
 /// `Autodiff` of either), else `None`.
-pub(super) fn apply<B: Backend, O: HostOp, const N: usize>(
+pub(crate) fn apply<B: Backend, O: HostOp, const N: usize>(
     op: O,
     args: [Tensor<B, 2>; N],
 ) -> Option<Tensor<B, 2>> {
+    if !crate::enabled() {
+        return None;
+    }
     #[cfg(feature = "flex")]
     {
         type F = burn::backend::Flex;

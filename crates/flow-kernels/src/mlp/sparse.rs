@@ -66,7 +66,7 @@ impl WithSimd for Work<'_> {
 /// Whether `x` (`k` columns) has at most a quarter nonzero entries (counted in lanes,
 /// which vectorizes).
 pub(super) fn is_sparse(x: &[f32]) -> bool {
-    let nonzero = super::math::sum_lanes(x, x, |v, _| if v != 0.0 { 1.0 } else { 0.0 });
+    let nonzero = crate::host::math::sum_lanes(x, x, |v, _| if v != 0.0 { 1.0 } else { 0.0 });
     // NaN compares unequal to 0 and counts as nonzero; the count is exact in f32 up to
     // 2^24 per lane.
     (nonzero as f64) <= x.len() as f64 / 4.0
@@ -155,6 +155,6 @@ fn features(x: &[f32], delta: &[f32], out: &mut [f32], k: usize, i0: usize) {
             .filter(|(_, v)| **v != 0.0)
             .map(move |(i, &v)| (i, (v, r * n)))
     });
-    let (start, terms) = super::buckets(nonzero, count);
+    let (start, terms) = crate::host::buckets(nonzero, count);
     combine(&terms, &start, delta, out, n);
 }

@@ -1,4 +1,4 @@
-//! The soft-clamped affine map of [`crate::Elementwise::Affine`] as `f32` CPU kernels: one
+//! The soft-clamped affine map of flow-core's `Elementwise::Affine` as `f32` CPU kernels: one
 //! pass over the entries for the values, one for the log-determinant, one each backward,
 //! vectorized (the loops are compiled for the CPU's widest SIMD, chosen at run time), in
 //! place of about ten tensor operations, each a pass of its own.
@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::{
+use crate::host::{
     math::{exp_f32, sum_lanes, tanh_f32},
     op::{Args, HostOp, apply},
 };
@@ -317,10 +317,10 @@ impl HostOp for AffineLadj {
 }
 
 /// The fused soft-clamped affine map (forward, or inverse when `inverse`) of `v: [n, d]`
-/// on the parameter-major `[m, 2, d]` parameters [`crate::Elementwise::Affine`] receives
+/// on the parameter-major `[m, 2, d]` parameters flow-core's `Elementwise::Affine` receives
 /// (shift, raw log-scale), `m ∈ {1, n}`: `(values [n, d], ladj [n])`, or `None` when `B`
 /// is not one of this module's CPU backends. The math is in the [module docs](self).
-pub fn affine_params<B: Backend>(
+pub(crate) fn affine_params<B: Backend>(
     v: &Tensor<B, 2>,
     params: &Tensor<B, 3>,
     max_log_scale: f64,
@@ -339,11 +339,11 @@ pub fn affine_params<B: Backend>(
 
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
-    use super::super::check::{assert_agree, values_of};
     use super::*;
+    use crate::host::check::{assert_agree, values_of};
 
     /// The kernels against the tensor-op reference (soft clamp, then
-    /// `crate::coupling::affine` / `affine_inverse`): values, ladj and the gradients of the
+    /// `flow_core::reference::affine` / `affine_inverse`): values, ladj and the gradients of the
     /// input and the packed parameters, forward and inverse, per-row and shared
     /// parameters, raw log-scales far into the clamp's saturation, on every CPU backend.
     #[test]
@@ -354,11 +354,11 @@ mod tests {
     }
 
     fn matches_reference<B: burn::tensor::backend::AutodiffBackend>() {
-        use crate::{
-            coupling::{affine, affine_inverse},
-            ops::soft_clamp,
-        };
         use burn::tensor::{Distribution, TensorData};
+        use flow_core::{
+            ops::soft_clamp,
+            reference::{affine, affine_inverse},
+        };
         let device = Default::default();
         let (n, d, bound) = (300, 37, 3.0); // d: two 16-lane blocks and a tail
         for m in [1, n] {

@@ -45,7 +45,7 @@ impl FusedAdamConfig {
     /// ```
     /// use burn::backend::{Autodiff, NdArray};
     /// use burn::nn::{Linear, LinearConfig};
-    /// use flow_core::optim::FusedAdamConfig;
+    /// use flow_kernels::adam::FusedAdamConfig;
     ///
     /// let optim = FusedAdamConfig::new().init::<Autodiff<NdArray>, Linear<Autodiff<NdArray>>>();
     /// # let _ = optim;
@@ -90,18 +90,18 @@ pub struct FusedAdam {
 /// which made this optimizer 57 % of train-vae's training time.
 fn take<B: Backend, const D: usize>(t: Tensor<B, D>) -> TensorData {
     #[cfg(feature = "ndarray")]
-    if crate::ops::is::<B, burn::backend::NdArray>() {
+    if crate::backends::is::<B, burn::backend::NdArray>() {
         use burn::tensor::{TensorPrimitive, ops::FloatTensor};
         let shape = t.shape();
         let array: burn_ndarray::NdArrayTensor =
-            crate::ops::same_type(t.into_primitive().tensor()).expect("B is NdArray");
+            crate::backends::same_type(t.into_primitive().tensor()).expect("B is NdArray");
         if let burn_ndarray::NdArrayTensor::F32(storage) = &array
             && !storage.is_unique()
             && let Some(values) = storage.view().to_slice()
         {
             return TensorData::new(values.to_vec(), shape);
         }
-        let t: FloatTensor<B> = crate::ops::same_type(array).expect("B is NdArray");
+        let t: FloatTensor<B> = crate::backends::same_type(array).expect("B is NdArray");
         return Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t)).into_data();
     }
     t.into_data()
@@ -187,8 +187,8 @@ impl Chunk<'_> {
 }
 
 /// Compiled inside pulp's dispatch for the CPU's widest SIMD (a struct, not a closure,
-/// so that the loop is inlined there; see `host::affine`).
-#[cfg(any(feature = "flex", feature = "ndarray"))]
+/// so that the loop is inlined there; see `affine`'s CPU body).
+#[cfg(feature = "cpu")]
 impl pulp::WithSimd for Chunk<'_> {
     type Output = ();
 
@@ -220,7 +220,7 @@ impl FusedAdam {
             eps: (f64::from(self.epsilon) * bc2) as f32,
             first: time == 1,
         };
-        #[cfg(any(feature = "flex", feature = "ndarray"))]
+        #[cfg(feature = "cpu")]
         {
             use rayon::prelude::*;
             theta
@@ -232,7 +232,7 @@ impl FusedAdam {
                     pulp::Arch::new().dispatch(Chunk { k, theta, g, m, v })
                 });
         }
-        #[cfg(not(any(feature = "flex", feature = "ndarray")))]
+        #[cfg(not(feature = "cpu"))]
         Chunk { k, theta, g, m, v }.apply();
     }
 }
@@ -247,7 +247,7 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        if !crate::ops::host_resident::<B>()
+        if !crate::backends::host_resident::<B>()
             || tensor.dtype() != DType::F32
             || grad.dtype() != DType::F32
         {
@@ -311,7 +311,7 @@ mod tests {
         let model: Linear<B> = LinearConfig::new(301, 203).init(&device);
         let x = Tensor::<B, 2>::random([16, 301], Distribution::Normal(0.0, 1.0), &device);
         assert!(
-            crate::ops::host_resident::<NdArray>(),
+            crate::backends::host_resident::<NdArray>(),
             "the test must take the fused path"
         );
         let config = AdamConfig::new().with_epsilon(1e-8);

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::{
+use crate::host::{
     math::exp_f32,
     op::{Args, HostOp, apply},
 };
@@ -82,7 +82,7 @@ impl WithSimd for Task<'_> {
         match self {
             Task::Forward([x, l], d, out) => {
                 for ((x, l), out) in x.chunks(d).zip(l.chunks(d)).zip(out) {
-                    *out = super::math::sum_lanes(x, l, term);
+                    *out = crate::host::math::sum_lanes(x, l, term);
                 }
             }
             Task::Backward([x, l, g], d, [gx, gl]) => {
@@ -149,7 +149,7 @@ impl HostOp for BernoulliLogLikelihood {
 /// `ln p(x | l) = Σ_j x_j l_j − softplus(l_j)` per row of `x, logits: [n, d]`, as `[n]`, or
 /// `None` when `B` is not one of this module's CPU backends or the shapes differ. The math
 /// is in the [module docs](self).
-pub fn bernoulli_log_likelihood<B: Backend>(
+pub(crate) fn bernoulli_log_likelihood<B: Backend>(
     x: &Tensor<B, 2>,
     logits: &Tensor<B, 2>,
 ) -> Option<Tensor<B, 1>> {
@@ -163,8 +163,8 @@ pub fn bernoulli_log_likelihood<B: Backend>(
 
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
-    use super::super::check::{assert_agree, values_of};
     use super::*;
+    use crate::host::check::{assert_agree, values_of};
     use burn::tensor::{Distribution, TensorData};
 
     /// The kernel's values and both gradients against the formulas evaluated in `f64` with

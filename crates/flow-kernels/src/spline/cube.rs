@@ -2,7 +2,7 @@
 //! forward or inverse, and the log-derivative in one kernel, one GPU thread per entry;
 //! and a backward kernel for the gradients of the input and of the raw parameters.
 //!
-//! Math as in [`crate::spline`]. Backward, per entry in bin `k` (`ξ, s, t = ξ(1 − ξ)`,
+//! Math as in flow-core's `spline` module. Backward, per entry in bin `k` (`ξ, s, t = ξ(1 − ξ)`,
 //! `D = s + βt`, `P = sξ² + δ_k t`, `N = δ_{k+1}ξ² + 2st + δ_k(1 − ξ)²`, `L = ln dy/dx`):
 //! - forward (`y = y_k + hP/D`): the partials of `y` and `L` in `ξ, s, δ_k, δ_{k+1}, h, y_k`,
 //!   then `ξ = (x − x_k)/w`;
@@ -23,19 +23,19 @@ use burn_cubecl::{
 };
 use cubecl::prelude::*;
 
-use super::util::{
+use crate::cube::{
     FusedBackward, Inputs, empty_like, launch_1d, primitive, record, softplus, softplus_grad,
     sum_over_rows,
 };
 
-use crate::spline::RqSpline;
+use super::Spline;
 
 /// Entries per cube (one thread per entry).
 const ENTRIES_PER_CUBE: u32 = 128;
 
 /// The spline's shape as kernel scalars.
 #[derive(CubeLaunch, CubeType, Clone, Copy)]
-pub(super) struct SplineArgs {
+pub(crate) struct SplineArgs {
     bound: f32,
     min_w: f32,
     min_h: f32,
@@ -45,7 +45,7 @@ pub(super) struct SplineArgs {
 }
 
 impl SplineArgs {
-    fn new(spec: &RqSpline) -> Self {
+    fn new(spec: &Spline) -> Self {
         Self {
             bound: spec.bound as f32,
             min_w: spec.min_bin_width as f32,
@@ -421,11 +421,7 @@ fn contiguous<R: CubeRuntime>((v, w, h, d): Inputs<R>) -> Inputs<R> {
     )
 }
 
-fn forward_inner<R: CubeRuntime>(
-    inputs: Inputs<R>,
-    spec: RqSpline,
-    inverse: bool,
-) -> CubeTensor<R> {
+fn forward_inner<R: CubeRuntime>(inputs: Inputs<R>, spec: Spline, inverse: bool) -> CubeTensor<R> {
     let (v, w, h, d) = contiguous(inputs);
     let (n, dim) = (v.meta.shape()[0], v.meta.shape()[1]);
     let out = empty_like(&v, Shape::new([n, 2 * dim]));
@@ -492,10 +488,10 @@ fn backward_inner<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElemen
 }
 
 /// What the backward pass needs: the inputs, the spline's shape and the direction.
-type State<R> = (Inputs<R>, RqSpline, bool);
+type State<R> = (Inputs<R>, Spline, bool);
 
 /// The inputs of one fused spline call on backend `B`.
-pub(super) type Args<B> = (
+pub(crate) type Args<B> = (
     BurnTensor<B, 2>,
     BurnTensor<B, 3>,
     BurnTensor<B, 3>,
@@ -503,9 +499,9 @@ pub(super) type Args<B> = (
 );
 
 /// The fused spline on a CubeCL backend without autodiff: `[n, 2d]`, log-derivatives last.
-pub(super) fn forward_packed<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+pub(crate) fn forward_packed<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     (v, w, h, d): Args<CubeBackend<R, F, I, BT>>,
-    spec: RqSpline,
+    spec: Spline,
     inverse: bool,
 ) -> BurnTensor<CubeBackend<R, F, I, BT>, 2> {
     let inputs = (primitive(v), primitive(w), primitive(h), primitive(d));
@@ -526,14 +522,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedBackw
 }
 
 /// The fused spline with the fused backward registered: `[n, 2d]`, log-derivatives last.
-pub(super) fn forward_packed_autodiff<
+pub(crate) fn forward_packed_autodiff<
     R: CubeRuntime,
     F: FloatElement,
     I: IntElement,
     BT: BoolElement,
 >(
     (v, w, h, d): Args<Autodiff<CubeBackend<R, F, I, BT>>>,
-    spec: RqSpline,
+    spec: Spline,
     inverse: bool,
 ) -> BurnTensor<Autodiff<CubeBackend<R, F, I, BT>>, 2> {
     let inputs = (primitive(v), primitive(w), primitive(h), primitive(d));
@@ -545,11 +541,89 @@ pub(super) fn forward_packed_autodiff<
 }
 
 /// Splits the packed `[n, 2d]` output into `(values, Σ_j log-derivatives)`.
-pub(super) fn unpack<B: burn::tensor::backend::Backend>(
+pub(crate) fn unpack<B: burn::tensor::backend::Backend>(
     packed: BurnTensor<B, 2>,
 ) -> (BurnTensor<B, 2>, BurnTensor<B, 1>) {
     let [n, d2] = packed.dims();
     let d = d2 / 2;
     let ladj = packed.clone().slice([0..n, d..d2]).sum_dim(1).reshape([n]);
     (packed.slice([0..n, 0..d]), ladj)
+}
+
+/// Whether `B` is one of the CubeCL backends with kernels (and the kernels are on).
+pub(crate) fn has_body<B: burn::tensor::backend::Backend>() -> bool {
+    use crate::backends::is;
+    let mut yes = false;
+    #[cfg(feature = "wgpu")]
+    {
+        use crate::backends::WgpuInner;
+        yes |= is::<B, WgpuInner>() || is::<B, Autodiff<WgpuInner>>();
+    }
+    #[cfg(feature = "cuda")]
+    {
+        use crate::backends::CudaInner;
+        yes |= is::<B, CudaInner>() || is::<B, Autodiff<CudaInner>>();
+    }
+    yes && crate::enabled()
+}
+
+/// The fused spline on `B` (forward, or inverse when `inverse`), or `None` when `B` is not
+/// one of the CubeCL backends with kernels. Same contract as [`super::rq_spline`].
+pub(crate) fn rq_spline<B: burn::tensor::backend::Backend>(
+    v: &BurnTensor<B, 2>,
+    widths: &BurnTensor<B, 3>,
+    heights: &BurnTensor<B, 3>,
+    derivatives: &BurnTensor<B, 3>,
+    spec: &Spline,
+    inverse: bool,
+) -> Option<(BurnTensor<B, 2>, BurnTensor<B, 1>)> {
+    use crate::backends::{is, same_type};
+    use burn::tensor::backend::Backend;
+    fn on<B: Backend, C: Backend>(
+        (v, w, h, d): (
+            &BurnTensor<B, 2>,
+            &BurnTensor<B, 3>,
+            &BurnTensor<B, 3>,
+            &BurnTensor<B, 3>,
+        ),
+        f: impl FnOnce(Args<C>) -> BurnTensor<C, 2>,
+    ) -> Option<(BurnTensor<B, 2>, BurnTensor<B, 1>)> {
+        let args = (
+            same_type::<_, BurnTensor<C, 2>>(v.clone())?,
+            same_type::<_, BurnTensor<C, 3>>(w.clone())?,
+            same_type::<_, BurnTensor<C, 3>>(h.clone())?,
+            same_type::<_, BurnTensor<C, 3>>(d.clone())?,
+        );
+        let packed = same_type::<BurnTensor<C, 2>, BurnTensor<B, 2>>(f(args))?;
+        Some(unpack(packed))
+    }
+    if !crate::enabled() {
+        return None;
+    }
+    let inputs = (v, widths, heights, derivatives);
+    let spec = *spec;
+    #[cfg(feature = "wgpu")]
+    {
+        use crate::backends::WgpuInner;
+        if is::<B, WgpuInner>() {
+            return on::<B, WgpuInner>(inputs, |a| forward_packed(a, spec, inverse));
+        } else if is::<B, Autodiff<WgpuInner>>() {
+            return on::<B, Autodiff<WgpuInner>>(inputs, |a| {
+                forward_packed_autodiff(a, spec, inverse)
+            });
+        }
+    }
+    #[cfg(feature = "cuda")]
+    {
+        use crate::backends::CudaInner;
+        if is::<B, CudaInner>() {
+            return on::<B, CudaInner>(inputs, |a| forward_packed(a, spec, inverse));
+        } else if is::<B, Autodiff<CudaInner>>() {
+            return on::<B, Autodiff<CudaInner>>(inputs, |a| {
+                forward_packed_autodiff(a, spec, inverse)
+            });
+        }
+    }
+    let _ = (inputs, spec, inverse);
+    None
 }

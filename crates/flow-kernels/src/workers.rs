@@ -36,7 +36,7 @@ impl Drop for StopOnDrop<'_> {
 ///
 /// ```
 /// use rayon::prelude::*;
-/// let total: u64 = flow_core::workers::with_hot_workers(|| {
+/// let total: u64 = flow_kernels::workers::with_hot_workers(|| {
 ///     (0..100).map(|_| (0..1000u64).into_par_iter().sum::<u64>()).sum()
 /// });
 /// assert_eq!(total, 100 * 499_500);
@@ -78,17 +78,17 @@ pub fn with_hot_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// [`with_hot_workers`] when `B` is one of the CPU backends (`Flex`, `NdArray`: the
-/// backend a [`crate::backend::Program`] runs on, without `Autodiff`), else just `f()`:
+/// backend a program runs on, without `Autodiff`), else just `f()`:
 /// on a GPU backend the CPU threads are the driver's, and polling would take their cores.
 ///
 /// ```
 /// # #[cfg(feature = "ndarray")] {
-/// let rows = flow_core::workers::with_hot_workers_on::<burn::backend::NdArray, _>(|| 128);
+/// let rows = flow_kernels::workers::with_hot_workers_on::<burn::backend::NdArray, _>(|| 128);
 /// assert_eq!(rows, 128);
 /// # }
 /// ```
 pub fn with_hot_workers_on<B: Backend, R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    match crate::ops::host_resident::<B>() {
+    match crate::backends::host_resident::<B>() {
         true => with_hot_workers(f),
         false => f(),
     }

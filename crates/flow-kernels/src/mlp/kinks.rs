@@ -42,9 +42,9 @@ use std::ops::Range;
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::buckets;
-use super::math::{all_finite, sum_lanes};
-use super::mlp::{buffer, recycle};
+use super::cpu::{buffer, recycle};
+use crate::host::buckets;
+use crate::host::math::{all_finite, sum_lanes};
 
 /// The first two layers of a network with one input feature, as a table over the intervals
 /// between the first layer's kinks (module docs).

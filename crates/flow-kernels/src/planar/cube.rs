@@ -1,6 +1,6 @@
 //! The fused planar step: forward and backward kernels, and their autodiff registration.
 //!
-//! Math as in [`crate::planar`]; per row `i` (parameter row `p = i` when `m = n`, `p = 0`
+//! Math as in flow-core's `planar` module; per row `i` (parameter row `p = i` when `m = n`, `p = 0`
 //! when shared):
 //! ```text
 //! wu = wᵀu, ww = wᵀw, c = (softplus(wu) − 1 − wu) / (ww + ε_w), û = u + c·w,
@@ -17,7 +17,7 @@
 //! ∂L/∂u = ḡ_û + ḡ_wu·w,
 //! ∂L/∂w = ḡ_a·z + ḡ_wû·û + c·ḡ_û + ḡ_wu·u + 2ḡ_ww·w.
 //! ```
-//! (`σ` is softplus' derivative; softplus is linear above 20, as in [`crate::ops::softplus`].)
+//! (`σ` is softplus' derivative; softplus is linear above [`crate::SOFTPLUS_LINEAR_ABOVE`].)
 //! Parameter gradients are written per row and summed over rows when `m = 1`.
 
 use burn::{
@@ -30,9 +30,9 @@ use burn_cubecl::{
 };
 use cubecl::prelude::*;
 
-use super::util::{
-    FusedBackward, Inputs, empty_like, launch_1d, primitive, record, softplus, softplus_grad,
-    sum_over_rows,
+use crate::cube::{
+    FusedBackward, Inputs, PLANAR_EPS, empty_like, launch_1d, primitive, record, softplus,
+    softplus_grad, sum_over_rows,
 };
 
 /// Rows per cube (one thread per row).
@@ -70,7 +70,7 @@ fn row_terms<F: Float>(
         ww += wk * wk;
         wz += wk * z[zb + k];
     }
-    let c = (softplus::<F>(wu) - F::new(1.0) - wu) / (ww + F::new(1e-12));
+    let c = (softplus::<F>(wu) - F::new(1.0) - wu) / (ww + F::new(PLANAR_EPS));
     let mut wuh = F::new(0.0);
     for k in 0..d {
         let wk = w[pb + k];
@@ -112,7 +112,7 @@ fn planar_forward_kernel<F: Float>(
     for k in 0..d {
         out[ob + k] = z[i * d + k] + (u[p * d + k] + r.c * w[p * d + k]) * r.h;
     }
-    out[ob + d] = F::ln(F::abs(r.s) + F::new(1e-12));
+    out[ob + d] = F::ln(F::abs(r.s) + F::new(PLANAR_EPS));
 }
 
 /// Gradients of `z`, and per-row gradients of `u`, `w`, `b`, from the packed output's.
@@ -146,7 +146,7 @@ fn planar_backward_kernel<F: Float>(
     if r.s == F::new(0.0) {
         sign = F::new(0.0);
     }
-    let g_s = g[gbase + d] * sign / (F::abs(r.s) + F::new(1e-12));
+    let g_s = g[gbase + d] * sign / (F::abs(r.s) + F::new(PLANAR_EPS));
     let g_wuh = g_s * r.hp;
     // Σ ḡ·û and Σ ḡ_û·w.
     let mut g_dot_uh = F::new(0.0);
@@ -159,7 +159,7 @@ fn planar_backward_kernel<F: Float>(
         g_c += (gk * r.h + g_wuh * wk) * wk;
     }
     let g_a = (g_dot_uh - F::new(2.0) * r.h * r.wuh * g_s) * r.hp;
-    let q = r.ww + F::new(1e-12);
+    let q = r.ww + F::new(PLANAR_EPS);
     let g_wu = g_c / q * (softplus_grad::<F>(r.wu) - F::new(1.0));
     let g_ww = -g_c * r.c / q;
     for k in 0..d {
@@ -256,7 +256,7 @@ fn backward_inner<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElemen
 }
 
 /// The fused forward on a CubeCL backend without autodiff: `[n, d + 1]`, ladj last.
-pub(super) fn forward_packed<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+pub(crate) fn forward_packed<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     z: BurnTensor<CubeBackend<R, F, I, BT>, 2>,
     u: BurnTensor<CubeBackend<R, F, I, BT>, 2>,
     w: BurnTensor<CubeBackend<R, F, I, BT>, 2>,
@@ -280,7 +280,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedBackw
 }
 
 /// The fused forward with the fused backward registered: `[n, d + 1]`, ladj last.
-pub(super) fn forward_packed_autodiff<
+pub(crate) fn forward_packed_autodiff<
     R: CubeRuntime,
     F: FloatElement,
     I: IntElement,
@@ -296,9 +296,66 @@ pub(super) fn forward_packed_autodiff<
 }
 
 /// Splits the packed `[n, d + 1]` output into `(z', ladj)` (views, no copy).
-pub(super) fn unpack<B: Backend>(packed: BurnTensor<B, 2>) -> (BurnTensor<B, 2>, BurnTensor<B, 1>) {
+pub(crate) fn unpack<B: Backend>(packed: BurnTensor<B, 2>) -> (BurnTensor<B, 2>, BurnTensor<B, 1>) {
     let [n, d1] = packed.dims();
     let d = d1 - 1;
     let ladj = packed.clone().slice([0..n, d..d1]).reshape([n]);
     (packed.slice([0..n, 0..d]), ladj)
+}
+
+/// The fused planar step on `B`, or `None` when `B` is not one of the CubeCL backends with
+/// kernels. Same contract as [`super::planar`].
+pub(crate) fn planar<B: Backend>(
+    z: &BurnTensor<B, 2>,
+    u: &BurnTensor<B, 2>,
+    w: &BurnTensor<B, 2>,
+    b: &BurnTensor<B, 2>,
+) -> Option<(BurnTensor<B, 2>, BurnTensor<B, 1>)> {
+    use crate::backends::{is, same_type};
+    type Step<C> = fn(
+        BurnTensor<C, 2>,
+        BurnTensor<C, 2>,
+        BurnTensor<C, 2>,
+        BurnTensor<C, 2>,
+    ) -> BurnTensor<C, 2>;
+    fn on<B: Backend, C: Backend>(
+        (z, u, w, b): (
+            &BurnTensor<B, 2>,
+            &BurnTensor<B, 2>,
+            &BurnTensor<B, 2>,
+            &BurnTensor<B, 2>,
+        ),
+        f: Step<C>,
+    ) -> Option<(BurnTensor<B, 2>, BurnTensor<B, 1>)> {
+        let cast =
+            |t: &BurnTensor<B, 2>| same_type::<BurnTensor<B, 2>, BurnTensor<C, 2>>(t.clone());
+        let packed = f(cast(z)?, cast(u)?, cast(w)?, cast(b)?);
+        Some(unpack(same_type::<BurnTensor<C, 2>, BurnTensor<B, 2>>(
+            packed,
+        )?))
+    }
+    if !crate::enabled() {
+        return None;
+    }
+    let inputs = (z, u, w, b);
+    #[cfg(feature = "wgpu")]
+    {
+        use crate::backends::WgpuInner;
+        if is::<B, WgpuInner>() {
+            return on::<B, WgpuInner>(inputs, forward_packed);
+        } else if is::<B, Autodiff<WgpuInner>>() {
+            return on::<B, Autodiff<WgpuInner>>(inputs, forward_packed_autodiff);
+        }
+    }
+    #[cfg(feature = "cuda")]
+    {
+        use crate::backends::CudaInner;
+        if is::<B, CudaInner>() {
+            return on::<B, CudaInner>(inputs, forward_packed);
+        } else if is::<B, Autodiff<CudaInner>>() {
+            return on::<B, Autodiff<CudaInner>>(inputs, forward_packed_autodiff);
+        }
+    }
+    let _ = inputs;
+    None
 }
