@@ -118,11 +118,14 @@ impl Elementwise {
                     affine(x, param(&params, 0), log_scale)
                 })
             }
-            Elementwise::Spline(spec) => kernels::rq_spline_params(&x, &params, spec, false)
-                .unwrap_or_else(|| {
-                    let [w, h, d] = spline_params(params, spec.bins);
-                    rq_spline_reference(x, w, h, d, spec)
-                }),
+            Elementwise::Spline(spec) => {
+                kernels::rq_spline_params(&x, &params, &spec.kernel_shape(), false).unwrap_or_else(
+                    || {
+                        let [w, h, d] = spline_params(params, spec.bins);
+                        rq_spline_reference(x, w, h, d, spec)
+                    },
+                )
+            }
         }
     }
 
@@ -143,11 +146,14 @@ impl Elementwise {
                     affine_inverse(y, param(&params, 0), log_scale)
                 })
             }
-            Elementwise::Spline(spec) => kernels::rq_spline_params(&y, &params, spec, true)
-                .unwrap_or_else(|| {
-                    let [w, h, d] = spline_params(params, spec.bins);
-                    rq_spline_inverse_reference(y, w, h, d, spec)
-                }),
+            Elementwise::Spline(spec) => {
+                kernels::rq_spline_params(&y, &params, &spec.kernel_shape(), true).unwrap_or_else(
+                    || {
+                        let [w, h, d] = spline_params(params, spec.bins);
+                        rq_spline_inverse_reference(y, w, h, d, spec)
+                    },
+                )
+            }
         }
     }
 }

@@ -239,7 +239,7 @@ impl<B: Backend> Made<B> {
             let all = || self.layers.iter().chain([&self.out]);
             let raw: Vec<_> = all().map(|l| (l.weight.val(), l.bias.val())).collect();
             let masks: Vec<_> = all().map(|l| Some(l.mask_values.clone())).collect();
-            return kernels::relu_mlp_masked(&x, &raw, &masks).unwrap_or_else(|| {
+            return kernels::relu_mlp_masked(&x, &raw, &masks, false).unwrap_or_else(|| {
                 let layers: Vec<_> = all().map(MaskedLinear::masked).collect();
                 relu_layers_reference(&layers, x, false)
             });

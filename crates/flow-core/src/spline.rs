@@ -80,6 +80,17 @@ impl RqSpline {
         }
     }
 
+    /// The spline's shape as the kernels read it ([`crate::kernels`]).
+    pub(crate) fn kernel_shape(&self) -> flow_kernels::spline::Spline {
+        flow_kernels::spline::Spline {
+            bins: self.bins,
+            bound: self.bound,
+            min_bin_width: self.min_bin_width,
+            min_bin_height: self.min_bin_height,
+            min_derivative: self.min_derivative,
+        }
+    }
+
     /// Unnormalized parameters per transformed feature: `K` widths, `K` heights and
     /// `K − 1` interior derivatives.
     pub fn params_per_dim(&self) -> usize {
@@ -314,8 +325,15 @@ pub fn rq_spline<B: Backend>(
     derivatives: Tensor<B, 3>,
     spec: &RqSpline,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    kernels::rq_spline(&x, [&widths, &heights, &derivatives], spec, false)
-        .unwrap_or_else(|| rq_spline_reference(x, widths, heights, derivatives, spec))
+    kernels::rq_spline(
+        &x,
+        &widths,
+        &heights,
+        &derivatives,
+        &spec.kernel_shape(),
+        false,
+    )
+    .unwrap_or_else(|| rq_spline_reference(x, widths, heights, derivatives, spec))
 }
 
 /// [`rq_spline`] as a chain of tensor operations: the reference for the fused kernel and
@@ -350,8 +368,15 @@ pub fn rq_spline_inverse<B: Backend>(
     derivatives: Tensor<B, 3>,
     spec: &RqSpline,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    kernels::rq_spline(&y, [&widths, &heights, &derivatives], spec, true)
-        .unwrap_or_else(|| rq_spline_inverse_reference(y, widths, heights, derivatives, spec))
+    kernels::rq_spline(
+        &y,
+        &widths,
+        &heights,
+        &derivatives,
+        &spec.kernel_shape(),
+        true,
+    )
+    .unwrap_or_else(|| rq_spline_inverse_reference(y, widths, heights, derivatives, spec))
 }
 
 /// [`rq_spline_inverse`] as a chain of tensor operations (the fused kernel's reference).

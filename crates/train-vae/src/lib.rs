@@ -8,6 +8,7 @@
 //! - [`model`]: encoder, amortized posterior flow ([`posterior`]), decoder, ELBO and the
 //!   importance-weighted bound;
 //! - [`training`]: burn-train `Learner` integration (exact resume, divergence, metrics);
+//! - [`history`]: the per-epoch records of a run;
 //! - [`checkpoint`]: atomic checkpoint files and shape-checked loading;
 //! - [`config`], [`app`], [`report`]: the command line, the commands, the outputs.
 
@@ -18,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod history;
 pub mod model;
 pub mod posterior;
 pub mod report;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::{error::VaeError, training::EpochRecord};
+use crate::{error::VaeError, history::EpochRecord};
 
 static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");
 

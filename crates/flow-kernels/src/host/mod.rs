@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use burn::tensor::{Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor};
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::SOFTPLUS_LINEAR_ABOVE;
 
@@ -41,12 +41,6 @@ pub(crate) fn softplus_grad(x: f64) -> f64 {
 /// the input transformed, the others its parameters.
 #[derive(Debug)]
 pub(crate) struct Host(op::Args);
-
-/// A float tensor's values. Only called for the host-resident backends of
-/// [`op::apply`], where this is a read of host memory, not a device-to-host transfer.
-pub(crate) fn values<B: Backend>(t: FloatTensor<B>) -> TensorData {
-    Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t)).into_data()
-}
 
 impl Host {
     /// Rows `n` and columns `d` of the first input (the one transformed).

@@ -16,8 +16,13 @@ use burn::{
     tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor},
 };
 
-use super::values;
 use crate::backends::{is, same_type};
+
+/// A float tensor's values. Only called for the host-resident backends of
+/// [`apply`], where this is a read of host memory, not a device-to-host transfer.
+fn values<B: Backend>(t: FloatTensor<B>) -> TensorData {
+    Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t)).into_data()
+}
 
 /// An input's `f32` values on the host: the backend's own buffer where the tensor is
 /// contiguous `f32` (no copy: weights stay shared with their module), else a copy.
@@ -192,13 +197,35 @@ fn on<B: Backend, C: Backend, const N: usize>(
     same_type(f(cast.try_into().ok()?))
 }
 
-/// `op` on `args` when `B` is one of this module's CPU backends (`Flex`, `NdArray`, or
-/// `Autodiff` of either), else `None`.
+/// Whether `B` is one of the CPU backends with kernels (`Flex`, `NdArray`, or `Autodiff` of
+/// either).
+fn has_body<B: Backend>() -> bool {
+    let mut yes = false;
+    #[cfg(feature = "flex")]
+    {
+        type F = burn::backend::Flex;
+        yes |= is::<B, F>() || is::<B, Autodiff<F>>();
+    }
+    #[cfg(feature = "ndarray")]
+    {
+        type Nd = burn::backend::NdArray;
+        yes |= is::<B, Nd>() || is::<B, Autodiff<Nd>>();
+    }
+    yes
+}
+
+/// `op` on `args` when `B` is one of the CPU backends with kernels and every argument is
+/// `f32` (the kernels compute in `f32`: an `f64` tensor, which ndarray allows on its `f32`
+/// backend, takes the reference, and says so once), else `None`.
 pub(crate) fn apply<B: Backend, O: HostOp, const N: usize>(
     op: O,
     args: [Tensor<B, 2>; N],
 ) -> Option<Tensor<B, 2>> {
-    if !crate::enabled() {
+    if !crate::enabled() || !has_body::<B>() {
+        return None;
+    }
+    if args.iter().any(|t| t.dtype() != DType::F32) {
+        crate::fell_back(std::any::type_name::<O>(), "an input is not f32");
         return None;
     }
     #[cfg(feature = "flex")]

@@ -56,6 +56,7 @@ use rayon::prelude::*;
 
 use super::kinks::{Kinks, Layers};
 use super::mask::{TILE, WeightMask};
+use super::pool::{buffer, recycle};
 use super::sparse;
 use crate::host::blocks;
 use crate::host::math::{all_finite, sum_lanes};
@@ -315,7 +316,7 @@ struct Net {
     /// ([`Net::with_first_layers`]).
     kinks: Option<Kinks>,
     /// Whether the first layer's product and weight gradient run over the input's nonzero
-    /// entries (`host::sparse`; [`Net::with_first_layers`]).
+    /// entries (`sparse`; [`Net::with_first_layers`]).
     sparse_input: bool,
 }
 
@@ -417,10 +418,10 @@ impl Net {
     }
 
     /// Chooses how the first layers run on `x` (`m` rows): through the first layer's
-    /// kinks (`host::kinks`) when the network has one input feature, at least two layers,
+    /// kinks (`kinks`) when the network has one input feature, at least two layers,
     /// neither masked, all their parameters finite, and enough rows that the table (`~3
     /// d_1 d_2` operations) costs less than the product it replaces (`m d_1 d_2`
-    /// multiply-adds); else over a mostly-zero input's nonzero entries (`host::sparse`)
+    /// multiply-adds); else over a mostly-zero input's nonzero entries (`sparse`)
     /// when the first layer is unmasked, wide enough to matter and its weights finite.
     fn with_first_layers(mut self, x: &[f32], m: usize) -> Self {
         let kinks = self.widths[0] == 1
@@ -590,44 +591,6 @@ impl Inputs {
     }
 }
 
-/// The most buffers [`recycle`] keeps, and the most entries all of them hold together
-/// (256 MiB of `f32`): the pool keeps about one training step's working set, and a rare huge
-/// batch does not stay resident after it.
-const POOLED: usize = 64;
-const POOLED_ENTRIES: usize = 64 << 20;
-
-/// Intermediate buffers (activations, their gradients) given back after use, for the next
-/// call to take instead of a fresh zero-filled allocation: every entry of one is written
-/// before it is read, and zero-filling them was ~6 % of a realnvp `log_prob` pass.
-static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
-
-/// A buffer of `len` entries with arbitrary (finite or not) contents: the smallest pooled
-/// one that fits, else a new one. The caller writes every entry before reading it.
-pub(super) fn buffer(len: usize) -> Vec<f32> {
-    let taken = {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        let fits = pool.iter().enumerate().filter(|(_, v)| v.capacity() >= len);
-        let best = fits.min_by_key(|(_, v)| v.capacity()).map(|(i, _)| i);
-        best.map(|i| pool.swap_remove(i))
-    };
-    let mut v = taken.unwrap_or_default();
-    v.resize(len, 0.0);
-    v
-}
-
-/// Gives buffers back to the pool (within [`POOLED`] and [`POOLED_ENTRIES`]; the rest are
-/// freed).
-pub(super) fn recycle(buffers: impl IntoIterator<Item = Vec<f32>>) {
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut held: usize = pool.iter().map(Vec::capacity).sum();
-    for v in buffers {
-        if pool.len() < POOLED && held + v.capacity() <= POOLED_ENTRIES {
-            held += v.capacity();
-            pool.push(v);
-        }
-    }
-}
-
 /// Rows per thread task for `m` rows.
 fn task_rows(m: usize) -> usize {
     m.div_ceil(rayon::current_num_threads().max(1))
@@ -641,7 +604,7 @@ fn row_block(x: &[f32], width: usize, r0: usize, rows: usize) -> &[f32] {
 
 /// The element-wise passes between the products, run through pulp's dispatch so that their
 /// loops are compiled for the CPU's widest SIMD (AVX-512 here) instead of the baseline's
-/// SSE2 (see `host::affine`'s `Task` for why a `WithSimd` type and not a closure).
+/// SSE2 (see `affine::cpu`'s `Task` for why a `WithSimd` type and not a closure).
 enum Pass<'a> {
     AddBias(&'a mut [f32], &'a [f32], bool),
     ReluBackward(&'a mut [f32], &'a [f32]),
@@ -844,7 +807,7 @@ fn backward(inputs: &Inputs, acts: &[Vec<f32>], g: &[f32], need_x: bool) -> Vec<
     // thread a block of every layer (an equal share of the work, in one parallel region);
     // ∂ℒ/∂b_l the column sums of ∂ℒ/∂z_l. The blocks are zeroed by their own threads, not
     // all of ∂ℒ/∂W (~1 M entries in vae-planar) by one thread while the others wait.
-    // Through the kinks, the first two layers' gradients come from ∂ℒ/∂z_1 (`host::kinks`).
+    // Through the kinks, the first two layers' gradients come from ∂ℒ/∂z_1 (`kinks`).
     let first = net.first_product();
     let kinked = net
         .kinks
@@ -1156,17 +1119,6 @@ mod tests {
         agree_with_tensor_ops::<B>();
         #[cfg(feature = "flex")]
         agree_with_tensor_ops::<Autodiff<burn::backend::Flex>>();
-    }
-
-    /// The pool takes no buffer beyond its cap, and hands out buffers of the length asked.
-    #[test]
-    fn the_pool_is_capped() {
-        recycle([vec![0.0; POOLED_ENTRIES + 1]]);
-        let pool = POOL.lock().unwrap();
-        assert!(pool.len() <= POOLED);
-        assert!(pool.iter().map(Vec::capacity).sum::<usize>() <= POOLED_ENTRIES);
-        drop(pool);
-        assert_eq!(buffer(37).len(), 37);
     }
 
     /// Fills the buffer pool with NaN buffers of assorted sizes.

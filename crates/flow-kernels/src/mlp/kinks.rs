@@ -42,7 +42,7 @@ use std::ops::Range;
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::cpu::{buffer, recycle};
+use super::pool::{buffer, recycle};
 use crate::host::buckets;
 use crate::host::math::{all_finite, sum_lanes};
 
@@ -89,7 +89,7 @@ pub(super) struct Layers<'a> {
 }
 
 /// The loops, compiled through pulp's dispatch for the CPU's widest SIMD (see
-/// `host::affine`'s `Task` for why a `WithSimd` type and not a closure).
+/// `affine::cpu`'s `Task` for why a `WithSimd` type and not a closure).
 enum Work<'a> {
     Table(&'a Kinks, Layers<'a>, Range<usize>, &'a mut [f32]),
     Forward(&'a Kinks, &'a [f32], &'a mut [f32], bool),
@@ -150,6 +150,10 @@ impl Kinks {
     /// parameter is not finite (a NaN must reach every output, as through the products).
     pub(super) fn new(p: Layers) -> Option<Self> {
         if ![p.w0, p.b0, p.w1, p.b1].into_iter().all(all_finite) {
+            crate::fell_back(
+                "mlp kinks",
+                "non-finite parameters: the first layers run as products",
+            );
             return None;
         }
         let (d1, d2) = (p.w0.len(), p.b1.len());

@@ -26,7 +26,7 @@ use pulp::{Simd, WithSimd};
 const TILE: usize = 128;
 
 /// The loops, compiled through pulp's dispatch for the CPU's widest SIMD (see
-/// `host::affine`'s `Task` for why a `WithSimd` type and not a closure).
+/// `affine::cpu`'s `Task` for why a `WithSimd` type and not a closure).
 enum Work<'a> {
     /// `out [rows, n] = x [rows, k] · w [k, n]`.
     Rows {

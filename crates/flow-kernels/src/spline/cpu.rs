@@ -12,7 +12,7 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::Spline as Shape;
+use super::shape::Spline as Shape;
 use crate::host::{Host, Kernel, dispatch, math, softplus, softplus_grad};
 
 /// The spline's constants in `f64`.

@@ -28,7 +28,7 @@ use crate::cube::{
     sum_over_rows,
 };
 
-use super::Spline;
+use super::shape::Spline;
 
 /// Entries per cube (one thread per entry).
 const ENTRIES_PER_CUBE: u32 = 128;

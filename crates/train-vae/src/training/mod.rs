@@ -1,0 +1,196 @@
+//! Training on burn-train's `Learner`, with the pieces it lacks supplied here.
+//!
+//! burn-train runs the loop: train and validation steps ([`TrainStep`]/[`InferenceStep`]
+//! on [`Vae`]), the Adam optimizer, metric aggregation, checkpoints through its
+//! `FileCheckpointer`, early stopping, and (with `ExecutionStrategy`) several devices.
+//! What it does not do, and this module adds:
+//! - **atomic checkpoints**: its files are written in place;
+//!   [`AtomicRecorder`](crate::checkpoint::AtomicRecorder) wraps the recorder (see
+//!   [`crate::checkpoint`]);
+//! - **exact resume**: it restores model, optimizer and scheduler but not the random
+//!   streams. [`MnistLoader`] makes every random draw a function of `(seed, epoch)`: it
+//!   reseeds the backend (ε of the reparameterization) and its own binarization and
+//!   shuffling streams at the start of each epoch, so epoch `k + 1` after a resume from
+//!   `k` draws what it would have drawn in one run;
+//! - **divergence**: a non-finite training loss stops the run through burn-train's
+//!   `Interrupter` before the epoch is checkpointed, so the last checkpoint stays good;
+//! - **the run's records**: per-epoch metrics in JSONL and CSV, the loss curves, a
+//!   restartable early-stopping rule ([`EpochLog`]) and plain progress lines.
+
+mod loader;
+mod metric;
+mod renderer;
+mod step;
+mod strategies;
+
+pub use crate::history::{EpochRecord, best, read_history};
+pub use loader::{EpochTimes, MnistLoader, epoch_seed};
+pub use metric::{DIVERGED, StatMetric};
+pub use renderer::LineRenderer;
+pub use step::{Stat, Sums, Tally, VaeBatch, VaeOutput, VaeStats};
+pub use strategies::{EpochLog, LastAndBest};
+
+use std::{path::Path, sync::Arc};
+
+use burn::tensor::backend::AutodiffBackend;
+use burn_train::{Learner, SupervisedTraining, logger::FileMetricLogger};
+use flow_programs::FusedAdamConfig;
+
+use crate::{
+    checkpoint::{self, CheckpointRecorder},
+    config::TrainConfig,
+    error::VaeError,
+    report,
+};
+
+/// The host data of a run: training grey levels and fixed validation bits.
+pub struct RunData {
+    /// Pixels per image.
+    pub dim: usize,
+    /// Training grey levels in [0, 1], `n_train · dim`.
+    pub train: Vec<f32>,
+    /// Validation bits, `n_valid · dim`.
+    pub valid: Vec<f32>,
+}
+
+/// How a finished training run went.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// All epoch records.
+    pub history: Vec<EpochRecord>,
+    /// The best epoch.
+    pub best_epoch: usize,
+}
+
+/// Trains (or resumes) the run in `run`, which must hold `config.toml`. Returns the history.
+pub fn train<B: AutodiffBackend>(
+    config: &TrainConfig,
+    data: &RunData,
+    run: &Path,
+    resume: bool,
+    device: &B::Device,
+) -> Result<Trained, VaeError> {
+    let (history, start) = if resume {
+        let history = read_history(run)?;
+        let done = checkpoint::complete_epochs(run);
+        // The last epoch that is complete on disk and finite (a diverged epoch may have
+        // been checkpointed before its validation showed it).
+        let last = history
+            .iter()
+            .take_while(|r| r.is_finite())
+            .map(|r| r.epoch)
+            .filter(|e| done.contains(e))
+            .max()
+            .ok_or_else(|| VaeError::Checkpoint {
+                path: run.to_path_buf(),
+                reason: "no complete checkpoint to resume from".into(),
+            })?;
+        checkpoint::clean(run, last)?;
+        let history: Vec<_> = history.into_iter().filter(|r| r.epoch <= last).collect();
+        report::write_history(run, &history)?;
+        tracing::info!("resuming {} after epoch {last}", run.display());
+        (history, Some(last))
+    } else {
+        (Vec::new(), None)
+    };
+    let first_epoch = start.map_or(1, |e| e + 1);
+    if first_epoch > config.epochs {
+        return finish(history, run);
+    }
+    if let (Some(b), Some(last)) = (best(&history), history.last())
+        && config.patience > 0
+        && last.epoch >= b.epoch + config.patience
+    {
+        tracing::info!("the run had already stopped early");
+        return finish(history, run);
+    }
+
+    B::seed(device, config.seed);
+    let model = config.model.init::<B>(device)?;
+    // Adam fused into one pass per parameter on the CPU backends (flow_programs::FusedAdamConfig); burn's
+    // default ε = 1e-5, as every run so far was trained with.
+    let optim = FusedAdamConfig::new().with_epsilon(1e-5).init();
+    let learner = Learner::new(model, optim, config.lr);
+
+    let times: EpochTimes = Arc::default();
+    let tally = Tally::default();
+    let n_train = data.train.len() / data.dim;
+    let train_images = n_train / config.batch_size * config.batch_size;
+    let valid_images = data.valid.len() / data.dim;
+    let train_loader = MnistLoader::<B>::train(
+        data.train.clone(),
+        data.dim,
+        config.batch_size,
+        config.seed,
+        config.warmup_epochs,
+        first_epoch,
+        times.clone(),
+        device.clone(),
+    );
+    let valid_loader = MnistLoader::<B::InnerBackend>::valid(
+        data.valid.clone(),
+        data.dim,
+        config.batch_size.max(500),
+        config.seed,
+        device.clone(),
+    );
+
+    let mut training = SupervisedTraining::new(run, Arc::new(train_loader), Arc::new(valid_loader))
+        .with_application_logger(None)
+        .with_metric_logger(FileMetricLogger::new(run.join("burn-train")))
+        .renderer(LineRenderer::new())
+        .with_file_checkpointer(CheckpointRecorder::default())
+        .with_checkpointing_strategy(LastAndBest::new(&history, tally.clone(), valid_images))
+        .early_stopping(EpochLog::new(
+            run,
+            history,
+            config.patience,
+            times,
+            tally.clone(),
+            (train_images, valid_images),
+        ))
+        .num_epochs(config.epochs);
+    let interrupter = training.interrupter();
+    training =
+        training.metric_train_numeric(StatMetric::new(Stat::Loss).stopping(interrupter.clone()));
+    training =
+        training.metric_train_numeric(StatMetric::new(Stat::NegElbo).tallying(tally.clone(), true));
+    training = training.metric_valid_numeric(StatMetric::new(Stat::NegElbo).tallying(tally, false));
+    for stat in [Stat::Recon, Stat::Kl] {
+        training = training
+            .metric_train_numeric(StatMetric::new(stat))
+            .metric_valid_numeric(StatMetric::new(stat));
+    }
+    if let Some(epoch) = start {
+        training = training.checkpoint(epoch);
+    }
+    let _ = training.launch(learner);
+
+    let history = read_history(run)?;
+    let bad = history.iter().find(|r| !r.is_finite()).map(|r| r.epoch);
+    if bad.is_some() || interrupter.get_message().as_deref() == Some(DIVERGED) {
+        let epoch = bad.unwrap_or_else(|| history.last().map_or(first_epoch, |r| r.epoch + 1));
+        let last_good = checkpoint::complete_epochs(run)
+            .into_iter()
+            .filter(|&e| e < epoch)
+            .max()
+            .map_or("none (it diverged in the first epoch)".to_string(), |e| {
+                checkpoint::file(run, "model", e).display().to_string()
+            });
+        return Err(VaeError::Diverged { epoch, last_good });
+    }
+    finish(history, run)
+}
+
+fn finish(history: Vec<EpochRecord>, run: &Path) -> Result<Trained, VaeError> {
+    let best_epoch = best(&history)
+        .map(|b| b.epoch)
+        .ok_or_else(|| VaeError::Checkpoint {
+            path: run.to_path_buf(),
+            reason: "no epoch with a finite validation ELBO".into(),
+        })?;
+    Ok(Trained {
+        history,
+        best_epoch,
+    })
+}
