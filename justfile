@@ -16,6 +16,7 @@ test-cpu:
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all -- --check
+    python3 .ci/module_cycles.py
     cargo clippy --workspace --all-targets --features wgpu,cuda -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features wgpu,cuda
 

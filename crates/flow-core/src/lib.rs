@@ -16,6 +16,8 @@
 //!   conditioner, [`LuLinear`], [`BatchNorm`], [`Permutation`], [`ActNorm`]): burn modules
 //!   built from a `Config`, implementing [`Transform`] (and [`Invertible`] where the inverse
 //!   is analytic);
+//! - amortized: [`Amortized`], `K` planar or radial steps whose parameters are the context
+//!   (an encoder's output), a transform like any other;
 //! - composition: `Vec<T>` and tuples of transforms are transforms; [`Inverse`] flips one;
 //!   [`Layer`] holds any invertible layer, for stacks chosen at run time;
 //! - [`Distribution`]s: [`StandardNormal`], [`DiagNormal`];
@@ -51,6 +53,7 @@
 #![warn(missing_docs)]
 
 pub mod actnorm;
+pub mod amortized;
 pub mod autoregressive;
 pub mod batchnorm;
 pub mod coupling;
@@ -86,6 +89,7 @@ pub mod reference {
 }
 
 pub use actnorm::{ActNorm, ActNormConfig};
+pub use amortized::{Amortized, AmortizedStep};
 pub use autoregressive::{MaskedAutoregressive, MaskedAutoregressiveConfig};
 pub use batchnorm::{BatchNorm, BatchNormConfig};
 pub use coupling::{Coupling, CouplingConfig};

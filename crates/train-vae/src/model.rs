@@ -19,6 +19,7 @@ use burn::{
     tensor::{Distribution, Tensor, backend::Backend},
 };
 use flow_core::{
+    Amortized, Transform,
     nets::relu_linear,
     ops::{
         HALF_LN_2PI, bernoulli_log_likelihood, logaddexp, logsumexp, std_normal_log_prob, sum_rows,
@@ -187,6 +188,7 @@ impl ModelConfig {
             encoder: mlp(enc.concat()),
             decoder: mlp(dec.concat()),
             iaf,
+            amortized: self.flow.amortized_flow(self.latent, self.flow_steps()),
             flow: self.flow,
             n_flows: self.flow_steps(),
             latent: self.latent,
@@ -215,6 +217,10 @@ pub struct Vae<B: Backend> {
     decoder: Vec<Linear<B>>,
     /// IAF steps (empty unless `flow = iaf`).
     iaf: Vec<posterior::iaf::Step<B>>,
+    /// Planar or radial steps whose parameters the encoder emits (`None` for the other
+    /// kinds); no parameters of its own.
+    #[module(skip)]
+    amortized: Option<Amortized<B>>,
     #[module(skip)]
     flow: FlowKind,
     #[module(skip)]
@@ -291,14 +297,15 @@ impl<B: Backend> Vae<B> {
         let log_q0 = sum_rows(log_var.mul_scalar(0.5) + eps.square().mul_scalar(0.5))
             .neg()
             .sub_scalar(d as f64 * HALF_LN_2PI);
-        let (z, ladj) = if self.flow == FlowKind::Iaf {
-            let context = enc
-                .hidden
-                .expect("IAF models keep the encoder's last hidden layer");
-            posterior::iaf::run(&self.iaf, z0, &context)
-        } else {
-            let theta = (cols > 2 * d).then(|| h.slice([0..n, 2 * d..cols]));
-            posterior::run(self.flow, self.n_flows, z0, theta)
+        let (z, ladj) = match &self.amortized {
+            Some(flow) => flow.forward(z0, Some(&h.slice([0..n, 2 * d..cols]))),
+            None if self.flow == FlowKind::Iaf => {
+                let context = enc
+                    .hidden
+                    .expect("IAF models keep the encoder's last hidden layer");
+                self.iaf.forward(z0, Some(&context))
+            }
+            None => (z0, Tensor::zeros([n], &h.device())),
         };
         (z, log_q0 - ladj)
     }

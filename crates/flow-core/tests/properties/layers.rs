@@ -6,9 +6,9 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::TensorData;
 use common::*;
 use flow_core::{
-    ActNormConfig, BatchNormConfig, CouplingConfig, Elementwise, Inverse, Invertible, Layer,
-    LuLinearConfig, MaskedAutoregressiveConfig, Order, Permutation, PlanarConfig, RadialConfig,
-    RqSpline, Transform, rq_spline, rq_spline_inverse,
+    ActNormConfig, Amortized, AmortizedStep, BatchNormConfig, CouplingConfig, Elementwise, Inverse,
+    Invertible, Layer, LuLinearConfig, MaskedAutoregressiveConfig, Order, Permutation,
+    PlanarConfig, RadialConfig, RqSpline, Transform, rq_spline, rq_spline_inverse,
     testing::{self, check_invertible, check_transform, randomize, standard_inputs},
 };
 
@@ -25,6 +25,42 @@ fn planar_layer<B: AutodiffBackend>(device: &B::Device) {
         let report = check_transform(&layer, x, None, TOL).unwrap();
         assert_eq!(report.params_checked, 3);
     }
+}
+
+/// Planar and radial steps with per-row parameters from the context: the harness, and a
+/// gradient that reaches every column of the context (the parameters an encoder learns
+/// through).
+fn amortized<B: AutodiffBackend>(device: &B::Device) {
+    for (step, dim) in [
+        (AmortizedStep::Planar, 1),
+        (AmortizedStep::Planar, 4),
+        (AmortizedStep::Radial, 1),
+        (AmortizedStep::Radial, 4),
+    ] {
+        let flow = Amortized::<B>::new(step, dim, 3).unwrap();
+        let width = flow.context_dim();
+        assert_eq!(width, 3 * step.params_per_step(dim));
+        let x = standard_inputs::<B>(N, dim, 3, device).mul_scalar(1.5);
+        let theta = standard_inputs::<B>(N, width, 4, device).mul_scalar(0.7);
+        let report = check_transform(&flow, x.clone(), Some(&theta), TOL).unwrap();
+        assert_eq!(
+            report.params_checked, 0,
+            "{step:?}: no parameters of its own"
+        );
+        let theta = theta.require_grad();
+        let (y, ladj) = flow.forward(x, Some(&theta));
+        let grads = (y.powi_scalar(3).sum() + ladj.sum()).backward();
+        let g = host(theta.grad(&grads).expect("the context gets a gradient"));
+        for c in 0..width {
+            let column: Vec<f64> = (0..N).map(|i| g[i * width + c]).collect();
+            assert!(
+                column.iter().all(|v| v.is_finite()) && column.iter().any(|&v| v != 0.0),
+                "{step:?} dim {dim}: context column {c} gets no gradient"
+            );
+        }
+    }
+    assert!(Amortized::<B>::new(AmortizedStep::Planar, 0, 2).is_err());
+    assert!(Amortized::<B>::new(AmortizedStep::Radial, 2, 0).is_err());
 }
 
 fn radial_layer<B: AutodiffBackend>(device: &B::Device) {
@@ -397,6 +433,7 @@ on_backends! {
     batchnorm_training_and_evaluation => batchnorm_training;
     planar_passes_harness => planar_layer;
     radial_passes_harness => radial_layer;
+    amortized_steps_pass_harness => amortized;
     additive_coupling_passes_harness => additive_coupling;
     affine_coupling_passes_harness => affine_coupling;
     conditional_affine_coupling_passes_harness => conditional_affine_coupling;
@@ -410,6 +447,7 @@ on_gpu_kernels! {
     spline_edges_are_finite => spline_edges;
     maf_spline_passes_harness => maf_spline;
     planar_passes_harness => planar_layer;
+    amortized_steps_pass_harness => amortized;
 }
 
 /// Radial's gradient is finite even exactly at its reference point.

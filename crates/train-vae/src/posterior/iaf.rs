@@ -14,10 +14,8 @@
 //!
 //! The MADE's output and context layers start at zero: a new IAF posterior is `q₀`.
 
-use burn::tensor::{Tensor, backend::Backend};
-use flow_core::{
-    Elementwise, Inverse, MaskedAutoregressive, MaskedAutoregressiveConfig, Order, Transform,
-};
+use burn::tensor::backend::Backend;
+use flow_core::{Elementwise, Inverse, MaskedAutoregressive, MaskedAutoregressiveConfig, Order};
 
 /// One IAF step.
 pub type Step<B> = Inverse<B, MaskedAutoregressive<B>>;
@@ -48,20 +46,4 @@ pub fn build<B: Backend>(
             Ok(Inverse::new(maf))
         })
         .collect()
-}
-
-/// Runs the steps on `z₀` with context `h: [n, context]`: `(z_K, Σ_k ln|det J_k|)`.
-pub fn run<B: Backend>(
-    steps: &[Step<B>],
-    z0: Tensor<B, 2>,
-    h: &Tensor<B, 2>,
-) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    let mut ladj = Tensor::zeros([z0.dims()[0]], &z0.device());
-    let mut z = z0;
-    for step in steps {
-        let (next, l) = step.forward(z, Some(h));
-        z = next;
-        ladj = ladj + l;
-    }
-    (z, ladj)
 }

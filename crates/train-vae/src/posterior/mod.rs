@@ -1,21 +1,20 @@
-//! Amortized posterior flows: the encoder emits every flow parameter for every data point.
+//! Posterior flows: what transforms the Gaussian sample `z₀` of `q₀(z|x)`.
 //!
-//! A posterior flow is a list of `K` steps `z_k = f_k(z_{k−1}; θ_k(x))` whose parameters
-//! `θ_k(x)` are columns of the encoder's output (Rezende & Mohamed 2015, §4; van den Berg
-//! et al. 2018). The steps run on the device through `flow_core`'s batched kernels, which
-//! take one parameter row per data point.
+//! Each kind is an ordinary flow-core transform, given its context by the VAE:
+//! - planar and radial steps are [`flow_core::Amortized`]: the encoder emits every step's
+//!   parameters for every data point (Rezende & Mohamed 2015, §4; van den Berg et al.
+//!   2018), and they are the transform's context;
+//! - IAF steps ([`iaf`]) own their MADEs (weights shared by all data points) and read the
+//!   encoder's last hidden layer as context.
 //!
-//! Adding an amortized flow is one file: a module with `params_per_step(latent)` and
-//! `step(z, θ) -> (z', ln|det ∂z'/∂z|)`, plus one variant in [`FlowKind`]. A flow with
-//! learned weights of its own (IAF, [`iaf`]) is one file too: its steps are a module of
-//! the VAE, built from the config, that reads the encoder's hidden layer as context.
+//! Adding an amortized family is a variant of [`flow_core::AmortizedStep`] (its kernel and
+//! parameter count) and one of [`FlowKind`] here.
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::backend::Backend;
+use flow_core::{Amortized, AmortizedStep};
 use serde::{Deserialize, Serialize};
 
 pub mod iaf;
-pub mod planar;
-pub mod radial;
 
 /// Which flow transforms the Gaussian sample `z₀` of the posterior.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -33,30 +32,26 @@ pub enum FlowKind {
 }
 
 impl FlowKind {
-    /// Number of encoder outputs one step consumes per data point.
-    pub fn params_per_step(self, latent: usize) -> usize {
+    /// The amortized family of this kind, if it is one.
+    pub fn amortized(self) -> Option<AmortizedStep> {
         match self {
-            FlowKind::None | FlowKind::Iaf => 0,
-            FlowKind::Planar => planar::params_per_step(latent),
-            FlowKind::Radial => radial::params_per_step(latent),
+            FlowKind::None | FlowKind::Iaf => None,
+            FlowKind::Planar => Some(AmortizedStep::Planar),
+            FlowKind::Radial => Some(AmortizedStep::Radial),
         }
     }
 
-    /// Applies one step with per-row parameters `theta: [n, params_per_step]`.
-    pub fn step<B: Backend>(
-        self,
-        z: Tensor<B, 2>,
-        theta: Tensor<B, 2>,
-    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        match self {
-            // IAF steps are modules of the VAE and run through `iaf::run`.
-            FlowKind::None | FlowKind::Iaf => {
-                let ladj = Tensor::zeros([z.dims()[0]], &z.device());
-                (z, ladj)
-            }
-            FlowKind::Planar => planar::run(z, theta, 1),
-            FlowKind::Radial => radial::step(z, theta),
-        }
+    /// Number of encoder outputs one step consumes per data point.
+    pub fn params_per_step(self, latent: usize) -> usize {
+        self.amortized()
+            .map_or(0, |step| step.params_per_step(latent))
+    }
+
+    /// The amortized transform of `n_flows` steps on `latent` features, for the kinds whose
+    /// parameters the encoder emits (`None` for the others, or without steps).
+    pub fn amortized_flow<B: Backend>(self, latent: usize, n_flows: usize) -> Option<Amortized<B>> {
+        let step = self.amortized()?;
+        Amortized::new(step, latent, n_flows).ok()
     }
 }
 
@@ -69,29 +64,4 @@ impl std::fmt::Display for FlowKind {
             FlowKind::Iaf => "iaf",
         })
     }
-}
-
-/// Runs `n_flows` steps of `kind` on `z₀`, step `k` reading columns
-/// `[k·P, (k+1)·P)` of `theta: [n, n_flows·P]`. Returns `(z_K, Σ_k ln|det J_k|)`.
-pub fn run<B: Backend>(
-    kind: FlowKind,
-    n_flows: usize,
-    z0: Tensor<B, 2>,
-    theta: Option<Tensor<B, 2>>,
-) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    let [n, latent] = z0.dims();
-    let p = kind.params_per_step(latent);
-    let mut ladj = Tensor::zeros([n], &z0.device());
-    let mut z = z0;
-    if let Some(theta) = theta.filter(|_| p > 0 && n_flows > 0) {
-        if kind == FlowKind::Planar {
-            return planar::run(z, theta, n_flows);
-        }
-        for k in 0..n_flows {
-            let (next, l) = kind.step(z, theta.clone().slice([0..n, k * p..(k + 1) * p]));
-            z = next;
-            ladj = ladj + l;
-        }
-    }
-    (z, ladj)
 }

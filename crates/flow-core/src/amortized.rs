@@ -1,0 +1,148 @@
+//! A transform whose parameters come from its context: `K` steps of a flow family, every
+//! data point with its own parameters (amortized inference: an encoder emits them).
+//!
+//! # Math
+//! The context row `θ(x) = (θ_1, …, θ_K)`, step `k`'s `P` parameters in columns
+//! `[kP, (k + 1)P)`, gives `z_k = f(z_{k−1}; θ_k)` and `ln|det| = Σ_k ln|det ∂z_k/∂z_{k−1}|`,
+//! with `f` one of the families' pure kernels:
+//! - [`AmortizedStep::Planar`]: `u, w, b` ([`crate::planar()`]), `P = 2d + 1`, the layout of
+//!   Rezende & Mohamed's amortized planar posterior; the `K` steps run as one kernel on the
+//!   CPU backends ([`crate::planar_stack()`]);
+//! - [`AmortizedStep::Radial`]: `z₀, α̂, β̂` ([`crate::radial()`]), `P = d + 2`.
+//!
+//! This is zuko's "a module returns a transform from its context" with the network left to
+//! the caller: whatever produces `θ(x)` (the VAE's encoder) is trained through the context.
+//! Neither family has an analytic inverse, so this is a [`Transform`] only.
+//!
+//! ```
+//! use burn::{backend::NdArray, tensor::{Distribution, Tensor}};
+//! use flow_core::{Amortized, AmortizedStep, Transform};
+//!
+//! let device = Default::default();
+//! let flow = Amortized::<NdArray>::new(AmortizedStep::Planar, 3, 4).unwrap();
+//! assert_eq!(flow.context_dim(), 4 * 7);
+//! let z = Tensor::<NdArray, 2>::random([5, 3], Distribution::Default, &device);
+//! let theta = Tensor::random([5, 28], Distribution::Normal(0.0, 0.5), &device);
+//! let (z_k, ladj) = flow.forward(z, Some(&theta));
+//! assert_eq!((z_k.dims(), ladj.dims()), ([5, 3], [5]));
+//! ```
+
+use std::marker::PhantomData;
+
+use burn::{
+    module::Module,
+    tensor::{Tensor, backend::Backend},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::{FlowError, Result},
+    planar::planar_stack,
+    radial::radial,
+    transform::Transform,
+};
+
+/// The flow family an [`Amortized`] transform repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AmortizedStep {
+    /// Planar steps: `u` (`d`), `w` (`d`), `b` (1) per step.
+    Planar,
+    /// Radial steps: `z₀` (`d`), raw `α` (1), raw `β` (1) per step.
+    Radial,
+}
+
+impl AmortizedStep {
+    /// Parameters `P` of one step on `dim` features.
+    pub fn params_per_step(self, dim: usize) -> usize {
+        match self {
+            AmortizedStep::Planar => 2 * dim + 1,
+            AmortizedStep::Radial => dim + 2,
+        }
+    }
+}
+
+/// `steps` steps of one family on `dim` features, with the parameters of every data point
+/// given as the context `θ: [n, steps·P]` (see the [module docs](self)). It owns no
+/// parameters: its record is empty.
+#[derive(Module, Debug)]
+pub struct Amortized<B: Backend> {
+    #[module(skip)]
+    step: AmortizedStep,
+    dim: usize,
+    steps: usize,
+    _backend: PhantomData<B>,
+}
+
+impl<B: Backend> Amortized<B> {
+    /// `steps ≥ 1` steps of `step` on `dim ≥ 1` features.
+    pub fn new(step: AmortizedStep, dim: usize, steps: usize) -> Result<Self> {
+        crate::error::check_dim("an amortized flow", dim)?;
+        if steps == 0 {
+            return Err(FlowError::InvalidConfig(
+                "an amortized flow needs at least one step".into(),
+            ));
+        }
+        Ok(Self {
+            step,
+            dim,
+            steps,
+            _backend: PhantomData,
+        })
+    }
+
+    /// The family.
+    pub fn step(&self) -> AmortizedStep {
+        self.step
+    }
+
+    /// Number of steps `K`.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+}
+
+impl<B: Backend> Transform<B> for Amortized<B> {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn context_dim(&self) -> usize {
+        self.steps * self.step.params_per_step(self.dim)
+    }
+
+    /// # Panics
+    /// Without a context (the parameters), or with one of another width than
+    /// [`Transform::context_dim`].
+    fn forward(
+        &self,
+        z: Tensor<B, 2>,
+        context: Option<&Tensor<B, 2>>,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let theta = context
+            .expect("an amortized flow takes its parameters as the context")
+            .clone();
+        let [n, d] = z.dims();
+        assert_eq!(
+            theta.dims()[1],
+            Transform::<B>::context_dim(self),
+            "an amortized flow's context holds every step's parameters"
+        );
+        match self.step {
+            AmortizedStep::Planar => planar_stack(z, theta, self.steps),
+            AmortizedStep::Radial => {
+                let p = self.step.params_per_step(d);
+                let mut ladj = Tensor::zeros([n], &z.device());
+                let mut z = z;
+                for k in 0..self.steps {
+                    let at = |from: usize, to: usize| theta.clone().slice([0..n, from..to]);
+                    let c = k * p;
+                    let (next, l) =
+                        radial(z, at(c, c + d), at(c + d, c + d + 1), at(c + d + 1, c + p));
+                    z = next;
+                    ladj = ladj + l;
+                }
+                (z, ladj)
+            }
+        }
+    }
+}
