@@ -87,7 +87,7 @@ pub struct FusedAdam {
 /// An `ndarray` array that something else also holds (burn-train's learner keeps the
 /// model it validates, its checkpointer the optimizer's record) is copied as one slice:
 /// burn-ndarray's `into_data` copies it entry by entry through a dynamic-rank iterator,
-/// which made this optimizer 57 % of train-vae's training time.
+/// which made this optimizer the larger part of train-vae's training time.
 fn take<B: Backend, const D: usize>(t: Tensor<B, D>) -> TensorData {
     #[cfg(feature = "ndarray")]
     if crate::backends::is::<B, burn::backend::NdArray>() {

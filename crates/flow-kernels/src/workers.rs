@@ -3,11 +3,9 @@
 //! A training step on the CPU backends is a chain of short parallel regions (each kernel,
 //! each weight gradient, the optimizer's update) with serial work in between (the autodiff
 //! graph, small tensor ops). rayon's idle threads spin only briefly and then sleep on a
-//! futex, so after a serial stretch of more than some 20 µs every region waits for a
-//! sleeping thread to be woken: measured on the 2-core KVM machine of
-//! `docs/benchmarks.md`, 22–35 µs per region (a region of two 100 µs halves after a serial
-//! stretch of 50–200 µs), against 2–4 µs when the other thread is awake. A vae-planar
-//! training step has ~15 such regions, a realnvp-moons step ~60.
+//! futex, so after a serial stretch every region waits for a sleeping thread to be woken,
+//! ten times longer than an awake thread takes to start (docs/benchmarks.md has the
+//! measurement). A vae-planar training step has ~15 such regions, a realnvp-moons step ~60.
 //!
 //! [`with_hot_workers`] runs a closure while every other thread of the pool polls for work
 //! instead of sleeping — what the OpenMP threads behind PyTorch's CPU operators do between

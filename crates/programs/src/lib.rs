@@ -104,7 +104,7 @@ pub struct UnknownBackend {
 
 /// Turns off mimalloc's purging of freed memory, which otherwise hands pages back to the
 /// kernel 10 ms after a free and faults them in again, zeroed, for the next tensor
-/// (realnvp-moons training: +33 %, docs/benchmarks.md). For programs whose global allocator
+/// (docs/benchmarks.md measures the cost). For programs whose global allocator
 /// is mimalloc; without it this only sets an unused option. Call it first thing in `main`,
 /// before any other thread exists.
 pub fn keep_freed_memory() {

@@ -72,8 +72,7 @@ fn fold_shared(g: Vec<f32>, m: usize, d: usize) -> Vec<f32> {
 /// [`WithSimd`] whose `with_simd` (and the loop functions it calls) are `#[inline(always)]`,
 /// so the loops are compiled inside the dispatch's AVX-512 (or AVX2) function. A closure
 /// would not do: pulp calls it through its `FnOnce` shim, which is not inlined, and the loop
-/// then runs with the baseline's SSE2 (it did: maf-mnist's log_prob ran at 13k rows/s
-/// instead of 21–23k).
+/// then runs with the baseline's SSE2 (it did, at about 60 % of the speed).
 enum Task<'a> {
     Values(Rows<'a>, &'a [f32], &'a mut [f32]),
     ValuesBackward(Rows<'a>, [&'a [f32]; 2], [&'a mut [f32]; 2]),

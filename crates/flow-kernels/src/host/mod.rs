@@ -314,7 +314,7 @@ mod tests {
     /// The kernels' loops run on the CPU's vector units: pulp's dispatch picks AVX-512 or
     /// AVX2 + FMA wherever the CPU has them. Without pulp's `x86-v3` feature an AVX2-only
     /// CPU got the scalar path, and every kernel (affine, MLP passes, Adam, Bernoulli) ran
-    /// as SSE2 there (maf-mnist's log_prob −15 % on a Zen 3).
+    /// as SSE2 there.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn kernels_dispatch_to_the_cpus_vector_units() {

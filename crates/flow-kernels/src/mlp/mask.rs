@@ -109,6 +109,63 @@ impl WeightMask {
     }
 }
 
+/// `ROW_OF[b][c]` is bit `c` of the byte `b` as `0.0` or `1.0`.
+static ROW_OF: [[f32; 8]; 256] = {
+    let mut table = [[0.0; 8]; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut c = 0;
+        while c < 8 {
+            if b >> c & 1 == 1 {
+                table[b][c] = 1.0;
+            }
+            c += 1;
+        }
+        b += 1;
+    }
+    table
+};
+
+/// Whether the mask bits of a tile row of `len` columns keep every column.
+fn all_kept(bits: u64, len: usize) -> bool {
+    bits == u64::MAX.checked_shr(u64::BITS - len as u32).unwrap_or(0)
+}
+
+/// `row[c] ← row[c] · M_c` for one row of a tile (at most [`TILE`] columns), `M_c` bit `c`
+/// of `bits` (multiplied, as `W ⊙ M` is: a NaN times 0 stays NaN), eight columns per table
+/// lookup; nothing to do where the row's mask is all ones.
+pub(super) fn apply_mask(row: &mut [f32], bits: u64) {
+    if all_kept(bits, row.len()) {
+        return;
+    }
+    for (q, chunk) in row.chunks_mut(8).enumerate() {
+        let m = &ROW_OF[(bits >> (8 * q) & 0xFF) as usize];
+        chunk.iter_mut().zip(m).for_each(|(v, m)| *v *= m);
+    }
+}
+
+/// Whether every entry the mask zeroes is zero already in these tile rows (`(row, bits)`,
+/// bit `c` set where column `c` is kept), so that `W ⊙ M = W` there: `Σ |w|·(1 − M)` is
+/// exactly 0 (a NaN or an infinity outside the mask makes it NaN: not zero, and the tile is
+/// copied and masked as usual). Summed without early exit, which vectorizes.
+pub(super) fn masked_out_is_zero<'a>(rows: impl Iterator<Item = (&'a [f32], u64)>) -> bool {
+    let mut total = 0.0f32;
+    for (row, bits) in rows {
+        if all_kept(bits, row.len()) {
+            continue;
+        }
+        for (q, chunk) in row.chunks(8).enumerate() {
+            let m = &ROW_OF[(bits >> (8 * q) & 0xFF) as usize];
+            total += chunk
+                .iter()
+                .zip(m)
+                .map(|(w, m)| w.abs() * (1.0 - m))
+                .sum::<f32>();
+        }
+    }
+    total == 0.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

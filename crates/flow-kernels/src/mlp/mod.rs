@@ -16,6 +16,8 @@ mod kinks;
 #[cfg(feature = "cpu")]
 mod mask;
 #[cfg(feature = "cpu")]
+mod passes;
+#[cfg(feature = "cpu")]
 mod pool;
 #[cfg(feature = "cpu")]
 mod sparse;

@@ -8,7 +8,8 @@ const POOLED_ENTRIES: usize = 64 << 20;
 
 /// Intermediate buffers (activations, their gradients) given back after use, for the next
 /// call to take instead of a fresh zero-filled allocation: every entry of one is written
-/// before it is read, and zero-filling them was ~6 % of a realnvp `log_prob` pass.
+/// before it is read, and zero-filling them showed in the profile of a realnvp `log_prob`
+/// pass.
 static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 
 /// A buffer of `len` entries with arbitrary (finite or not) contents: the smallest pooled

@@ -139,8 +139,8 @@ impl PlanarStack {
 }
 
 impl Kernel for PlanarStack {
-    // A step is ~100 flops a row for the VAE's 32 latents; through its 10 steps the
-    // batch of 128 rows is worth two tasks (vae-planar 17.8k → 18.1k images/s against one).
+    // A step is ~100 flops a row for the VAE's 32 latents; through its 10 steps a batch
+    // of 128 rows is worth two tasks, not one (docs/benchmarks.md, "What moved").
     const ROWS_PER_TASK: usize = 64;
 
     /// `z_0 … z_K`, then two gradients of `z`.
