@@ -21,8 +21,8 @@ import tempfile
 # (category, regular expression on the symbol), first match wins.
 CATEGORIES = [
     ("GEMM (gemm crate / matrixmultiply kernels and packing)", r"gemm|matrixmultiply|sgemm"),
-    ("fused CPU kernels (flow_core::host, FusedAdam, their pulp-dispatched loops)",
-     r"flow_core::host|FusedAdam|pulp::"),
+    ("fused CPU kernels (flow_kernels, FusedAdam, their pulp-dispatched loops)",
+     r"flow_kernels|FusedAdam|pulp::"),
     ("zeroing and copying memory (memset/memmove, page faults, to_contiguous)",
      r"memset|memmove|memcpy|clear_page|page_fault|do_anonymous_page|to_contiguous|StridedIter"),
     ("allocator (mimalloc / malloc / free)", r"^_?mi_|malloc|free|mmap|munmap"),
