@@ -17,6 +17,7 @@ use crate::{
     config::{TrainArgs, TrainConfig, at_least_one},
     data::{self, Images},
     error::VaeError,
+    history,
     model::{ModelConfig, Vae},
     report,
     training::{self, RunData},
@@ -168,7 +169,7 @@ pub struct RunSummary {
 }
 
 /// Median images/s of epochs after the first (the first includes warm-up).
-pub fn median_throughput(history: &[training::EpochRecord]) -> f64 {
+pub fn median_throughput(history: &[history::EpochRecord]) -> f64 {
     let mut v: Vec<f64> = history
         .iter()
         .filter(|r| r.epoch > 1 || history.len() == 1)
@@ -317,9 +318,9 @@ pub fn resolve_checkpoint(
     config: Option<&Path>,
 ) -> Result<(PathBuf, ModelConfig), VaeError> {
     let (file, run) = if path.is_dir() {
-        let history = training::read_history(path)?;
+        let history = history::read_history(path)?;
         let epochs = checkpoint::complete_epochs(path);
-        let epoch = training::best(&history)
+        let epoch = history::best(&history)
             .map(|r| r.epoch)
             .filter(|e| checkpoint::file(path, "model", *e).exists())
             .or_else(|| epochs.last().copied())

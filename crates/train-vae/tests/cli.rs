@@ -13,7 +13,7 @@ use std::{
 };
 
 use flow_programs::Choice;
-use train_vae::{checkpoint, data, training};
+use train_vae::{checkpoint, data, history};
 
 const BIN: &str = env!("CARGO_BIN_EXE_train-vae");
 
@@ -123,7 +123,7 @@ fn a_run_leaves_its_files_and_eval_and_sample_use_them() {
             assert_eq!(&std::fs::read(&p).unwrap()[1..4], b"PNG");
         }
     }
-    let history = training::read_history(run_dir).unwrap();
+    let history = history::read_history(run_dir).unwrap();
     assert_eq!(history.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2]);
     assert!(
         history
@@ -226,7 +226,7 @@ fn trains_on_every_backend_of_the_build() {
         let out = ok(&run_on(choice.name(), &args));
         let row = out.lines().last().unwrap_or_default();
         assert!(row.ends_with(&format!("| {} |", choice.name())), "{out}");
-        let history = training::read_history(&dir).unwrap();
+        let history = history::read_history(&dir).unwrap();
         assert!(history[0].valid_neg_elbo.is_finite(), "{history:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -339,8 +339,8 @@ fn a_resumed_run_continues_the_uninterrupted_one() {
     ok(&train(&b, &["--epochs", "2", "--seed", "9"]));
     ok(&run(&["--resume", b.to_str().unwrap(), "--epochs", "3"]));
     let (ha, hb) = (
-        training::read_history(&a).unwrap(),
-        training::read_history(&b).unwrap(),
+        history::read_history(&a).unwrap(),
+        history::read_history(&b).unwrap(),
     );
     assert_eq!(ha.len(), 3);
     assert_eq!(hb.len(), 3);
@@ -361,7 +361,7 @@ fn a_resumed_run_continues_the_uninterrupted_one() {
     // A different seed gives different numbers (the comparison above can fail).
     let c = temp("other-seed");
     ok(&train(&c, &["--epochs", "1", "--seed", "10"]));
-    let hc = training::read_history(&c).unwrap();
+    let hc = history::read_history(&c).unwrap();
     assert!((hc[0].train_neg_elbo - ha[0].train_neg_elbo).abs() > 1e-3);
     for d in [a, b, c] {
         std::fs::remove_dir_all(d).unwrap();
@@ -406,7 +406,7 @@ fn divergence_stops_with_the_last_good_checkpoint() {
         "--lr",
         "0.001",
     ]));
-    let history = training::read_history(&dir).unwrap();
+    let history = history::read_history(&dir).unwrap();
     assert!(history.iter().all(|r| r.is_finite()), "{history:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -23,7 +23,6 @@ mod renderer;
 mod step;
 mod strategies;
 
-pub use crate::history::{EpochRecord, best, read_history};
 pub use loader::{EpochTimes, MnistLoader, epoch_seed};
 pub use metric::{DIVERGED, StatMetric};
 pub use renderer::LineRenderer;
@@ -40,6 +39,7 @@ use crate::{
     checkpoint::{self, CheckpointRecorder},
     config::TrainConfig,
     error::VaeError,
+    history::{EpochRecord, best, read_history},
     report,
 };
 
