@@ -4,10 +4,12 @@
     python3 .ci/module_cycles.py            # every crate of the workspace
     python3 .ci/module_cycles.py -v         # and print every module's edges
 
-A module is a file (`src/a/b.rs` or `src/a/b/mod.rs` is `a::b`; `lib.rs`/`main.rs` the
-root). Module A uses module B when A's non-test code names a path into B: `crate::b::…`,
-`super::…`, `self::…`, or a child module declared in A (`cpu::f(…)` after `mod cpu;`),
-in `use` declarations (braces expanded) or inline. A path resolves to the deepest module it
+Each crate root (`lib.rs`, and `main.rs` as a crate of its own) and the modules it declares
+(`mod x;`, followed file by file) make one graph. A module is a file (`a/b.rs` or
+`a/b/mod.rs` is `a::b`). Module A uses module B when A's non-test code names a path into B:
+`crate::b::…`, `super::…`, `self::…`, a child module declared in A (`cpu::f(…)` after
+`mod cpu;`), or a module A imported (`host::op::f()` after `use crate::host;`), in `use`
+declarations (braces expanded, aliases dropped) or inline. A path resolves to the deepest module it
 names; a name the root re-exports (`crate::Result` after `pub use error::Result`) resolves
 to the module it comes from. Declaring a module (`mod b;`) is not a use; re-exporting from
 it is. Comments, strings and `#[cfg(test)]` modules are left out (tests may reach anywhere).
@@ -33,7 +35,7 @@ def strip(code: str) -> str:
         elif code.startswith("/*", i):
             j = code.find("*/", i + 2)
             i = n if j < 0 else j + 2
-        elif c == '"' or code.startswith('r"', i) or code.startswith('r#"', i):
+        elif c == '"' or re.match(r'r#*"', code[i : i + 8]) and not re.match(r"\w", code[i - 1 : i] or " "):
             if c == "r":
                 hashes = code[i + 1 : code.index('"', i)]
                 end = '"' + hashes
@@ -52,7 +54,10 @@ def strip(code: str) -> str:
             i += 1
     text = "".join(out)
     # `#[cfg(test)] mod x { … }` and `#[cfg(all(test, …))] mod x { … }`: drop the block.
-    pattern = re.compile(r"#\[cfg\((all\()?test[^\]]*\]\s*(pub(\([^)]*\))?\s+)?mod\s+\w+\s*\{")
+    pattern = re.compile(
+        r"#\[cfg\((all\([^\]]*\btest\b|test)[^\]]*\]\s*(#\[[^\]]*\]\s*)*"
+        r"(pub(\([^)]*\))?\s+)?mod\s+\w+\s*\{"
+    )
     while m := pattern.search(text):
         depth, j = 1, m.end()
         while j < len(text) and depth:
@@ -64,10 +69,11 @@ def strip(code: str) -> str:
 
 def expand_use(tree: str) -> list[str]:
     """`a::{b, c::{d, e}}` -> `a::b`, `a::c::d`, `a::c::e` (aliases and globs dropped)."""
+    tree = re.sub(r"\s+as\s+\w+", "", tree)
     tree = re.sub(r"\s+", "", tree)
     i = tree.find("{")
     if i < 0:
-        return [re.sub(r"as\w+$", "", tree.split(" as ")[0])]
+        return [tree]
     prefix, inner = tree[:i], tree[i + 1 : tree.rfind("}")]
     parts, depth, start = [], 0, 0
     for k, ch in enumerate(inner):
@@ -85,29 +91,29 @@ def expand_use(tree: str) -> list[str]:
     return paths
 
 
-def crate_modules(src: Path) -> dict[tuple, Path]:
-    """Module path (a tuple of names) -> file, for every file reachable from the roots."""
-    mods = {}
-    for f in src.rglob("*.rs"):
-        rel = f.relative_to(src).with_suffix("").parts
-        if rel[-1] == "mod":
-            rel = rel[:-1]
-        if len(rel) == 1 and rel[0] == "main" and (src / "lib.rs").exists():
-            continue  # the binary: a crate of its own over the library
-        if len(rel) == 1 and rel[0] in ("lib", "main"):
-            rel = ()
-        elif rel and rel[0] == "bin":
-            continue
-        mods.setdefault(tuple(rel), f)
+def crate_modules(root: Path) -> dict[tuple, Path]:
+    """Module path (a tuple of names) -> file, for every file the crate root `root`
+    declares, directly or through its modules (`mod x;`, outside test code)."""
+    mods = {(): root}
+    todo = [((), root)]
+    while todo:
+        module, f = todo.pop()
+        here = f.parent if f.name in ("mod.rs", "lib.rs", "main.rs") else f.with_suffix("")
+        for name in re.findall(r"\bmod\s+(\w+)\s*;", strip(f.read_text())):
+            for child in (here / f"{name}.rs", here / name / "mod.rs"):
+                if child.exists() and module + (name,) not in mods:
+                    mods[module + (name,)] = child
+                    todo.append((module + (name,), child))
+                    break
     return mods
 
 
-def graph(src: Path) -> dict[tuple, set]:
-    mods = crate_modules(src)
+def graph(root: Path) -> dict[tuple, set]:
+    mods = crate_modules(root)
     texts = {m: strip(f.read_text()) for m, f in mods.items()}
     # The root's re-exports: name -> source module.
     reexports = {}
-    for tree in re.findall(r"pub\s+use\s+([^;]+);", texts.get((), "")):
+    for tree in re.findall(r"pub(?:\([^)]*\))?\s+use\s+([^;]+);", texts.get((), "")):
         for path in expand_use(tree):
             parts = [p for p in path.split("::") if p and p != "crate"]
             if len(parts) >= 2:
@@ -151,6 +157,22 @@ def graph(src: Path) -> dict[tuple, set]:
             target = resolve(m, path)
             if target is not None and target != m:
                 edges[m].add(target)
+        # Modules brought into scope by `use` (`use crate::host;`), then named in paths
+        # (`host::op::f()`): resolved from the module they name.
+        imported = {}
+        for path in paths:
+            path = [p for p in path if p]
+            if path and path[0] in ("crate", "self", "super"):
+                target = resolve(m, path)
+                if target and target[-1] == path[-1] and target in mods:
+                    imported[path[-1]] = target
+        for local, module in imported.items():
+            if local in children:
+                continue
+            for tail in re.findall(rf"(?<![\w:]){local}((?:::\w+)+)", uses):
+                target = resolve(module, ["self", *filter(None, tail.split("::"))])
+                if target is not None and target != m:
+                    edges[m].add(target)
     return edges
 
 
@@ -198,12 +220,17 @@ def main() -> int:
     if args:
         ROOT = Path(args[0]).resolve()
     bad = 0
-    srcs = sorted(p.parent for p in ROOT.glob("**/Cargo.toml") if (p.parent / "src").is_dir())
-    srcs = [s / "src" for s in srcs if "target" not in s.parts]
-    for src in srcs:
-        edges = graph(src)
+    roots = []
+    for manifest in sorted(ROOT.glob("**/Cargo.toml")):
+        src = manifest.parent / "src"
+        if "target" in manifest.parts or not src.is_dir():
+            continue
+        for file, kind in (("lib.rs", ""), ("main.rs", " (bin)")):
+            if (src / file).exists():
+                roots.append((manifest.parent.name + kind, src / file))
+    for crate, root in roots:
+        edges = graph(root)
         found = cycles(edges)
-        crate = src.parent.name if src.name == "src" else src.name
         n_edges = sum(map(len, edges.values()))
         print(f"{crate}: {len(edges)} modules, {n_edges} uses, {len(found)} cycles")
         if verbose:

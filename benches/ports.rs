@@ -630,7 +630,8 @@ fn vae_planar(
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    flow_programs::keep_freed_memory();
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { flow_programs::keep_freed_memory() };
     let cli = Cli::parse();
     let problem = (cli.threads == 0)
         .then(|| "--threads must be at least 1".to_string())

@@ -7,7 +7,7 @@ model, the data split, the evaluation. The loss is train-vae's warm-up objective
     loss = mean(-log p(x|z_K)) + beta * mean(log q_K(z_K|x) - log p(z_K)),
     beta = min(1, (epoch - 1 + step / steps_per_epoch) / warmup_epochs)   (1 when warmup = 0)
 
-with epoch counted from 1 and step from 0, as in crates/train-vae/src/training.rs. With
+with epoch counted from 1 and step from 0, as in crates/train-vae/src/training/loader.rs. With
 `--warmup-epochs 0` this is exactly the peer's loss.
 
     python benches/peer/vae_planar_warmup.py --peer ../shared/peer --epochs 40 --warmup-epochs 10

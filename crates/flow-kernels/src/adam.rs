@@ -247,7 +247,8 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        if !crate::backends::host_resident::<B>()
+        if !crate::enabled()
+            || !crate::backends::host_resident::<B>()
             || tensor.dtype() != DType::F32
             || grad.dtype() != DType::F32
         {

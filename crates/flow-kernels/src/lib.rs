@@ -28,9 +28,10 @@
 //! - [`workers`]: rayon's threads kept polling between the kernels' parallel regions.
 //!
 //! A switch turns every op off ([`set_enabled`], [`with_reference`], or `FLOW_KERNELS=off` in
-//! the environment), so that tests run the reference path on backends that have kernels too.
-//! When an op has a body for the backend but must decline (non-finite parameters, another
-//! element type), it says so once per op and reason through `tracing`.
+//! the environment), so that tests run the reference path on backends that have kernels too
+//! ([`adam`] then runs burn's Adam). When a CPU body must decline for a backend it serves (an
+//! input that is not `f32`), or the network kernel takes its products instead of the kinks
+//! (non-finite parameters), it says so once per op and reason through `tracing`.
 
 #![warn(missing_docs)]
 
@@ -113,6 +114,12 @@ pub fn with_reference<R>(f: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(REFERENCE_HERE.with(|r| r.replace(true)));
     f()
+}
+
+/// `f`, to run on another thread with this thread's [`with_reference`] switch.
+pub(crate) fn carrying_switch<R>(f: impl FnOnce() -> R + Send) -> impl FnOnce() -> R + Send {
+    let reference = REFERENCE_HERE.with(Cell::get);
+    move || if reference { with_reference(f) } else { f() }
 }
 
 /// Says once per `(op, reason)` that `op` had a body for the backend but ran the reference.

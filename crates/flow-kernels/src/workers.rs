@@ -30,7 +30,8 @@ impl Drop for StopOnDrop<'_> {
 /// Runs `f` on a thread of rayon's global pool while each of the pool's other threads
 /// polls for work (`rayon::yield_now`) instead of sleeping between parallel regions; see
 /// the [module docs](self) for why and at what price. Returns `f`'s result; a panic in
-/// `f` propagates after the pollers have stopped. With one thread it just runs `f`.
+/// `f` propagates after the pollers have stopped. With one thread it just runs `f`. `f`
+/// sees this thread's [`crate::with_reference`] switch wherever it runs.
 ///
 /// ```
 /// use rayon::prelude::*;
@@ -44,6 +45,7 @@ pub fn with_hot_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if others == 0 {
         return f();
     }
+    let f = crate::carrying_switch(f);
     let stop = AtomicBool::new(false);
     let started = AtomicUsize::new(0);
     rayon::scope(|s| {

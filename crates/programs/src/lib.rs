@@ -105,13 +105,15 @@ pub struct UnknownBackend {
 /// Turns off mimalloc's purging of freed memory, which otherwise hands pages back to the
 /// kernel 10 ms after a free and faults them in again, zeroed, for the next tensor
 /// (docs/benchmarks.md measures the cost). For programs whose global allocator
-/// is mimalloc; without it this only sets an unused option. Call it first thing in `main`,
-/// before any other thread exists.
-pub fn keep_freed_memory() {
+/// is mimalloc; without it this only sets an unused option.
+///
+/// # Safety
+/// Call it before the program starts any other thread (first thing in `main`): mimalloc's
+/// options are plain process-wide values that its threads read without synchronisation.
+pub unsafe fn keep_freed_memory() {
     // `mi_option_purge_delay` is 15 in mimalloc 3's `mi_option_e` (libmimalloc-sys names
     // no constant for it); −1: never purge.
-    // SAFETY: an option write with no pointer arguments; mimalloc's options are plain
-    // process-wide values, set here before the program starts other threads.
+    // SAFETY: no pointer arguments; the caller guarantees no other thread runs yet.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
 }
 

@@ -1,4 +1,4 @@
-//! The run's per-epoch records (`history.jsonl`): what training appends and reports read.
+//! The run's per-epoch records (`metrics.jsonl`): what training appends and reports read.
 
 use std::path::Path;
 

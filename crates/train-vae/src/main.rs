@@ -112,7 +112,8 @@ fn train<B: Backend>(args: &TrainArgs, name: &str, device: &B::Device) -> Result
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    flow_programs::keep_freed_memory();
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { flow_programs::keep_freed_memory() };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

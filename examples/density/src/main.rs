@@ -13,6 +13,9 @@
 #[cfg(not(any(feature = "ndarray", feature = "flex", feature = "wgpu")))]
 compile_error!("enable a backend feature: `ndarray` (default), `flex` or `wgpu`");
 
+mod args;
+mod error;
+mod files;
 mod model;
 
 use std::{
@@ -33,7 +36,10 @@ use flow_programs::{Choice, Program};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tracing::info;
 
-use density::data::{self, DataError, Standardizer, Table, Toy};
+use args::{learning_rate, positive};
+use density::data::{self, Standardizer, Table, Toy};
+use error::{Result, other};
+use files::write;
 use model::{FlowArgs, Model};
 
 /// Density estimation with normalizing flows.
@@ -83,20 +89,6 @@ fn parse_source(s: &str) -> std::result::Result<Source, String> {
             "{s:?} is neither a toy data set (8gaussians, moons, checkerboard, pinwheel, rings, \
              2spirals, peer-moons, mog8), mnist, nor a .csv or .npy file"
         )),
-    }
-}
-
-fn positive(s: &str) -> std::result::Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(v) if v > 0 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive integer")),
-    }
-}
-
-fn learning_rate(s: &str) -> std::result::Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive learning rate")),
     }
 }
 
@@ -152,23 +144,6 @@ struct EvalArgs {
     /// A .csv or .npy file with the model's number of columns.
     #[arg(long)]
     data: PathBuf,
-}
-
-/// Errors of the program: data, flow, model files.
-#[derive(Debug, thiserror::Error)]
-enum Error {
-    #[error(transparent)]
-    Data(#[from] DataError),
-    #[error(transparent)]
-    Flow(#[from] flow_core::FlowError),
-    #[error("{0}")]
-    Other(String),
-}
-
-type Result<T> = std::result::Result<T, Error>;
-
-fn other(e: impl std::fmt::Display) -> Error {
-    Error::Other(e.to_string())
 }
 
 /// The data of one run, standardized: train (or a sampler for toys), validation, test.
@@ -489,14 +464,6 @@ fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary> {
     Ok(summary)
 }
 
-/// Writes a file through a temporary name and a rename, so a reader never sees half of it.
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| other(format!("{}: {e}", path.display())))
-}
-
 /// Data histogram, learned density and model samples, on a square window that holds the
 /// test data.
 fn draw<B: Backend>(model: &Model<B>, data: &Dataset, args: &FitArgs, path: &Path) -> Result<()> {
@@ -573,7 +540,8 @@ fn eval<B: Backend>(args: &EvalArgs) -> Result<f64> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    flow_programs::keep_freed_memory();
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { flow_programs::keep_freed_memory() };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use density::data::Standardizer;
 
-use crate::{Error, Result, other};
+use crate::error::{Error, Result, other};
 
 /// A fitted density: standard normal base, a stack of layers.
 pub type Model<B> = Flow<B, StandardNormal, Vec<Layer<B>>>;
@@ -41,13 +41,13 @@ pub struct FlowArgs {
     #[arg(long = "flow", value_enum, default_value_t = Family::Nsf)]
     pub family: Family,
     /// Number of coupling or autoregressive layers.
-    #[arg(long, default_value_t = 4, value_parser = crate::positive)]
+    #[arg(long, default_value_t = 4, value_parser = crate::args::positive)]
     pub layers: usize,
     /// Width of the conditioners' hidden layers.
-    #[arg(long, default_value_t = 128, value_parser = crate::positive)]
+    #[arg(long, default_value_t = 128, value_parser = crate::args::positive)]
     pub hidden: usize,
     /// Hidden layers per conditioner.
-    #[arg(long, default_value_t = 2, value_parser = crate::positive)]
+    #[arg(long, default_value_t = 2, value_parser = crate::args::positive)]
     pub n_hidden: usize,
     /// Spline bins.
     #[arg(long, default_value_t = 8)]
@@ -180,7 +180,7 @@ pub fn save<B: Backend>(
         .map_err(|e| other(format!("saving the model: {e}")))?;
     std::fs::rename(dir.join("model-tmp.mpk"), dir.join("model.mpk"))
         .map_err(|e| other(format!("saving the model: {e}")))?;
-    crate::write(
+    crate::files::write(
         &dir.join("model.json"),
         serde_json::to_string_pretty(&saved)
             .map_err(other)?

@@ -511,7 +511,8 @@ fn write_reports(
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    flow_programs::keep_freed_memory();
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { flow_programs::keep_freed_memory() };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -199,7 +199,7 @@ fn on<B: Backend, C: Backend, const N: usize>(
 
 /// Whether `B` is one of the CPU backends with kernels (`Flex`, `NdArray`, or `Autodiff` of
 /// either).
-fn has_body<B: Backend>() -> bool {
+pub(crate) fn has_body<B: Backend>() -> bool {
     let mut yes = false;
     #[cfg(feature = "flex")]
     {

@@ -51,6 +51,9 @@ pub fn relu_mlp_masked<B: Backend>(
     relu_last: bool,
 ) -> Option<Tensor<B, 2>> {
     #[cfg(feature = "cpu")]
+    if crate::enabled()
+        && crate::host::op::has_body::<B>()
+        && (masks.is_empty() || masks.len() == layers.len())
     {
         let masks = masks
             .iter()

@@ -19,7 +19,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 /// One planar step with parameters `u, w: [m, d]`, `b: [m, 1]` (`m ∈ {1, n}`) on
 /// `z: [n, d]`: `(z' [n, d], ladj [n])`, or `None` when `B` has no body, the shapes do not
-/// fit, or the kernels are off.
+/// fit the CPU body, or the kernels are off (the CubeCL body trusts the caller's shapes).
 pub fn planar<B: Backend>(
     z: &Tensor<B, 2>,
     u: &Tensor<B, 2>,
