@@ -24,9 +24,9 @@
 //! - `testing` (feature `testing`): the verification harness every layer passes;
 //! - [`kernels`]: where the math reaches its fast paths (the `flow-kernels` crate: fused
 //!   CPU kernels on `ndarray` and `flex`, CubeCL kernels on the unfused `wgpu` and `cuda`
-//!   backends), and the switch that turns them off; [`reference`]: the tensor-op form of
-//!   every op that has a fast path, which runs on every other backend and which the kernels
-//!   are tested against.
+//!   backends), and the switch that turns them off; [`reference`](mod@reference): the
+//!   tensor-op form of every op that has a fast path, which runs on every other backend and
+//!   which the kernels are tested against.
 //!
 //! Everything runs on the backend's device: no kernel reads tensors back to the host.
 //!

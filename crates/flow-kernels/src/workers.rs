@@ -99,6 +99,20 @@ mod tests {
     use super::with_hot_workers;
     use rayon::prelude::*;
 
+    /// The closure runs on a thread of the global pool (the test's thread is not one) but
+    /// sees the caller's `with_reference` switch.
+    #[test]
+    fn the_callers_switch_follows_the_closure() {
+        let caller = std::thread::current().id();
+        let (off, thread) = crate::with_reference(|| {
+            with_hot_workers(|| (crate::enabled(), std::thread::current().id()))
+        });
+        assert!(!off, "the kernels ran inside with_reference");
+        if rayon::current_num_threads() > 1 {
+            assert_ne!(thread, caller, "the closure ran on the pool");
+        }
+    }
+
     /// Nested parallel work on pools of 1–4 threads: the pollers run its jobs, and every
     /// thread is released at the end (the pool's `install` would hang otherwise).
     #[test]

@@ -1,8 +1,10 @@
 //! Training on burn-train's `Learner`, with the pieces it lacks supplied here.
 //!
-//! burn-train runs the loop: train and validation steps ([`TrainStep`]/[`InferenceStep`]
-//! on [`Vae`]), the Adam optimizer, metric aggregation, checkpoints through its
-//! `FileCheckpointer`, early stopping, and (with `ExecutionStrategy`) several devices.
+//! burn-train runs the loop: train and validation steps
+//! ([`TrainStep`](burn_train::TrainStep)/[`InferenceStep`](burn_train::InferenceStep) on
+//! [`Vae`](crate::model::Vae), in the `step` module), the Adam optimizer, metric
+//! aggregation, checkpoints through its `FileCheckpointer`, early stopping, and (with
+//! `ExecutionStrategy`) several devices.
 //! What it does not do, and this module adds:
 //! - **atomic checkpoints**: its files are written in place;
 //!   [`AtomicRecorder`](crate::checkpoint::AtomicRecorder) wraps the recorder (see
