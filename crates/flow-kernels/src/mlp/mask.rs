@@ -11,14 +11,9 @@ use std::{
 pub(crate) const TILE: usize = 64;
 
 /// What the kernel derives from a mask: per block of [`TILE`] columns the rows it reaches,
-/// and its bits.
-#[derive(Debug)]
-struct Layout {
-    tiles: Vec<Range<usize>>,
-    /// Bit `c` of `bits[j·d_in + r]` is `M[r, TILE·j + c] ≠ 0` (one 64-bit word per row
-    /// and block, 1/32 of the values' memory traffic).
-    bits: Vec<u64>,
-}
+/// and its bits (bit `c` of `bits[j·d_in + r]` is `M[r, TILE·j + c] ≠ 0`: one 64-bit word
+/// per row and block, 1/32 of the values' memory traffic).
+type Layout = (Arc<[Range<usize>]>, Arc<[u64]>);
 
 /// A fixed 0/1 mask `M` of a weight `W: [d_in, d_out]` as the CPU kernel applies it, block
 /// by block: outside `tiles[j]`, the mask's `j`-th block of [`TILE`] columns (the last may
@@ -28,7 +23,9 @@ struct Layout {
 pub(crate) struct WeightMask {
     /// The mask, row-major `[d_in, d_out]`.
     pub(crate) values: Arc<[f32]>,
-    layout: Arc<Layout>,
+    tiles: Arc<[Range<usize>]>,
+    bits: Arc<[u64]>,
+    d_in: usize,
 }
 
 impl WeightMask {
@@ -63,8 +60,12 @@ impl WeightMask {
                     .fold(0, |b, (c, _)| b | 1 << c)
             })
             .collect();
-        let layout = Arc::new(Layout { tiles, bits });
-        Self { values, layout }
+        Self {
+            values,
+            tiles,
+            bits,
+            d_in,
+        }
     }
 
     /// The mask `values` of a `[d_in, d_out]` weight in the kernel's layout, derived on its
@@ -72,7 +73,7 @@ impl WeightMask {
     /// allocation, which the cache's weak reference keeps from being reused). `None` when
     /// the values do not have `d_in · d_out` entries.
     pub(crate) fn of(values: &Arc<[f32]>, d_in: usize, d_out: usize) -> Option<Self> {
-        type Cache = HashMap<usize, (Weak<[f32]>, [usize; 2], Arc<Layout>)>;
+        type Cache = HashMap<usize, (Weak<[f32]>, [usize; 2], Layout)>;
         static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
         if values.len() != d_in * d_out {
             return None;
@@ -80,32 +81,33 @@ impl WeightMask {
         let key = Arc::as_ptr(values) as *const f32 as usize;
         let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
         let cache = cache.get_or_insert_with(HashMap::new);
-        if let Some((_, shape, layout)) = cache.get(&key)
+        if let Some((_, shape, (tiles, bits))) = cache.get(&key)
             && *shape == [d_in, d_out]
         {
-            let layout = layout.clone();
             return Some(Self {
                 values: values.clone(),
-                layout,
+                tiles: tiles.clone(),
+                bits: bits.clone(),
+                d_in,
             });
         }
         cache.retain(|_, (weak, _, _)| weak.strong_count() > 0);
         let mask = Self::derive(values.clone(), d_in, d_out);
-        let entry = (Arc::downgrade(values), [d_in, d_out], mask.layout.clone());
+        let layout = (mask.tiles.clone(), mask.bits.clone());
+        let entry = (Arc::downgrade(values), [d_in, d_out], layout);
         cache.insert(key, entry);
         Some(mask)
     }
 
     /// Per block of [`TILE`] columns, the rows the mask reaches.
     pub(crate) fn tiles(&self) -> &[Range<usize>] {
-        &self.layout.tiles
+        &self.tiles
     }
 
     /// The mask of row `r` in block `j` of [`TILE`] columns as bits (bit `c`: column
     /// `TILE·j + c`).
     pub(crate) fn row_bits(&self, j: usize, r: usize) -> u64 {
-        let bits = &self.layout.bits;
-        bits[j * (bits.len() / self.layout.tiles.len()) + r]
+        self.bits[j * self.d_in + r]
     }
 }
 
@@ -177,13 +179,13 @@ mod tests {
         let values: Arc<[f32]> = vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0].into();
         let a = WeightMask::of(&values, 2, 3).unwrap();
         let b = WeightMask::of(&values, 2, 3).unwrap();
-        assert!(Arc::ptr_eq(&a.layout, &b.layout));
+        assert!(Arc::ptr_eq(&a.bits, &b.bits) && Arc::ptr_eq(&a.tiles, &b.tiles));
         assert_eq!((a.tiles().len(), a.tiles()[0].clone()), (1, 0..2));
         assert_eq!(a.row_bits(0, 0), 0b001);
         assert_eq!(a.row_bits(0, 1), 0b111);
         let copy: Arc<[f32]> = values.to_vec().into();
         let c = WeightMask::of(&copy, 2, 3).unwrap();
-        assert!(!Arc::ptr_eq(&a.layout, &c.layout));
+        assert!(!Arc::ptr_eq(&a.bits, &c.bits));
         assert_eq!(c.row_bits(0, 0), 0b001);
         assert!(WeightMask::of(&values, 3, 3).is_none());
     }
