@@ -80,8 +80,9 @@ impl RqSpline {
         }
     }
 
-    /// The spline's shape as the kernels read it ([`crate::kernels`]).
-    pub(crate) fn kernel_shape(&self) -> flow_kernels::spline::Spline {
+    /// The spline's shape as the kernels read it ([`crate::kernels`]; `flow_kernels`' own
+    /// tests build theirs this way too).
+    pub fn kernel_shape(&self) -> flow_kernels::spline::Spline {
         flow_kernels::spline::Spline {
             bins: self.bins,
             bound: self.bound,

@@ -49,17 +49,6 @@ type Inner = burn::backend::Flex;
 /// [`Inner`] with autodiff.
 type Train = burn::backend::Autodiff<Inner>;
 
-/// The kernels' form of a spline's shape.
-fn kernel_shape(spec: &RqSpline) -> flow_kernels::spline::Spline {
-    flow_kernels::spline::Spline {
-        bins: spec.bins,
-        bound: spec.bound,
-        min_bin_width: spec.min_bin_width,
-        min_bin_height: spec.min_bin_height,
-        min_derivative: spec.min_derivative,
-    }
-}
-
 /// Values and gradients agree to this (relative, floor 1 near zero; f32).
 const REL: f64 = 1e-5;
 
@@ -425,7 +414,7 @@ fn rq_spline_matches_reference() {
                 moved(dr, &device),
             );
             let (vi, wi, hi, di) = &inner;
-            let shape = kernel_shape(&spec);
+            let shape = spec.kernel_shape();
             let fused = flow_kernels::spline::rq_spline(vi, wi, hi, di, &shape, inverse);
             assert!(
                 fused.is_some(),
