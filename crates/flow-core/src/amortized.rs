@@ -8,11 +8,17 @@
 //! - [`AmortizedStep::Planar`]: `u, w, b` ([`crate::planar()`]), `P = 2d + 1`, the layout of
 //!   Rezende & Mohamed's amortized planar posterior; the `K` steps run as one kernel on the
 //!   CPU backends ([`crate::planar_stack()`]);
-//! - [`AmortizedStep::Radial`]: `z₀, α̂, β̂` ([`crate::radial()`]), `P = d + 2`.
+//! - [`AmortizedStep::Radial`]: `z₀, α̂, β̂` ([`crate::radial()`]), `P = d + 2`;
+//! - [`AmortizedStep::Householder`]: one reflection vector `v` ([`crate::householder()`]),
+//!   `P = d`, `ln|det| = 0` (Tomczak & Welling 2016);
+//! - [`AmortizedStep::Sylvester`]: a Sylvester step of one kind ([`crate::sylvester`]:
+//!   `R`, `R̃`, `b` and what builds `Q`), `P` = [`SylvesterQ::params_per_step`].
 //!
 //! This is zuko's "a module returns a transform from its context" with the network left to
 //! the caller: whatever produces `θ(x)` (the VAE's encoder) is trained through the context.
-//! Neither family has an analytic inverse, so this is a [`Transform`] only.
+//! Planar, radial and Sylvester steps have no analytic inverse, so this is a [`Transform`]
+//! only (Householder steps alone are invertible: [`crate::householder_stack`] with
+//! `inverse`).
 //!
 //! ```
 //! use burn::{backend::NdArray, tensor::{Distribution, Tensor}};
@@ -37,8 +43,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{FlowError, Result},
+    householder::householder_stack,
+    ops::zero_ladj,
     planar::planar_stack,
     radial::radial,
+    sylvester::{SylvesterQ, sylvester_stack},
     transform::Transform,
 };
 
@@ -49,6 +58,10 @@ pub enum AmortizedStep {
     Planar,
     /// Radial steps: `z₀` (`d`), raw `α` (1), raw `β` (1) per step.
     Radial,
+    /// Householder reflections: `v` (`d`) per step.
+    Householder,
+    /// Sylvester steps whose `Q` is built as given.
+    Sylvester(SylvesterQ),
 }
 
 impl AmortizedStep {
@@ -57,6 +70,8 @@ impl AmortizedStep {
         match self {
             AmortizedStep::Planar => 2 * dim + 1,
             AmortizedStep::Radial => dim + 2,
+            AmortizedStep::Householder => dim,
+            AmortizedStep::Sylvester(q) => q.params_per_step(dim),
         }
     }
 }
@@ -74,9 +89,13 @@ pub struct Amortized<B: Backend> {
 }
 
 impl<B: Backend> Amortized<B> {
-    /// `steps ≥ 1` steps of `step` on `dim ≥ 1` features.
+    /// `steps ≥ 1` steps of `step` on `dim ≥ 1` features (for Sylvester steps, a `Q` that
+    /// [`SylvesterQ::validate`] accepts).
     pub fn new(step: AmortizedStep, dim: usize, steps: usize) -> Result<Self> {
         crate::error::check_dim("an amortized flow", dim)?;
+        if let AmortizedStep::Sylvester(q) = step {
+            q.validate(dim)?;
+        }
         if steps == 0 {
             return Err(FlowError::InvalidConfig(
                 "an amortized flow needs at least one step".into(),
@@ -143,6 +162,11 @@ impl<B: Backend> Transform<B> for Amortized<B> {
                 }
                 (z, ladj)
             }
+            AmortizedStep::Householder => {
+                let ladj = zero_ladj(&z);
+                (householder_stack(z, theta, self.steps, false), ladj)
+            }
+            AmortizedStep::Sylvester(q) => sylvester_stack(z, theta, self.steps, q),
         }
     }
 }

@@ -6,22 +6,30 @@
 //! - additive: `y = x + t`, `ln|dy/dx| = 0`;
 //! - affine: `y = x·exp(s) + t` with `s = S·tanh(ŝ/S)` soft-clamped (`S` = `max_log_scale`),
 //!   `ln|dy/dx| = s`;
-//! - spline: `y = RQS(x; ŵ, ĥ, δ̂)` ([`crate::spline`]), identity outside `[−B, B]`.
+//! - spline: `y = RQS(x; ŵ, ĥ, δ̂)` ([`crate::spline`]), identity outside `[−B, B]`;
+//! - gated (the IAF paper's numerically stable update, Kingma et al. 2016, eq. 14): with
+//!   `σ = sigmoid(a)`, `a = G·tanh((ŝ + β)/G)` (`β` the forget-gate bias; the logit
+//!   soft-clamped to `(−G, G)`, `G = 8`, so that the expanding direction stays finite at
+//!   any input: `1/σ < 3000`), the inverse is the convex combination
+//!   `x = σ·y + (1 − σ)·m` and the forward `y = (x − (1 − σ)·m)/σ`, so
+//!   `ln|dy/dx| = −ln σ = softplus(−ŝ − β)`. An IAF (`Inverse` of a MAF) samples with the
+//!   inverse: `z' = σ ⊙ z + (1 − σ) ⊙ m`, a step that never amplifies `z`.
 //!
 //! Parameters arrive *parameter-major*: `params: [m, P, d]` holds parameter `p` of feature
 //! `j` at `[·, p, j]` (`P` = [`Elementwise::params_per_dim`]). For the affine map `p = 0`
 //! is the shift and `p = 1` the log-scale; for the spline `0..K` are the widths, `K..2K`
-//! the heights and `2K..3K−1` the interior derivatives. All-zero parameters are the
-//! identity for every kind, so a conditioner whose last layer starts at zero makes a new
-//! layer start at the identity.
+//! the heights and `2K..3K−1` the interior derivatives; for the gated map `p = 0` is `m` and
+//! `p = 1` is `ŝ`. All-zero parameters are the identity for every kind but the gated one,
+//! so a conditioner whose last layer starts at zero makes a new layer start at the identity
+//! (a new gated layer starts at `x = σ(β)·y`, as in the IAF paper).
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Tensor, activation::sigmoid, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{FlowError, Result},
     kernels,
-    ops::{soft_clamp, sum_rows, zero_ladj},
+    ops::{soft_clamp, softplus, sum_rows, zero_ladj},
     spline::{RqSpline, rq_spline_inverse_reference, rq_spline_reference},
 };
 
@@ -61,12 +69,23 @@ pub enum Elementwise {
     },
     /// Neural spline flows: a rational-quadratic spline per feature.
     Spline(RqSpline),
+    /// The IAF paper's gated update: inverse `x = σ·y + (1 − σ)·m`, `σ = sigmoid(a)` with
+    /// `a` the soft-clamped `ŝ + β` (see the [module docs](self)).
+    Gated {
+        /// The forget-gate bias `β` (the paper initialises the gate towards keeping `y`).
+        forget_bias: f64,
+    },
 }
 
 impl Elementwise {
     /// Affine with the log-scale bounded by 3 (one layer scales by at most `e³`).
     pub fn affine() -> Self {
         Elementwise::Affine { max_log_scale: 3.0 }
+    }
+
+    /// The gated update with forget-gate bias 1 (the Sylvester paper's IAF code).
+    pub fn gated() -> Self {
+        Elementwise::Gated { forget_bias: 1.0 }
     }
 
     /// A spline with `bins` bins on `[−bound, bound]` and nflows' minimum sizes.
@@ -78,7 +97,7 @@ impl Elementwise {
     pub fn params_per_dim(&self) -> usize {
         match self {
             Elementwise::Additive => 1,
-            Elementwise::Affine { .. } => 2,
+            Elementwise::Affine { .. } | Elementwise::Gated { .. } => 2,
             Elementwise::Spline(spec) => spec.params_per_dim(),
         }
     }
@@ -97,6 +116,10 @@ impl Elementwise {
                 }
             }
             Elementwise::Spline(spec) => spec.validate(),
+            Elementwise::Gated { forget_bias } if !forget_bias.is_finite() => Err(
+                FlowError::InvalidConfig(format!("forget_bias must be finite, got {forget_bias}")),
+            ),
+            Elementwise::Gated { .. } => Ok(()),
         }
     }
 
@@ -126,6 +149,14 @@ impl Elementwise {
                     },
                 )
             }
+            Elementwise::Gated { forget_bias } => {
+                let a = gate_logit(&params, *forget_bias);
+                let neg_log_gate = softplus(a.clone().neg());
+                let [n, d] = x.dims();
+                let ladj = sum_rows(neg_log_gate.clone().expand([n, d]));
+                let keep = sigmoid(a.neg()) * param(&params, 0);
+                ((x - keep) * neg_log_gate.exp(), ladj)
+            }
         }
     }
 
@@ -154,8 +185,23 @@ impl Elementwise {
                     },
                 )
             }
+            Elementwise::Gated { forget_bias } => {
+                let a = gate_logit(&params, *forget_bias);
+                let [n, d] = y.dims();
+                let ladj = sum_rows(softplus(a.clone().neg()).expand([n, d])).neg();
+                let m = param(&params, 0);
+                (sigmoid(a.clone()) * y + sigmoid(a.neg()) * m, ladj)
+            }
         }
     }
+}
+
+/// Bound `G` of the gated map's logit: `σ ∈ (3.4·10⁻⁴, 1 − 3.4·10⁻⁴)`.
+const GATE_LOGIT_BOUND: f64 = 8.0;
+
+/// The gated map's logit `a = G·tanh((ŝ + β)/G)`: `[m, d]`.
+fn gate_logit<B: Backend>(params: &Tensor<B, 3>, forget_bias: f64) -> Tensor<B, 2> {
+    soft_clamp(param(params, 1).add_scalar(forget_bias), GATE_LOGIT_BOUND)
 }
 
 /// Parameter `p` of every feature: `[m, P, d] -> [m, d]`.

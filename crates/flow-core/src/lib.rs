@@ -7,17 +7,18 @@
 //! `ln q(x) = ln p(z) − ln|det ∂T/∂z|`. Composed maps add their log-determinants.
 //!
 //! Layout:
-//! - pure kernels ([`planar()`], [`radial()`], [`affine()`], [`rq_spline()`] and
-//!   [`rq_spline_inverse()`]): functions of tensors only, whose parameters carry a batch
+//! - pure kernels ([`planar()`], [`radial()`], [`householder()`], [`sylvester_stack()`],
+//!   [`affine()`], [`rq_spline()`] and [`rq_spline_inverse()`]): functions of tensors only, whose parameters carry a batch
 //!   dimension or broadcast from one row, so one kernel serves global, amortized
 //!   (encoder-produced) and conditional parameters;
-//! - layers ([`Planar`], [`Radial`], [`Coupling`] with an [`Elementwise`] map (additive,
+//! - layers ([`Planar`], [`Radial`], [`Householder`], [`Coupling`] with an [`Elementwise`] map (additive,
 //!   affine, spline), [`MaskedAutoregressive`] (MAF; IAF as its [`Inverse`]) on a [`Made`]
 //!   conditioner, [`LuLinear`], [`BatchNorm`], [`Permutation`], [`ActNorm`]): burn modules
 //!   built from a `Config`, implementing [`Transform`] (and [`Invertible`] where the inverse
 //!   is analytic);
-//! - amortized: [`Amortized`], `K` planar or radial steps whose parameters are the context
-//!   (an encoder's output), a transform like any other;
+//! - amortized: [`Amortized`], `K` planar, radial, Householder or Sylvester (O, H, T)
+//!   steps whose parameters are the context (an encoder's output), a transform like any
+//!   other;
 //! - composition: `Vec<T>` and tuples of transforms are transforms; [`Inverse`] flips one;
 //!   [`Layer`] holds any invertible layer, for stacks chosen at run time;
 //! - [`Distribution`]s: [`StandardNormal`], [`DiagNormal`];
@@ -61,6 +62,7 @@ pub mod distribution;
 pub mod elementwise;
 pub mod error;
 pub mod flow;
+pub mod householder;
 pub mod kernels;
 pub mod layer;
 pub mod lu;
@@ -71,6 +73,7 @@ pub mod permutation;
 pub mod planar;
 pub mod radial;
 pub mod spline;
+pub mod sylvester;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transform;
@@ -86,6 +89,7 @@ pub mod reference {
     pub use crate::spline::{
         rq_spline_inverse_reference as rq_spline_inverse, rq_spline_reference as rq_spline,
     };
+    pub use crate::sylvester::sylvester_stack_reference as sylvester_stack;
 }
 
 pub use actnorm::{ActNorm, ActNormConfig};
@@ -97,6 +101,7 @@ pub use distribution::{DiagNormal, DiagNormalConfig, Distribution, StandardNorma
 pub use elementwise::{Elementwise, affine, affine_inverse};
 pub use error::{FlowError, Result};
 pub use flow::{Flow, first_non_finite_row};
+pub use householder::{Householder, HouseholderConfig, householder, householder_stack};
 pub use layer::Layer;
 pub use lu::{LuLinear, LuLinearConfig};
 pub use made::{Made, MadeConfig, MaskedLinear, Order};
@@ -104,4 +109,5 @@ pub use permutation::Permutation;
 pub use planar::{Planar, PlanarConfig, planar, planar_stack};
 pub use radial::{Radial, RadialConfig, radial};
 pub use spline::{RqSpline, rq_spline, rq_spline_inverse};
+pub use sylvester::{SylvesterQ, orthogonalize, sylvester_stack};
 pub use transform::{Inverse, Invertible, TrainableTransform, Transform};

@@ -120,6 +120,7 @@ fn flush(x: f32) -> f32 {
 }
 
 /// Entries per thread task of the update (smaller tensors are one task).
+#[cfg(feature = "cpu")]
 const CHUNK: usize = 32_768;
 
 /// Entries per block that the update skips when its gradient and moments are all zero.

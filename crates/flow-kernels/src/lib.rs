@@ -21,6 +21,8 @@
 //! - [`mlp`]: a ReLU network of any depth, forward and backward, optionally with fixed
 //!   weight masks (MADE);
 //! - [`planar`]: `K` planar steps with their log-determinants;
+//! - [`sylvester`]: `K` Sylvester steps (orthonormal, Householder or triangular `Q`) with
+//!   their log-determinants;
 //! - [`spline`]: the rational-quadratic spline, forward and inverse;
 //! - [`affine`]: the soft-clamped affine map of couplings and autoregressive layers;
 //! - [`bernoulli`]: the Bernoulli log-likelihood of logits;
@@ -55,15 +57,21 @@ mod host;
 pub mod mlp;
 pub mod planar;
 pub mod spline;
+pub mod sylvester;
 pub mod workers;
 
 /// Above this, `softplus(x) = x` to f32 and f64 precision (`ln(1 + e^{−20}) < 3·10⁻⁹`): the
 /// threshold every softplus of the kernels and of flow-core's references uses.
 pub const SOFTPLUS_LINEAR_ABOVE: f64 = 20.0;
 
-/// Added to a planar step's `|1 + h'·wᵀû|` before its logarithm, and to `‖w‖²` before the
-/// division in the constraint on `û`: the same constant in the kernels and the reference.
+/// Added to a planar step's `|1 + h'·wᵀû|` (and a Sylvester step's `|1 + Rᵢᵢ R̃ᵢᵢ h'ᵢ|`)
+/// before its logarithm, and to `‖w‖²` before the division in the constraint on `û`: the
+/// same constant in the kernels and the references.
 pub const PLANAR_EPS: f64 = 1e-12;
+
+/// A Householder vector with `‖v‖²` below this reflects nothing (the identity), in the
+/// kernels and the references alike: `2/‖v‖²` would overflow in `f32`.
+pub const HOUSEHOLDER_MIN_SQ_NORM: f64 = 1e-30;
 
 /// Unset, on, off (the process-wide state of the switch).
 static ENABLED: AtomicU8 = AtomicU8::new(0);

@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::VaeError, model::ModelConfig, posterior::FlowKind};
+use crate::{
+    error::VaeError,
+    model::ModelConfig,
+    posterior::{FlowKind, iaf::IafUpdate},
+};
 
 /// A fully resolved training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,9 +204,21 @@ pub struct TrainArgs {
     /// Posterior flow.
     #[arg(long, value_enum)]
     pub flow: Option<FlowKind>,
-    /// Flow steps K.
+    /// Flow steps K (with `--flow` alone: 10 for planar, radial and IAF, 16 for Householder
+    /// and Sylvester flows).
     #[arg(long)]
     pub n_flows: Option<usize>,
+    /// The IAF steps' update: the paper's gated `σ z + (1 − σ) m` or the affine
+    /// `(z − t) e⁻ˢ` (`--flow iaf`).
+    #[arg(long, value_enum)]
+    pub iaf_update: Option<IafUpdate>,
+    /// Orthonormal columns M of each O-SNF step (`--flow sylvester-o`, at most the latent
+    /// dimension).
+    #[arg(long)]
+    pub ortho_vecs: Option<usize>,
+    /// Householder reflections per H-SNF step (`--flow sylvester-h`).
+    #[arg(long)]
+    pub householder: Option<usize>,
     /// Width of each IAF step's MADE hidden layers (`--flow iaf`).
     #[arg(long)]
     pub iaf_hidden: Option<usize>,
@@ -247,6 +263,9 @@ impl TrainArgs {
         macro_rules! set_model {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { m.$field = v.clone(); } )* };
         }
+        if let (Some(flow), None) = (self.flow, self.n_flows) {
+            m.n_flows = flow.default_steps();
+        }
         set_model!(
             latent,
             encoder_hidden,
@@ -254,7 +273,10 @@ impl TrainArgs {
             flow,
             n_flows,
             iaf_hidden,
-            iaf_layers
+            iaf_layers,
+            iaf_update,
+            ortho_vecs,
+            householder
         );
         if let Some(dir) = &self.resume {
             c.out_dir = Some(dir.clone());

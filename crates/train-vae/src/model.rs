@@ -19,7 +19,7 @@ use burn::{
     tensor::{Distribution, Tensor, backend::Backend},
 };
 use flow_core::{
-    Amortized, Transform,
+    Amortized, AmortizedStep, Transform,
     nets::relu_linear,
     ops::{
         HALF_LN_2PI, bernoulli_log_likelihood, logaddexp, logsumexp, std_normal_log_prob, sum_rows,
@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::VaeError,
-    posterior::{self, FlowKind},
+    posterior::{self, FlowKind, iaf::IafUpdate},
 };
 
 /// Shape of the model (everything needed to rebuild it before loading a checkpoint).
@@ -54,6 +54,25 @@ pub struct ModelConfig {
     /// Hidden layers of each IAF step's MADE.
     #[serde(default = "default_iaf_layers")]
     pub iaf_layers: usize,
+    /// The IAF steps' element-wise update (a config file without the key is an older run:
+    /// affine).
+    #[serde(default = "IafUpdate::affine")]
+    pub iaf_update: IafUpdate,
+    /// Orthonormal columns `M` of each O-SNF step's `Q` (`flow = sylvester-o`;
+    /// `1 ≤ M ≤ latent`).
+    #[serde(default = "default_ortho_vecs")]
+    pub ortho_vecs: usize,
+    /// Householder reflections `H` per H-SNF step (`flow = sylvester-h`).
+    #[serde(default = "default_householder")]
+    pub householder: usize,
+}
+
+fn default_ortho_vecs() -> usize {
+    32
+}
+
+fn default_householder() -> usize {
+    8
 }
 
 fn default_iaf_hidden() -> usize {
@@ -77,14 +96,25 @@ impl Default for ModelConfig {
             n_flows: 10,
             iaf_hidden: default_iaf_hidden(),
             iaf_layers: default_iaf_layers(),
+            iaf_update: IafUpdate::Gated,
+            ortho_vecs: default_ortho_vecs(),
+            householder: default_householder(),
         }
     }
 }
 
 impl ModelConfig {
+    /// The amortized family of the posterior (`None` for none and IAF).
+    pub fn amortized_step(&self) -> Option<AmortizedStep> {
+        self.flow.amortized(self.ortho_vecs, self.householder)
+    }
+
     /// Encoder outputs per data point: `2·latent + K·P`.
     pub fn encoder_outputs(&self) -> usize {
-        2 * self.latent + self.flow_steps() * self.flow.params_per_step(self.latent)
+        let per_step = self
+            .amortized_step()
+            .map_or(0, |step| step.params_per_step(self.latent));
+        2 * self.latent + self.flow_steps() * per_step
     }
 
     /// Flow steps actually run (0 for `none`).
@@ -126,6 +156,25 @@ impl ModelConfig {
                     self.flow
                 ),
             );
+        }
+        match self.flow {
+            FlowKind::SylvesterO if self.ortho_vecs == 0 || self.ortho_vecs > self.latent => {
+                return bad(
+                    "ortho-vecs",
+                    format!(
+                        "--flow sylvester-o needs 1 ≤ M ≤ latent ({}) orthonormal columns, \
+                         got {}",
+                        self.latent, self.ortho_vecs
+                    ),
+                );
+            }
+            FlowKind::SylvesterH if self.householder == 0 => {
+                return bad(
+                    "householder",
+                    "--flow sylvester-h needs at least one reflection per step".into(),
+                );
+            }
+            _ => {}
         }
         if self.flow == FlowKind::Iaf {
             if self.encoder_hidden.is_empty() {
@@ -174,6 +223,7 @@ impl ModelConfig {
                 self.latent,
                 self.iaf_hidden,
                 self.iaf_layers,
+                self.iaf_update,
                 context,
                 device,
             )
@@ -188,7 +238,17 @@ impl ModelConfig {
             encoder: mlp(enc.concat()),
             decoder: mlp(dec.concat()),
             iaf,
-            amortized: self.flow.amortized_flow(self.latent, self.flow_steps()),
+            amortized: match self.amortized_step() {
+                Some(step) if self.flow_steps() > 0 => Some(
+                    Amortized::new(step, self.latent, self.flow_steps()).map_err(|e| {
+                        VaeError::Config {
+                            field: "flow".into(),
+                            reason: e.to_string(),
+                        }
+                    })?,
+                ),
+                _ => None,
+            },
             flow: self.flow,
             n_flows: self.flow_steps(),
             latent: self.latent,
@@ -217,8 +277,8 @@ pub struct Vae<B: Backend> {
     decoder: Vec<Linear<B>>,
     /// IAF steps (empty unless `flow = iaf`).
     iaf: Vec<posterior::iaf::Step<B>>,
-    /// Planar or radial steps whose parameters the encoder emits (`None` for the other
-    /// kinds); no parameters of its own.
+    /// Amortized steps (planar, radial, Householder, Sylvester) whose parameters the
+    /// encoder emits (`None` for the other kinds); no parameters of its own.
     #[module(skip)]
     amortized: Option<Amortized<B>>,
     #[module(skip)]

@@ -12,7 +12,7 @@ use burn::{
 use train_vae::{
     VaeError, checkpoint,
     model::{ModelConfig, Vae},
-    posterior::FlowKind,
+    posterior::{FlowKind, iaf::IafUpdate},
 };
 
 type B = NdArray<f64>;
@@ -28,8 +28,27 @@ fn tiny(flow: FlowKind, n_flows: usize) -> ModelConfig {
         n_flows,
         iaf_hidden: 8,
         iaf_layers: 1,
+        // The gated update starts contracting (σ(1) per step): a posterior more than √2
+        // narrower than the true one gives importance weights of infinite variance, and the
+        // quadrature comparison would measure the estimator, not the density. Its
+        // log-determinant is checked by flow-core's harness; the gradient test below runs it.
+        iaf_update: IafUpdate::Affine,
+        ortho_vecs: 1,
+        householder: 2,
     }
 }
+
+/// Every posterior kind.
+const KINDS: [FlowKind; 8] = [
+    FlowKind::None,
+    FlowKind::Planar,
+    FlowKind::Radial,
+    FlowKind::Iaf,
+    FlowKind::Householder,
+    FlowKind::SylvesterO,
+    FlowKind::SylvesterH,
+    FlowKind::SylvesterT,
+];
 
 /// A model whose IAF steps (zero-initialised outputs: the identity) are perturbed, so that
 /// the IAF posterior differs from `q₀`; other flows are returned as built.
@@ -85,12 +104,7 @@ fn importance_weighted_nll_converges_to_the_exact_marginal() {
         [0.0, 0.0, 0.0, 1.0],
         [1.0, 1.0, 1.0, 1.0],
     ];
-    for flow in [
-        FlowKind::None,
-        FlowKind::Planar,
-        FlowKind::Radial,
-        FlowKind::Iaf,
-    ] {
+    for flow in KINDS {
         B::seed(&device, 3);
         let model = perturbed(flow, tiny(flow, 2).init::<B>(&device).unwrap());
         let flat: Vec<f64> = xs.iter().flatten().copied().collect();
@@ -168,12 +182,7 @@ fn the_elbo_gradient_reaches_every_parameter() {
         }
     }
     let device = Default::default();
-    for flow in [
-        FlowKind::None,
-        FlowKind::Planar,
-        FlowKind::Radial,
-        FlowKind::Iaf,
-    ] {
+    for flow in KINDS {
         Ad::seed(&device, 1);
         let cfg = ModelConfig {
             input: 6,
@@ -184,6 +193,9 @@ fn the_elbo_gradient_reaches_every_parameter() {
             n_flows: 3,
             iaf_hidden: 8,
             iaf_layers: 1,
+            iaf_update: IafUpdate::Gated,
+            ortho_vecs: 2,
+            householder: 2,
         };
         let model = perturbed(flow, cfg.init::<Ad>(&device).unwrap());
         let x = Tensor::<Ad, 2>::from_data(
@@ -315,6 +327,22 @@ fn checkpoints_round_trip_atomically_and_reject_other_shapes() {
         checkpoint::load_model::<NdArray>(&path, &fewer, &device),
         Err(VaeError::ShapeMismatch { .. })
     ));
+
+    // A checkpoint of one posterior kind loaded as another whose encoder differs (kinds
+    // whose encoders have the same shapes, here T-SNF on one latent, are not detected yet).
+    for flow in [FlowKind::Householder, FlowKind::SylvesterH, FlowKind::Iaf] {
+        let other = ModelConfig {
+            flow,
+            ..cfg.clone()
+        };
+        let err = checkpoint::load_model::<NdArray>(&path, &other, &device)
+            .err()
+            .unwrap_or_else(|| panic!("a planar checkpoint loaded as {flow}"));
+        assert!(
+            matches!(err, VaeError::ShapeMismatch { .. }),
+            "{flow}: {err}"
+        );
+    }
 
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();

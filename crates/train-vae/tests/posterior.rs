@@ -3,25 +3,89 @@
 //! parameter count; the others emit nothing per step.
 
 use burn::backend::NdArray;
-use flow_core::{AmortizedStep, Transform};
-use train_vae::posterior::FlowKind;
+use flow_core::{AmortizedStep, SylvesterQ};
+use train_vae::{model::ModelConfig, posterior::FlowKind};
+
+fn config(flow: FlowKind, latent: usize) -> ModelConfig {
+    ModelConfig {
+        latent,
+        flow,
+        n_flows: 3,
+        ortho_vecs: 2,
+        householder: 4,
+        ..ModelConfig::default()
+    }
+}
 
 #[test]
-fn amortized_kinds_are_flow_core_transforms_with_the_encoders_width() {
-    for (kind, step) in [
-        (FlowKind::Planar, AmortizedStep::Planar),
-        (FlowKind::Radial, AmortizedStep::Radial),
+fn amortized_kinds_give_the_encoders_width() {
+    let d = 5;
+    for (kind, step, per_step) in [
+        (FlowKind::Planar, AmortizedStep::Planar, 2 * d + 1),
+        (FlowKind::Radial, AmortizedStep::Radial, d + 2),
+        (FlowKind::Householder, AmortizedStep::Householder, d),
+        (
+            FlowKind::SylvesterO,
+            AmortizedStep::Sylvester(SylvesterQ::Orthogonal { columns: 2 }),
+            2 * 2 + 2 * 2 + d * 2,
+        ),
+        (
+            FlowKind::SylvesterH,
+            AmortizedStep::Sylvester(SylvesterQ::Householder { reflections: 4 }),
+            d * d + 2 * d + 4 * d,
+        ),
+        (
+            FlowKind::SylvesterT,
+            AmortizedStep::Sylvester(SylvesterQ::Triangular),
+            d * d + 2 * d,
+        ),
     ] {
-        let flow = kind.amortized_flow::<NdArray>(5, 3).unwrap();
-        assert_eq!(flow.step(), step);
-        assert_eq!(Transform::<NdArray>::dim(&flow), 5);
-        assert_eq!(flow.context_dim(), 3 * kind.params_per_step(5));
+        let cfg = config(kind, d);
+        assert_eq!(cfg.amortized_step(), Some(step), "{kind}");
+        assert_eq!(cfg.encoder_outputs(), 2 * d + 3 * per_step, "{kind}");
+        cfg.init::<NdArray>(&Default::default()).unwrap();
     }
-    assert_eq!(FlowKind::Planar.params_per_step(5), 11);
-    assert_eq!(FlowKind::Radial.params_per_step(5), 7);
     for kind in [FlowKind::None, FlowKind::Iaf] {
-        assert_eq!(kind.params_per_step(5), 0);
-        assert!(kind.amortized_flow::<NdArray>(5, 3).is_none());
+        let cfg = config(kind, d);
+        assert_eq!(cfg.amortized_step(), None);
+        assert_eq!(cfg.encoder_outputs(), 2 * d);
     }
-    assert!(FlowKind::Planar.amortized_flow::<NdArray>(5, 0).is_none());
+}
+
+/// The papers' knobs out of range are errors that name the flag.
+#[test]
+fn sylvester_knobs_out_of_range_are_named_errors() {
+    for (cfg, flag) in [
+        (
+            ModelConfig {
+                ortho_vecs: 6,
+                ..config(FlowKind::SylvesterO, 5)
+            },
+            "ortho-vecs",
+        ),
+        (
+            ModelConfig {
+                ortho_vecs: 0,
+                ..config(FlowKind::SylvesterO, 5)
+            },
+            "ortho-vecs",
+        ),
+        (
+            ModelConfig {
+                householder: 0,
+                ..config(FlowKind::SylvesterH, 5)
+            },
+            "householder",
+        ),
+    ] {
+        let err = cfg.init::<NdArray>(&Default::default()).unwrap_err();
+        assert!(err.to_string().contains(flag), "{err}");
+    }
+    // The knobs of other kinds are not checked.
+    let ok = ModelConfig {
+        ortho_vecs: 0,
+        householder: 0,
+        ..config(FlowKind::SylvesterT, 5)
+    };
+    assert!(ok.init::<NdArray>(&Default::default()).is_ok());
 }

@@ -7,7 +7,8 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use common::*;
 use flow_core::{
-    Coupling, CouplingConfig, Elementwise, Invertible, Planar, PlanarConfig, Transform,
+    Amortized, AmortizedStep, Coupling, CouplingConfig, Elementwise, Invertible, Planar,
+    PlanarConfig, SylvesterQ, Transform,
     testing::{
         check_batch_consistency, check_extreme, check_invertible, check_ladj_autodiff,
         check_round_trip, check_transform, randomize, standard_inputs,
@@ -38,6 +39,40 @@ impl<B: Backend> Transform<B> for MissingTerm<B> {
             .expand([n, 1])
             .reshape([n]);
         (y, wrong)
+    }
+}
+
+/// One triangular Sylvester step (`Q = I`) that drops the first diagonal term
+/// `ln|1 + R₀₀ R̃₀₀ h'(R̃ z + b)₀|` of its log-determinant, recomputed here from the
+/// documented parameter layout (`A`, `d̃`, `b`; `R̃₀ⱼ = Aⱼ₀` for `j > 0`).
+#[derive(Module, Debug)]
+struct DroppedDiagonal<B: Backend> {
+    inner: Amortized<B>,
+}
+
+impl<B: Backend> Transform<B> for DroppedDiagonal<B> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn context_dim(&self) -> usize {
+        self.inner.context_dim()
+    }
+    fn forward(&self, z: Tensor<B, 2>, c: Option<&Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (y, ladj) = self.inner.forward(z.clone(), c);
+        let theta = c.unwrap().clone();
+        let [n, d] = z.dims();
+        let col = |j: usize| theta.clone().narrow(1, j, 1);
+        let mut pre = col(d * d + d) + z.clone().narrow(1, 0, 1) * col(d * d).tanh();
+        for j in 1..d {
+            pre = pre + z.clone().narrow(1, j, 1) * col(j * d);
+        }
+        let h_prime = pre.tanh().square().neg().add_scalar(1.0);
+        let term = (col(0).tanh() * col(d * d).tanh() * h_prime)
+            .add_scalar(1.0)
+            .abs()
+            .log()
+            .reshape([n]);
+        (y, ladj - term)
     }
 }
 
@@ -142,7 +177,19 @@ fn missing_term_fails<B: AutodiffBackend>(device: &B::Device) {
     assert!(err.check.contains("ladj"), "{err}");
 }
 
+fn sylvester_dropped_term_fails<B: AutodiffBackend>(device: &B::Device) {
+    let inner =
+        Amortized::<B>::new(AmortizedStep::Sylvester(SylvesterQ::Triangular), 3, 1).unwrap();
+    let x = standard_inputs::<B>(8, 3, 2, device);
+    let theta = standard_inputs::<B>(8, inner.context_dim(), 3, device);
+    check_transform(&inner, x.clone(), Some(&theta), TOL).unwrap();
+    let broken = DroppedDiagonal { inner };
+    let err = check_transform(&broken, x, Some(&theta), TOL).unwrap_err();
+    assert!(err.check.contains("ladj"), "{err}");
+}
+
 on_backends! {
+    harness_rejects_dropped_sylvester_term => sylvester_dropped_term_fails;
     harness_rejects_flipped_ladj => flipped_sign_fails;
     harness_rejects_missing_ladj_term => missing_term_fails;
     harness_rejects_wrong_inverse => wrong_inverse_fails;

@@ -6,9 +6,10 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::TensorData;
 use common::*;
 use flow_core::{
-    ActNormConfig, Amortized, AmortizedStep, BatchNormConfig, CouplingConfig, Elementwise, Inverse,
-    Invertible, Layer, LuLinearConfig, MaskedAutoregressiveConfig, Order, Permutation,
-    PlanarConfig, RadialConfig, RqSpline, Transform, rq_spline, rq_spline_inverse,
+    ActNormConfig, Amortized, AmortizedStep, BatchNormConfig, CouplingConfig, Elementwise,
+    HouseholderConfig, Inverse, Invertible, Layer, LuLinearConfig, MaskedAutoregressiveConfig,
+    Order, Permutation, PlanarConfig, RadialConfig, RqSpline, SylvesterQ, Transform, orthogonalize,
+    rq_spline, rq_spline_inverse,
     testing::{self, check_invertible, check_transform, randomize, standard_inputs},
 };
 
@@ -27,7 +28,7 @@ fn planar_layer<B: AutodiffBackend>(device: &B::Device) {
     }
 }
 
-/// Planar and radial steps with per-row parameters from the context: the harness, and a
+/// Every amortized family with per-row parameters from the context: the harness, and a
 /// gradient that reaches every column of the context (the parameters an encoder learns
 /// through).
 fn amortized<B: AutodiffBackend>(device: &B::Device) {
@@ -36,6 +37,22 @@ fn amortized<B: AutodiffBackend>(device: &B::Device) {
         (AmortizedStep::Planar, 4),
         (AmortizedStep::Radial, 1),
         (AmortizedStep::Radial, 4),
+        (AmortizedStep::Householder, 1),
+        (AmortizedStep::Householder, 4),
+        (AmortizedStep::Sylvester(SylvesterQ::Triangular), 1),
+        (AmortizedStep::Sylvester(SylvesterQ::Triangular), 4),
+        (
+            AmortizedStep::Sylvester(SylvesterQ::Householder { reflections: 2 }),
+            4,
+        ),
+        (
+            AmortizedStep::Sylvester(SylvesterQ::Orthogonal { columns: 2 }),
+            4,
+        ),
+        (
+            AmortizedStep::Sylvester(SylvesterQ::Orthogonal { columns: 3 }),
+            3,
+        ),
     ] {
         let flow = Amortized::<B>::new(step, dim, 3).unwrap();
         let width = flow.context_dim();
@@ -61,6 +78,57 @@ fn amortized<B: AutodiffBackend>(device: &B::Device) {
     }
     assert!(Amortized::<B>::new(AmortizedStep::Planar, 0, 2).is_err());
     assert!(Amortized::<B>::new(AmortizedStep::Radial, 2, 0).is_err());
+    for q in [
+        SylvesterQ::Orthogonal { columns: 5 },
+        SylvesterQ::Orthogonal { columns: 0 },
+        SylvesterQ::Householder { reflections: 0 },
+    ] {
+        let err = Amortized::<B>::new(AmortizedStep::Sylvester(q), 4, 2).unwrap_err();
+        assert!(err.to_string().contains("Sylvester"), "{err}");
+    }
+}
+
+/// Learned reflections: an exact inverse and `ln|det| = 0`, checked against the Jacobian.
+fn householder_layer<B: AutodiffBackend>(device: &B::Device) {
+    for (dim, reflections) in [(1, 1), (3, 2), (5, 4)] {
+        let layer = HouseholderConfig::new(dim)
+            .with_reflections(reflections)
+            .init::<B>(device)
+            .unwrap();
+        let x = standard_inputs::<B>(N, dim, 5, device).mul_scalar(1.5);
+        let report = check_invertible(&layer, x, None, TOL).unwrap();
+        assert_eq!(report.params_checked, 1);
+    }
+}
+
+/// The paper's orthogonalization converges to `QᵀQ = I` (1e-5), and to the polar factor
+/// of its input: `Qᵀq` is symmetric (`q = Q S`, `S` symmetric positive definite).
+fn orthogonalization<B: AutodiffBackend>(device: &B::Device) {
+    for (d, m) in [(5, 3), (8, 8), (32, 32)] {
+        let n = 6;
+        let q = standard_inputs::<B>(n * d, m, 7, device).reshape([n, d, m]);
+        let ortho = orthogonalize(q.clone());
+        let gram = host(ortho.clone().swap_dims(1, 2).matmul(ortho.clone()));
+        let s = host(ortho.swap_dims(1, 2).matmul(q));
+        for b in 0..n {
+            for i in 0..m {
+                for j in 0..m {
+                    let at = b * m * m + i * m + j;
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!(
+                        (gram[at] - want).abs() <= 1e-5,
+                        "QᵀQ[{b},{i},{j}] = {}",
+                        gram[at]
+                    );
+                    let (sij, sji) = (s[at], s[b * m * m + j * m + i]);
+                    assert!(
+                        (sij - sji).abs() <= 1e-4 * (1.0 + sij.abs()),
+                        "Qᵀq asymmetric"
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn radial_layer<B: AutodiffBackend>(device: &B::Device) {
@@ -300,6 +368,14 @@ fn maf_affine<B: AutodiffBackend>(device: &B::Device) {
     autoregressive::<B>(Elementwise::affine(), TOL, device);
 }
 
+/// The IAF paper's gated update (as a MAF and, through `Inverse`, as an IAF). Tensor ops
+/// only (no kernel), so ndarray alone: on lavapipe each case costs minutes.
+#[test]
+fn maf_gated_passes_harness() {
+    let _rng = seeded_ndarray();
+    autoregressive::<NdAd>(Elementwise::gated(), TOL, &Default::default());
+}
+
 fn maf_spline<B: AutodiffBackend>(device: &B::Device) {
     autoregressive::<B>(Elementwise::spline(4, 2.0), SPLINE_TOL, device);
 }
@@ -434,6 +510,8 @@ on_backends! {
     planar_passes_harness => planar_layer;
     radial_passes_harness => radial_layer;
     amortized_steps_pass_harness => amortized;
+    householder_passes_harness => householder_layer;
+    orthogonalization_converges => orthogonalization;
     additive_coupling_passes_harness => additive_coupling;
     affine_coupling_passes_harness => affine_coupling;
     conditional_affine_coupling_passes_harness => conditional_affine_coupling;

@@ -1,0 +1,34 @@
+//! Sylvester flow posteriors (van den Berg et al. 2018) and the Householder flow (Tomczak &
+//! Welling 2016), amortized as in the papers' code: the encoder's output layer emits, per
+//! image and per step, every parameter of the step (`flow_core::sylvester`: the full
+//! matrix shared by `R` and `R̃`, the two diagonals through `tanh`, `b`, and what builds
+//! `Q`).
+//!
+//! | `--flow` | `Q` of a step | parameters per step (`D` = latent) |
+//! |---|---|---|
+//! | `sylvester-o` | `M = --ortho-vecs` columns, orthonormalized by the paper's iteration | `M² + 2M + D·M` |
+//! | `sylvester-h` | product of `H = --householder` reflections | `D² + 2D + H·D` |
+//! | `sylvester-t` | identity / reversal permutation, alternating | `D² + 2D` |
+//! | `householder` | (no Sylvester step) one reflection `H(v)`, `ln det = 0` | `D` |
+//!
+//! The papers' defaults: `K = 16`, `M = 32`, `H = 8` (with `D = 64`); here `D = 32` by
+//! default, so O-SNF's `M = 32` is the full latent dimension.
+
+use flow_core::SylvesterQ;
+
+use super::FlowKind;
+
+/// The `Q` of a Sylvester `kind` with the knobs `ortho_vecs` (`M`) and `householder` (`H`);
+/// `None` for the other kinds.
+pub fn q(kind: FlowKind, ortho_vecs: usize, householder: usize) -> Option<SylvesterQ> {
+    match kind {
+        FlowKind::SylvesterO => Some(SylvesterQ::Orthogonal {
+            columns: ortho_vecs,
+        }),
+        FlowKind::SylvesterH => Some(SylvesterQ::Householder {
+            reflections: householder,
+        }),
+        FlowKind::SylvesterT => Some(SylvesterQ::Triangular),
+        _ => None,
+    }
+}
