@@ -130,7 +130,12 @@ pub fn orthogonalize<B: Backend>(q: Tensor<B, 3>) -> Tensor<B, 3> {
     let gram = |a: &Tensor<B, 3>| a.clone().swap_dims(1, 2).matmul(a.clone());
     let mut residual = f64::INFINITY;
     for iteration in 1..=ORTHOGONAL_MAX_ITERATIONS {
-        a = a.clone().mul_scalar(1.5) - a.clone().matmul(gram(&a)).mul_scalar(0.5);
+        // A (I + ½(I − AᵀA)) = A (3I − AᵀA)/2, the matrix product last: written as
+        // 1.5·A − ½·A(AᵀA), burn 0.21's fused wgpu backend (matmul with an element-wise
+        // epilogue) returned run-to-run different values for 8×8 matrices, and the
+        // iteration diverged to NaN (the unfused backend was right).
+        let step = (eye.clone().mul_scalar(3.0) - gram(&a)).mul_scalar(0.5);
+        a = a.matmul(step);
         if iteration % CHECK_EVERY == 0 {
             let off = (gram(&a.clone().detach()) - eye.clone()).abs().max();
             residual = off.into_scalar().elem::<f64>();

@@ -7,7 +7,8 @@
 //!   choices;
 //! - [`with_hot_workers_on`], the CPU backends' threads kept polling for a training run;
 //! - [`keep_freed_memory`], the allocator advice of the programs' mimalloc;
-//! - [`FusedAdamConfig`], the optimizer the programs train with.
+//! - [`FusedAdamConfig`], the optimizer the programs train with, and [`AdamaxConfig`] for
+//!   the protocols that ask for Adamax.
 //!
 //! Backends:
 //! - at compile time, [`Inner`] and [`Train`]: the preferred backend of the build (`cuda`
@@ -87,6 +88,9 @@ pub fn device() -> burn::tensor::Device<Inner> {
 pub use flow_kernels::backends::CudaInner;
 #[cfg(feature = "wgpu")]
 pub use flow_kernels::backends::WgpuInner;
+pub mod adamax;
+
+pub use adamax::{Adamax, AdamaxConfig};
 pub use flow_kernels::{
     adam::{FusedAdam, FusedAdamConfig},
     workers::with_hot_workers_on,

@@ -10,6 +10,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    arch::Arch,
     error::VaeError,
     model::ModelConfig,
     posterior::{FlowKind, iaf::IafUpdate},
@@ -23,8 +24,10 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Images per optimizer step.
     pub batch_size: usize,
-    /// Adam learning rate.
+    /// Learning rate.
     pub lr: f64,
+    /// The optimizer.
+    pub optimizer: Optimizer,
     /// KL warm-up: β rises linearly from 0 to 1 over this many epochs (0 = off, β = 1).
     pub warmup_epochs: usize,
     /// Early stopping: stop after this many epochs without a better validation ELBO
@@ -64,6 +67,7 @@ impl Default for TrainConfig {
             epochs: 50,
             batch_size: 128,
             lr: 1e-3,
+            optimizer: Optimizer::Adam,
             warmup_epochs: 10,
             patience: 10,
             iw_samples: 500,
@@ -137,6 +141,17 @@ impl TrainConfig {
     }
 }
 
+/// The optimizer of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optimizer {
+    /// Adam (`β = (0.9, 0.999)`, `ε = 10⁻⁵`), fused on the CPU backends.
+    #[default]
+    Adam,
+    /// Adamax (`flow_programs::Adamax`), the Sylvester paper's.
+    Adamax,
+}
+
 /// Flags of `train-vae train` (each overrides the config file and the defaults).
 #[derive(Debug, Clone, Default, Args)]
 pub struct TrainArgs {
@@ -153,9 +168,12 @@ pub struct TrainArgs {
     /// Images per step.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Adam learning rate.
+    /// Learning rate.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
+    /// Optimizer.
+    #[arg(long, value_enum)]
+    pub optimizer: Option<Optimizer>,
     /// KL warm-up epochs (0 = off).
     #[arg(long)]
     pub warmup_epochs: Option<usize>,
@@ -195,6 +213,10 @@ pub struct TrainArgs {
     /// Latent dimension.
     #[arg(long)]
     pub latent: Option<usize>,
+    /// Encoder and decoder networks: ReLU MLPs or the Sylvester paper's gated
+    /// convolutions (28×28 images).
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
     /// Encoder hidden widths, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub encoder_hidden: Option<Vec<usize>>,
@@ -246,6 +268,7 @@ impl TrainArgs {
             epochs,
             batch_size,
             lr,
+            optimizer,
             warmup_epochs,
             patience,
             iw_samples,
@@ -267,6 +290,7 @@ impl TrainArgs {
             m.n_flows = flow.default_steps();
         }
         set_model!(
+            arch,
             latent,
             encoder_hidden,
             decoder_hidden,

@@ -6,7 +6,7 @@
 //!
 //! - [`data`]: the embedded subset, IDX and `.amat` readers, binarization;
 //! - [`model`]: encoder, amortized posterior flow ([`posterior`]), decoder, ELBO and the
-//!   importance-weighted bound;
+//!   importance-weighted bound; [`arch`]: the MLP or the gated convolutional networks;
 //! - [`training`]: burn-train `Learner` integration (exact resume, divergence, metrics);
 //! - [`history`]: the per-epoch records of a run;
 //! - [`checkpoint`]: atomic checkpoint files and shape-checked loading;
@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod arch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

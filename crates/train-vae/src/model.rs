@@ -28,16 +28,24 @@ use flow_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    arch::{self, Arch, ConvDecoder, ConvEncoder},
     error::VaeError,
     posterior::{self, FlowKind, iaf::IafUpdate},
 };
 
 /// Shape of the model (everything needed to rebuild it before loading a checkpoint).
+///
+/// In a config file every key may be left out and takes its default, except that a
+/// missing `iaf_update` reads as `affine` (runs written before the gated update existed
+/// have no such key; the command line's default is `gated`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     /// Pixels per image (784 for MNIST).
     pub input: usize,
+    /// The encoder's and decoder's networks (`gated-conv` needs 28×28 images).
+    #[serde(default)]
+    pub arch: Arch,
     /// Hidden widths of the encoder MLP (ReLU).
     pub encoder_hidden: Vec<usize>,
     /// Hidden widths of the decoder MLP (ReLU).
@@ -59,7 +67,7 @@ pub struct ModelConfig {
     #[serde(default = "IafUpdate::affine")]
     pub iaf_update: IafUpdate,
     /// Orthonormal columns `M` of each O-SNF step's `Q` (`flow = sylvester-o`;
-    /// `1 ≤ M ≤ latent`).
+    /// `1 ≤ M ≤ latent`; default 16).
     #[serde(default = "default_ortho_vecs")]
     pub ortho_vecs: usize,
     /// Householder reflections `H` per H-SNF step (`flow = sylvester-h`).
@@ -67,8 +75,11 @@ pub struct ModelConfig {
     pub householder: usize,
 }
 
+/// The Sylvester paper's `M = D/2` for the default `D = 32` (its tables: `M = 32` at
+/// `D = 64`). A square `Q` (`M = D`) also works, at about 5× the cost of the
+/// orthogonalization, whose iteration converges slowly for nearly singular square matrices.
 fn default_ortho_vecs() -> usize {
-    32
+    16
 }
 
 fn default_householder() -> usize {
@@ -89,6 +100,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             input: 784,
+            arch: Arch::Mlp,
             encoder_hidden: vec![512, 256],
             decoder_hidden: vec![256, 512],
             latent: 32,
@@ -140,6 +152,17 @@ impl ModelConfig {
         if self.latent == 0 {
             return bad("latent", "must be positive".into());
         }
+        if self.arch == Arch::GatedConv && self.input != arch::SIDE * arch::SIDE {
+            return bad(
+                "arch",
+                format!(
+                    "gated-conv takes {s}×{s} images ({} pixels), these have {}",
+                    arch::SIDE * arch::SIDE,
+                    self.input,
+                    s = arch::SIDE
+                ),
+            );
+        }
         for (field, widths) in [
             ("encoder-hidden", &self.encoder_hidden),
             ("decoder-hidden", &self.decoder_hidden),
@@ -177,7 +200,7 @@ impl ModelConfig {
             _ => {}
         }
         if self.flow == FlowKind::Iaf {
-            if self.encoder_hidden.is_empty() {
+            if self.encoder_hidden.is_empty() && self.arch == Arch::Mlp {
                 return bad(
                     "encoder-hidden",
                     "--flow iaf reads the last hidden encoder layer: give at least one".into(),
@@ -206,18 +229,30 @@ impl ModelConfig {
                 .map(|w| LinearConfig::new(w[0], w[1]).init(device))
                 .collect()
         };
-        let enc = [
-            vec![self.input],
-            self.encoder_hidden.clone(),
-            vec![self.encoder_outputs()],
-        ];
-        let dec = [
-            vec![self.latent],
-            self.decoder_hidden.clone(),
-            vec![self.input],
-        ];
+        let conv = self.arch == Arch::GatedConv;
+        let (enc, dec) = if conv {
+            // One linear layer from the convolutions' features; the decoder is all
+            // convolutions.
+            (vec![arch::FEATURES, self.encoder_outputs()], Vec::new())
+        } else {
+            let enc = [
+                vec![self.input],
+                self.encoder_hidden.clone(),
+                vec![self.encoder_outputs()],
+            ];
+            let dec = [
+                vec![self.latent],
+                self.decoder_hidden.clone(),
+                vec![self.input],
+            ];
+            (enc.concat(), dec.concat())
+        };
         let iaf = if self.flow == FlowKind::Iaf {
-            let context = self.encoder_hidden.last().copied().unwrap_or(self.input);
+            let context = if conv {
+                arch::FEATURES
+            } else {
+                self.encoder_hidden.last().copied().unwrap_or(self.input)
+            };
             posterior::iaf::build(
                 self.n_flows,
                 self.latent,
@@ -235,8 +270,10 @@ impl ModelConfig {
             Vec::new()
         };
         let vae = Vae {
-            encoder: mlp(enc.concat()),
-            decoder: mlp(dec.concat()),
+            conv_encoder: conv.then(|| ConvEncoder::new(device)),
+            conv_decoder: conv.then(|| ConvDecoder::new(self.latent, device)),
+            encoder: mlp(enc),
+            decoder: mlp(dec),
             iaf,
             amortized: match self.amortized_step() {
                 Some(step) if self.flow_steps() > 0 => Some(
@@ -273,7 +310,13 @@ impl<B: Backend> ModuleVisitor<B> for Materialize {
 /// The VAE module. Build it with [`ModelConfig::init`].
 #[derive(Module, Debug)]
 pub struct Vae<B: Backend> {
+    /// The gated convolutions before `encoder` (`arch = gated-conv`).
+    conv_encoder: Option<ConvEncoder<B>>,
+    /// The gated transposed convolutions that replace `decoder` (`arch = gated-conv`).
+    conv_decoder: Option<ConvDecoder<B>>,
+    /// The encoder MLP (with `gated-conv`: its one output layer).
     encoder: Vec<Linear<B>>,
+    /// The decoder MLP (empty with `gated-conv`).
     decoder: Vec<Linear<B>>,
     /// IAF steps (empty unless `flow = iaf`).
     iaf: Vec<posterior::iaf::Step<B>>,
@@ -327,22 +370,29 @@ impl<B: Backend> Vae<B> {
 
     /// The encoder's output and last hidden layer for images `x: [n, input]`.
     pub fn encode(&self, x: Tensor<B, 2>) -> Encoded<B> {
-        if self.flow != FlowKind::Iaf {
+        let keep = self.flow == FlowKind::Iaf;
+        if self.conv_encoder.is_none() && !keep {
             let out = relu_linear(&self.encoder, x, false);
             return Encoded { out, hidden: None };
         }
         let (last, hidden) = self.encoder.split_last().expect("an MLP has a layer");
-        let hidden = relu_linear(hidden, x, true);
+        let hidden = match &self.conv_encoder {
+            Some(conv) => conv.forward(x),
+            None => relu_linear(hidden, x, true),
+        };
         let out = last.forward(hidden.clone());
         Encoded {
             out,
-            hidden: Some(hidden),
+            hidden: keep.then_some(hidden),
         }
     }
 
     /// Bernoulli logits `[n, input]` for latents `z: [n, latent]`.
     pub fn decode(&self, z: Tensor<B, 2>) -> Tensor<B, 2> {
-        relu_linear(&self.decoder, z, false)
+        match &self.conv_decoder {
+            Some(conv) => conv.forward(z),
+            None => relu_linear(&self.decoder, z, false),
+        }
     }
 
     /// One posterior sample per encoded row: `(z_K, ln q_K(z_K|x))`.
@@ -450,9 +500,15 @@ impl<B: Backend> Vae<B> {
 }
 
 /// `(name, shape)` of every parameter stored in a model record, in [`Vae::param_shapes`]
-/// order.
+/// order (a gated-conv model's convolutions first).
 pub fn record_param_shapes<B: Backend>(record: &VaeRecord<B>) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
+    if let Some(conv) = &record.conv_encoder {
+        out.extend(arch::encoder_shapes(conv));
+    }
+    if let Some(conv) = &record.conv_decoder {
+        out.extend(arch::decoder_shapes(conv));
+    }
     for (prefix, layers) in [("encoder", &record.encoder), ("decoder", &record.decoder)] {
         for (i, l) in layers.iter().enumerate() {
             out.push((format!("{prefix}.{i}.weight"), l.weight.dims().to_vec()));

@@ -1,5 +1,6 @@
 //! The VAE's bounds against independent references.
 
+use burn::tensor::ElementConversion;
 use burn::{
     backend::{Autodiff, NdArray},
     module::{Module, ModuleVisitor, Param},
@@ -10,7 +11,9 @@ use burn::{
     },
 };
 use train_vae::{
-    VaeError, checkpoint,
+    VaeError,
+    arch::Arch,
+    checkpoint,
     model::{ModelConfig, Vae},
     posterior::{FlowKind, iaf::IafUpdate},
 };
@@ -21,6 +24,7 @@ type Ad = Autodiff<NdArray>;
 fn tiny(flow: FlowKind, n_flows: usize) -> ModelConfig {
     ModelConfig {
         input: 4,
+        arch: Arch::Mlp,
         encoder_hidden: vec![8],
         decoder_hidden: vec![8],
         latent: 1,
@@ -155,37 +159,40 @@ fn log_likelihood_matches_the_bernoulli_formula() {
     assert!((got[1] - want1).abs() < 1e-6, "{} vs {want1}", got[1]);
 }
 
+/// Collects the parameters whose gradient is missing, zero or non-finite.
+struct Check<'a> {
+    grads: &'a <Ad as AutodiffBackend>::Gradients,
+    bad: Vec<String>,
+    seen: usize,
+}
+impl ModuleVisitor<Ad> for Check<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Ad, D>>) {
+        self.seen += 1;
+        match p.val().grad(self.grads) {
+            None => self.bad.push(format!("{} has no gradient", p.id)),
+            Some(g) => {
+                let g: Vec<f64> = g.into_data().convert::<f64>().into_vec().unwrap();
+                if g.iter().any(|v| !v.is_finite()) || g.iter().all(|v| *v == 0.0) {
+                    self.bad
+                        .push(format!("{} has a zero or non-finite gradient", p.id));
+                }
+            }
+        }
+    }
+}
+
 /// Every parameter of encoder (including the flow columns) and decoder gets a finite,
 /// non-zero gradient from the negative ELBO.
 #[test]
 fn the_elbo_gradient_reaches_every_parameter() {
     // The backend RNG is process-wide: keep other tests' draws out of this seeded stream.
     let _rng = flow_core::testing::exclusive_device();
-    struct Check<'a> {
-        grads: &'a <Ad as AutodiffBackend>::Gradients,
-        bad: Vec<String>,
-        seen: usize,
-    }
-    impl ModuleVisitor<Ad> for Check<'_> {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Ad, D>>) {
-            self.seen += 1;
-            match p.val().grad(self.grads) {
-                None => self.bad.push(format!("{} has no gradient", p.id)),
-                Some(g) => {
-                    let g: Vec<f64> = g.into_data().convert::<f64>().into_vec().unwrap();
-                    if g.iter().any(|v| !v.is_finite()) || g.iter().all(|v| *v == 0.0) {
-                        self.bad
-                            .push(format!("{} has a zero or non-finite gradient", p.id));
-                    }
-                }
-            }
-        }
-    }
     let device = Default::default();
     for flow in KINDS {
         Ad::seed(&device, 1);
         let cfg = ModelConfig {
             input: 6,
+            arch: Arch::Mlp,
             encoder_hidden: vec![16],
             decoder_hidden: vec![16],
             latent: 3,
@@ -352,5 +359,76 @@ fn checkpoints_round_trip_atomically_and_reject_other_shapes() {
         .err()
         .unwrap();
     assert!(missing.to_string().contains("no such file"), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The gated convolutional architecture: the bounds are finite and every convolution,
+/// the output layer and the IAF steps reading the convolutions' features get a gradient;
+/// an MLP checkpoint does not load as a gated-conv model.
+#[test]
+fn gated_conv_model_reaches_every_parameter() {
+    let _rng = flow_core::testing::exclusive_device();
+    let device = Default::default();
+    Ad::seed(&device, 2);
+    let cfg = ModelConfig {
+        arch: Arch::GatedConv,
+        latent: 4,
+        flow: FlowKind::Iaf,
+        n_flows: 2,
+        iaf_hidden: 8,
+        ..ModelConfig::default()
+    };
+    let model = perturbed(FlowKind::Iaf, cfg.init::<Ad>(&device).unwrap());
+    let pixels: Vec<f32> = (0..2 * 784)
+        .map(|i| ((i * 13) % 5 == 0) as u8 as f32)
+        .collect();
+    let x = Tensor::<Ad, 2>::from_data(TensorData::new(pixels, [2, 784]), &device);
+    let t = model.terms(x);
+    let loss = (t.recon + t.kl).mean();
+    let value: f64 = loss.clone().into_scalar().elem();
+    assert!(value.is_finite() && value > 0.0, "−ELBO {value}");
+    let grads = loss.backward();
+    let mut check = Check {
+        grads: &grads,
+        bad: Vec::new(),
+        seen: 0,
+    };
+    model.visit(&mut check);
+    // 6 encoder and 6 decoder layers of two convolutions (weight, bias) = 48, the logits
+    // convolution 2, the encoder's output layer 2, two IAF steps of 6.
+    assert_eq!(check.seen, 48 + 2 + 2 + 12);
+    assert!(check.bad.is_empty(), "{:?}", check.bad);
+    assert!(
+        ModelConfig {
+            input: 100,
+            ..cfg.clone()
+        }
+        .init::<Ad>(&device)
+        .is_err()
+    );
+
+    let dir = std::env::temp_dir().join(format!("train-vae-conv-{}", std::process::id()));
+    let path = checkpoint::file(&dir, "model", 1);
+    let mlp = ModelConfig {
+        input: 784,
+        latent: 4,
+        ..tiny(FlowKind::Iaf, 2)
+    };
+    checkpoint::CheckpointRecorder::default()
+        .record(
+            mlp.init::<NdArray>(&device).unwrap().into_record(),
+            path.with_extension(""),
+        )
+        .unwrap();
+    let err = checkpoint::load_model::<NdArray>(&path, &cfg, &device)
+        .err()
+        .expect("an MLP checkpoint loaded as gated-conv");
+    assert!(
+        matches!(
+            err,
+            VaeError::ShapeMismatch { .. } | VaeError::Checkpoint { .. }
+        ),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

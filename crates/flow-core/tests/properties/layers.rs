@@ -117,7 +117,7 @@ fn orthogonalization<B: AutodiffBackend>(device: &B::Device) {
                     let want = if i == j { 1.0 } else { 0.0 };
                     assert!(
                         (gram[at] - want).abs() <= 1e-5,
-                        "QᵀQ[{b},{i},{j}] = {}",
+                        "{d}×{m}: QᵀQ[{b},{i},{j}] = {}",
                         gram[at]
                     );
                     let (sij, sji) = (s[at], s[b * m * m + j * m + i]);

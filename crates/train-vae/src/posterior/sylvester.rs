@@ -12,7 +12,8 @@
 //! | `householder` | (no Sylvester step) one reflection `H(v)`, `ln det = 0` | `D` |
 //!
 //! The papers' defaults: `K = 16`, `M = 32`, `H = 8` (with `D = 64`); here `D = 32` by
-//! default, so O-SNF's `M = 32` is the full latent dimension.
+//! default, and `M = 16` keeps the paper's ratio `M = D/2` (`configs/sylvester-mnist.toml`,
+//! the paper's protocol with `D = 64`, sets `M = 32`).
 
 use flow_core::SylvesterQ;
 

@@ -35,13 +35,14 @@ use std::{path::Path, sync::Arc};
 
 use burn::tensor::backend::AutodiffBackend;
 use burn_train::{Learner, SupervisedTraining, logger::FileMetricLogger};
-use flow_programs::FusedAdamConfig;
+use flow_programs::{AdamaxConfig, FusedAdamConfig};
 
 use crate::{
     checkpoint::{self, CheckpointRecorder},
-    config::TrainConfig,
+    config::{Optimizer, TrainConfig},
     error::VaeError,
     history::{EpochRecord, best, read_history},
+    model::Vae,
     report,
 };
 
@@ -109,79 +110,125 @@ pub fn train<B: AutodiffBackend>(
 
     B::seed(device, config.seed);
     let model = config.model.init::<B>(device)?;
-    // Adam fused into one pass per parameter on the CPU backends (flow_programs::FusedAdamConfig); burn's
-    // default ε = 1e-5, as every run so far was trained with.
-    let optim = FusedAdamConfig::new().with_epsilon(1e-5).init();
-    let learner = Learner::new(model, optim, config.lr);
+    let run = Run {
+        config,
+        data,
+        dir: run,
+        history,
+        start,
+        device,
+    };
+    match config.optimizer {
+        // Adam fused into one pass per parameter on the CPU backends
+        // (flow_programs::FusedAdamConfig); burn's default ε = 1e-5, as every run so far
+        // was trained with.
+        Optimizer::Adam => run.launch(model, FusedAdamConfig::new().with_epsilon(1e-5).init()),
+        Optimizer::Adamax => run.launch(model, AdamaxConfig::new().init()),
+    }
+}
 
-    let times: EpochTimes = Arc::default();
-    let tally = Tally::default();
-    let n_train = data.train.len() / data.dim;
-    let train_images = n_train / config.batch_size * config.batch_size;
-    let valid_images = data.valid.len() / data.dim;
-    let train_loader = MnistLoader::<B>::train(
-        data.train.clone(),
-        data.dim,
-        config.batch_size,
-        config.seed,
-        config.warmup_epochs,
-        first_epoch,
-        times.clone(),
-        device.clone(),
-    );
-    let valid_loader = MnistLoader::<B::InnerBackend>::valid(
-        data.valid.clone(),
-        data.dim,
-        config.batch_size.max(500),
-        config.seed,
-        device.clone(),
-    );
+/// What [`train`] hands to the loop, whichever the optimizer.
+struct Run<'a, B: AutodiffBackend> {
+    config: &'a TrainConfig,
+    data: &'a RunData,
+    dir: &'a Path,
+    history: Vec<EpochRecord>,
+    start: Option<usize>,
+    device: &'a B::Device,
+}
 
-    let mut training = SupervisedTraining::new(run, Arc::new(train_loader), Arc::new(valid_loader))
-        .with_application_logger(None)
-        .with_metric_logger(FileMetricLogger::new(run.join("burn-train")))
-        .renderer(LineRenderer::new())
-        .with_file_checkpointer(CheckpointRecorder::default())
-        .with_checkpointing_strategy(LastAndBest::new(&history, tally.clone(), valid_images))
-        .early_stopping(EpochLog::new(
-            run,
+impl<B: AutodiffBackend> Run<'_, B> {
+    /// Trains `model` with `optim` from the run's start.
+    fn launch<O>(self, model: Vae<B>, optim: O) -> Result<Trained, VaeError>
+    where
+        O: burn::optim::Optimizer<Vae<B>, B> + 'static,
+    {
+        let Run {
+            config,
+            data,
+            dir: run,
             history,
-            config.patience,
-            times,
-            tally.clone(),
-            (train_images, valid_images),
-        ))
-        .num_epochs(config.epochs);
-    let interrupter = training.interrupter();
-    training =
-        training.metric_train_numeric(StatMetric::new(Stat::Loss).stopping(interrupter.clone()));
-    training =
-        training.metric_train_numeric(StatMetric::new(Stat::NegElbo).tallying(tally.clone(), true));
-    training = training.metric_valid_numeric(StatMetric::new(Stat::NegElbo).tallying(tally, false));
-    for stat in [Stat::Recon, Stat::Kl] {
-        training = training
-            .metric_train_numeric(StatMetric::new(stat))
-            .metric_valid_numeric(StatMetric::new(stat));
-    }
-    if let Some(epoch) = start {
-        training = training.checkpoint(epoch);
-    }
-    let _ = training.launch(learner);
+            start,
+            device,
+        } = self;
+        let first_epoch = start.map_or(1, |e| e + 1);
+        let learner = Learner::new(model, optim, config.lr);
 
-    let history = read_history(run)?;
-    let bad = history.iter().find(|r| !r.is_finite()).map(|r| r.epoch);
-    if bad.is_some() || interrupter.get_message().as_deref() == Some(DIVERGED) {
-        let epoch = bad.unwrap_or_else(|| history.last().map_or(first_epoch, |r| r.epoch + 1));
-        let last_good = checkpoint::complete_epochs(run)
-            .into_iter()
-            .filter(|&e| e < epoch)
-            .max()
-            .map_or("none (it diverged in the first epoch)".to_string(), |e| {
-                checkpoint::file(run, "model", e).display().to_string()
-            });
-        return Err(VaeError::Diverged { epoch, last_good });
+        let times: EpochTimes = Arc::default();
+        let tally = Tally::default();
+        let n_train = data.train.len() / data.dim;
+        let train_images = n_train / config.batch_size * config.batch_size;
+        let valid_images = data.valid.len() / data.dim;
+        let train_loader = MnistLoader::<B>::train(
+            data.train.clone(),
+            data.dim,
+            config.batch_size,
+            config.seed,
+            config.warmup_epochs,
+            first_epoch,
+            times.clone(),
+            device.clone(),
+        );
+        let valid_loader = MnistLoader::<B::InnerBackend>::valid(
+            data.valid.clone(),
+            data.dim,
+            config.batch_size.max(500),
+            config.seed,
+            device.clone(),
+        );
+
+        let mut training =
+            SupervisedTraining::new(run, Arc::new(train_loader), Arc::new(valid_loader))
+                .with_application_logger(None)
+                .with_metric_logger(FileMetricLogger::new(run.join("burn-train")))
+                .renderer(LineRenderer::new())
+                .with_file_checkpointer(CheckpointRecorder::default())
+                .with_checkpointing_strategy(LastAndBest::new(
+                    &history,
+                    tally.clone(),
+                    valid_images,
+                ))
+                .early_stopping(EpochLog::new(
+                    run,
+                    history,
+                    config.patience,
+                    times,
+                    tally.clone(),
+                    (train_images, valid_images),
+                ))
+                .num_epochs(config.epochs);
+        let interrupter = training.interrupter();
+        training = training
+            .metric_train_numeric(StatMetric::new(Stat::Loss).stopping(interrupter.clone()));
+        training = training
+            .metric_train_numeric(StatMetric::new(Stat::NegElbo).tallying(tally.clone(), true));
+        training =
+            training.metric_valid_numeric(StatMetric::new(Stat::NegElbo).tallying(tally, false));
+        for stat in [Stat::Recon, Stat::Kl] {
+            training = training
+                .metric_train_numeric(StatMetric::new(stat))
+                .metric_valid_numeric(StatMetric::new(stat));
+        }
+        if let Some(epoch) = start {
+            training = training.checkpoint(epoch);
+        }
+        let _ = training.launch(learner);
+
+        let history = read_history(run)?;
+        let bad = history.iter().find(|r| !r.is_finite()).map(|r| r.epoch);
+        if bad.is_some() || interrupter.get_message().as_deref() == Some(DIVERGED) {
+            let epoch = bad.unwrap_or_else(|| history.last().map_or(first_epoch, |r| r.epoch + 1));
+            let last_good = checkpoint::complete_epochs(run)
+                .into_iter()
+                .filter(|&e| e < epoch)
+                .max()
+                .map_or("none (it diverged in the first epoch)".to_string(), |e| {
+                    checkpoint::file(run, "model", e).display().to_string()
+                });
+            return Err(VaeError::Diverged { epoch, last_good });
+        }
+        finish(history, run)
     }
-    finish(history, run)
 }
 
 fn finish(history: Vec<EpochRecord>, run: &Path) -> Result<Trained, VaeError> {
