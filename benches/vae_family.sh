@@ -6,7 +6,7 @@
 #   EPOCHS=100 SEEDS="0 1 2" benches/vae_family.sh
 #
 # Environment: BIN (default target/release/train-vae), EPOCHS (100), WARMUP (10), SEEDS
-# ("0 1 2"), S (importance samples of the final IW-NLL, 500; the papers use 5000), OUT
+# ("0 1 2"), S (importance samples of the final IW-NLL, 5000 as in the papers), OUT
 # (runs/vae-family), TABLE (docs/train-vae/family.md), KINDS (name=flags pairs, default
 # the whole family below; add e.g. "iaf-affine=--flow iaf --iaf-update affine" for an
 # ablation), EXTRA (flags for every run). Runs already finished in OUT are kept (delete
@@ -17,7 +17,7 @@ BIN=${BIN:-target/release/train-vae}
 EPOCHS=${EPOCHS:-100}
 WARMUP=${WARMUP:-10}
 SEEDS=${SEEDS:-"0 1 2"}
-S=${S:-500}
+S=${S:-5000}
 OUT=${OUT:-runs/vae-family}
 TABLE=${TABLE:-docs/train-vae/family.md}
 EXTRA=${EXTRA:-}

@@ -206,10 +206,17 @@ pub fn train_command<B: AutodiffBackend>(
             ),
         });
     }
+    if resume {
+        // Before anything is written: the resumed run's model is the one that wrote it.
+        checkpoint::check_description(&checkpoint::dir(&run), &config.model)?;
+    }
     // Read the data first: a run directory is only created for a run that can start.
     let (train, valid, source) = load_split(&config)?;
     std::fs::create_dir_all(&run).map_err(VaeError::io(&run))?;
     report::write_atomic(&run.join("config.toml"), config.to_toml().as_bytes())?;
+    if !resume || !checkpoint::description_file(&run).exists() {
+        checkpoint::write_description(&run, &config.model)?;
+    }
     tracing::info!(
         run = %run.display(),
         data = %source,

@@ -79,6 +79,72 @@ pub fn dir(run: &Path) -> PathBuf {
     run.join("checkpoint")
 }
 
+/// The description of the model whose checkpoints a run directory holds
+/// (`checkpoint/model.toml`), written when the run starts.
+pub fn description_file(run: &Path) -> PathBuf {
+    dir(run).join("model.toml")
+}
+
+/// Records which model writes the checkpoints of `run` (atomically). Posterior kinds whose
+/// parameters have the same shapes (a planar and a triangular Sylvester model on one
+/// latent, or O- and H-SNF with `M = H = D`) load each other's files without a shape
+/// error: [`load_model`] compares this description instead.
+pub fn write_description(run: &Path, model: &ModelConfig) -> Result<(), VaeError> {
+    let path = description_file(run);
+    std::fs::create_dir_all(dir(run)).map_err(VaeError::io(dir(run)))?;
+    let text = toml::to_string_pretty(model).map_err(|e| VaeError::Config {
+        field: "model".into(),
+        reason: e.to_string(),
+    })?;
+    crate::report::write_atomic(&path, text.as_bytes())
+}
+
+/// The description next to a checkpoint file (`None` for runs written before it existed).
+pub fn read_description(checkpoint_dir: &Path) -> Result<Option<ModelConfig>, VaeError> {
+    let path = checkpoint_dir.join("model.toml");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(VaeError::io(&path))?;
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| VaeError::Checkpoint {
+            path,
+            reason: format!("unreadable model description ({})", e.message()),
+        })
+}
+
+/// Fails when the model described next to the checkpoints is not `config`.
+pub fn check_description(checkpoint_dir: &Path, config: &ModelConfig) -> Result<(), VaeError> {
+    match read_description(checkpoint_dir)? {
+        Some(written) if &written != config => Err(VaeError::Checkpoint {
+            path: checkpoint_dir.join("model.toml"),
+            reason: format!(
+                "the checkpoints were written by another model ({}) than the one asked for ({})",
+                summary(&written),
+                summary(config)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// One line naming a model's shape.
+fn summary(m: &ModelConfig) -> String {
+    format!(
+        "{:?} {} K={} latent {} M={} H={} IAF {}×{} {:?}",
+        m.arch,
+        m.flow,
+        m.flow_steps(),
+        m.latent,
+        m.ortho_vecs,
+        m.householder,
+        m.iaf_hidden,
+        m.iaf_layers,
+        m.iaf_update
+    )
+}
+
 /// Path of a checkpoint file (`model`, `optim` or `scheduler`) of an epoch.
 pub fn file(run: &Path, name: &str, epoch: usize) -> PathBuf {
     dir(run).join(format!("{name}-{epoch}.{EXTENSION}"))
@@ -129,7 +195,8 @@ pub fn clean(run: &Path, keep_up_to: usize) -> Result<(), VaeError> {
     Ok(())
 }
 
-/// Loads a model checkpoint file into a model built from `config`, checking that every
+/// Loads a model checkpoint file into a model built from `config`, checking the model
+/// description next to it ([`write_description`]) where there is one, and that every
 /// parameter has the shape the configuration implies.
 pub fn load_model<B: Backend>(
     path: &Path,
@@ -142,6 +209,7 @@ pub fn load_model<B: Backend>(
             reason: "no such file".into(),
         });
     }
+    check_description(path.parent().unwrap_or(Path::new(".")), config)?;
     let model = config.init::<B>(device)?;
     let record = CheckpointRecorder::default()
         .load::<<Vae<B> as Module<B>>::Record>(path.to_path_buf(), device)

@@ -256,6 +256,39 @@ fn bad_input_gets_a_one_line_error() {
     fails_with(&["--lr", "-0.001", "--out-dir", &out], "--lr");
     fails_with(&["--epochs", "0", "--out-dir", &out], "--epochs");
     fails_with(&["--n-valid", "10000", "--out-dir", &out], "n-valid");
+    fails_with(
+        &[
+            "--flow",
+            "sylvester-o",
+            "--ortho-vecs",
+            "33",
+            "--out-dir",
+            &out,
+        ],
+        "--ortho-vecs",
+    );
+    fails_with(
+        &[
+            "--flow",
+            "sylvester-h",
+            "--householder",
+            "0",
+            "--out-dir",
+            &out,
+        ],
+        "--householder",
+    );
+    fails_with(
+        &[
+            "--arch",
+            "gated-conv",
+            "--images",
+            &p("missing.idx"),
+            "--out-dir",
+            &out,
+        ],
+        "missing.idx",
+    );
 
     // Missing, truncated and corrupt data files.
     fails_with(

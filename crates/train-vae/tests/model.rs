@@ -335,8 +335,7 @@ fn checkpoints_round_trip_atomically_and_reject_other_shapes() {
         Err(VaeError::ShapeMismatch { .. })
     ));
 
-    // A checkpoint of one posterior kind loaded as another whose encoder differs (kinds
-    // whose encoders have the same shapes, here T-SNF on one latent, are not detected yet).
+    // A checkpoint of one posterior kind loaded as another whose encoder differs.
     for flow in [FlowKind::Householder, FlowKind::SylvesterH, FlowKind::Iaf] {
         let other = ModelConfig {
             flow,
@@ -350,6 +349,20 @@ fn checkpoints_round_trip_atomically_and_reject_other_shapes() {
             "{flow}: {err}"
         );
     }
+
+    // With the run's model description beside it, a kind whose shapes coincide (T-SNF on
+    // one latent has planar's 3 parameters per step) is refused too.
+    let same_shapes = ModelConfig {
+        flow: FlowKind::SylvesterT,
+        ..cfg.clone()
+    };
+    assert_eq!(same_shapes.encoder_outputs(), cfg.encoder_outputs());
+    assert!(checkpoint::load_model::<NdArray>(&path, &same_shapes, &device).is_ok());
+    checkpoint::write_description(&dir, &cfg).unwrap();
+    let err = checkpoint::load_model::<NdArray>(&path, &same_shapes, &device)
+        .expect_err("a planar checkpoint loaded as sylvester-t");
+    assert!(err.to_string().contains("another model"), "{err}");
+    assert!(checkpoint::load_model::<NdArray>(&path, &cfg, &device).is_ok());
 
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();

@@ -14,7 +14,7 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::Basis;
+use super::basis::Basis;
 use crate::host::{Host, Kernel, dispatch};
 use crate::{HOUSEHOLDER_MIN_SQ_NORM, PLANAR_EPS};
 

@@ -11,7 +11,7 @@
 //! Adding an amortized family is a variant of [`flow_core::AmortizedStep`] (its kernel and
 //! parameter count) and one of [`FlowKind`] here.
 
-use flow_core::AmortizedStep;
+use flow_core::{AmortizedStep, SylvesterQ};
 use serde::{Deserialize, Serialize};
 
 pub mod iaf;
@@ -66,9 +66,13 @@ impl FlowKind {
             FlowKind::Planar => Some(AmortizedStep::Planar),
             FlowKind::Radial => Some(AmortizedStep::Radial),
             FlowKind::Householder => Some(AmortizedStep::Householder),
-            FlowKind::SylvesterO | FlowKind::SylvesterH | FlowKind::SylvesterT => {
-                sylvester::q(self, ortho_vecs, householder).map(AmortizedStep::Sylvester)
-            }
+            FlowKind::SylvesterO => Some(AmortizedStep::Sylvester(SylvesterQ::Orthogonal {
+                columns: ortho_vecs,
+            })),
+            FlowKind::SylvesterH => Some(AmortizedStep::Sylvester(SylvesterQ::Householder {
+                reflections: householder,
+            })),
+            FlowKind::SylvesterT => Some(AmortizedStep::Sylvester(SylvesterQ::Triangular)),
         }
     }
 }

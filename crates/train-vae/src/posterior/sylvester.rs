@@ -14,22 +14,3 @@
 //! The papers' defaults: `K = 16`, `M = 32`, `H = 8` (with `D = 64`); here `D = 32` by
 //! default, and `M = 16` keeps the paper's ratio `M = D/2` (`configs/sylvester-mnist.toml`,
 //! the paper's protocol with `D = 64`, sets `M = 32`).
-
-use flow_core::SylvesterQ;
-
-use super::FlowKind;
-
-/// The `Q` of a Sylvester `kind` with the knobs `ortho_vecs` (`M`) and `householder` (`H`);
-/// `None` for the other kinds.
-pub fn q(kind: FlowKind, ortho_vecs: usize, householder: usize) -> Option<SylvesterQ> {
-    match kind {
-        FlowKind::SylvesterO => Some(SylvesterQ::Orthogonal {
-            columns: ortho_vecs,
-        }),
-        FlowKind::SylvesterH => Some(SylvesterQ::Householder {
-            reflections: householder,
-        }),
-        FlowKind::SylvesterT => Some(SylvesterQ::Triangular),
-        _ => None,
-    }
-}
