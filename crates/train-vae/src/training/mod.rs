@@ -2,7 +2,7 @@
 //!
 //! burn-train runs the loop: train and validation steps
 //! ([`TrainStep`](burn_train::TrainStep)/[`InferenceStep`](burn_train::InferenceStep) on
-//! [`Vae`](crate::model::Vae), in the `step` module), the Adam optimizer, metric
+//! [`Vae`], in the `step` module), the Adam optimizer, metric
 //! aggregation, checkpoints through its `FileCheckpointer`, early stopping, and (with
 //! `ExecutionStrategy`) several devices.
 //! What it does not do, and this module adds:
