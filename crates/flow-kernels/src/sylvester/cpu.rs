@@ -60,6 +60,25 @@ fn reflect_backward(v: &[f32], x: &[f64], g: &mut [f64], gv: &mut [f32]) {
     }
 }
 
+/// The reflection applied `j`-th: `Qᵀ = H(v_1) ⋯ H(v_H)` applies `v_H` first (`project`),
+/// `Q = H(v_H) ⋯ H(v_1)` applies `v_1` first.
+fn reflection_at(h: usize, project: bool, j: usize) -> usize {
+    if project { h - 1 - j } else { j }
+}
+
+/// The points of the reflection chain from `input` into `chain` (`(h + 1)·d` values; the
+/// last `d` are `Qᵀ input` or `Q input`).
+fn run_chain(vs: &[f32], h: usize, project: bool, input: &[f64], chain: &mut [f64]) {
+    let d = input.len();
+    chain[..d].copy_from_slice(input);
+    for j in 0..h {
+        let r = reflection_at(h, project, j);
+        let (done, next) = chain.split_at_mut((j + 1) * d);
+        next[..d].copy_from_slice(&done[j * d..]);
+        reflect(&vs[r * d..(r + 1) * d], &mut next[..d]);
+    }
+}
+
 /// The Sylvester steps of one row; inputs `z: [n, d]`, `θ: [n, K·P]` and, for
 /// [`Basis::Columns`], `q: [n, K·d·M]`.
 #[derive(Debug, Clone, Copy)]
@@ -115,14 +134,7 @@ impl SylvesterStack {
                 }
             }
             Basis::Reflections(h) => {
-                // Qᵀ = H(v_1) ⋯ H(v_H): v_H first.
-                let vs = self.params(x, i, k)[3];
-                chain[..d].copy_from_slice(z);
-                for (j, r) in (0..h).rev().enumerate() {
-                    let (done, next) = chain.split_at_mut((j + 1) * d);
-                    next[..d].copy_from_slice(&done[j * d..]);
-                    reflect(&vs[r * d..(r + 1) * d], &mut next[..d]);
-                }
+                run_chain(self.params(x, i, k)[3], h, true, z, chain);
                 out.copy_from_slice(&chain[h * d..(h + 1) * d]);
             }
             Basis::Alternating if k % 2 == 1 => {
@@ -145,14 +157,7 @@ impl SylvesterStack {
                 }
             }
             Basis::Reflections(h) => {
-                // Q = H(v_H) ⋯ H(v_1): v_1 first.
-                let vs = self.params(x, i, k)[3];
-                chain[..d].copy_from_slice(y);
-                for r in 0..h {
-                    let (done, next) = chain.split_at_mut((r + 1) * d);
-                    next[..d].copy_from_slice(&done[r * d..]);
-                    reflect(&vs[r * d..(r + 1) * d], &mut next[..d]);
-                }
+                run_chain(self.params(x, i, k)[3], h, false, y, chain);
                 out.copy_from_slice(&chain[h * d..(h + 1) * d]);
             }
             Basis::Alternating if k % 2 == 1 => {
@@ -209,19 +214,10 @@ impl SylvesterStack {
             }
             Basis::Reflections(h) => {
                 let vs = self.params(x, i, k)[3];
-                let order: Vec<usize> = if project {
-                    (0..h).rev().collect()
-                } else {
-                    (0..h).collect()
-                };
-                chain[..d].copy_from_slice(input);
-                for (j, &r) in order.iter().enumerate() {
-                    let (done, next) = chain.split_at_mut((j + 1) * d);
-                    next[..d].copy_from_slice(&done[j * d..]);
-                    reflect(&vs[r * d..(r + 1) * d], &mut next[..d]);
-                }
+                run_chain(vs, h, project, input, chain);
                 g_in.copy_from_slice(g_out);
-                for (j, &r) in order.iter().enumerate().rev() {
+                for j in (0..h).rev() {
+                    let r = reflection_at(h, project, j);
                     let v = &vs[r * d..(r + 1) * d];
                     reflect_backward(
                         v,
