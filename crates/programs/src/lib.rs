@@ -8,7 +8,10 @@
 //! - [`with_hot_workers_on`], the CPU backends' threads kept polling for a training run;
 //! - [`keep_freed_memory`], the allocator advice of the programs' mimalloc;
 //! - [`FusedAdamConfig`], the optimizer the programs train with, and [`AdamaxConfig`] for
-//!   the protocols that ask for Adamax.
+//!   the protocols that ask for Adamax;
+//! - [`interrupt`]: Ctrl-C as a request to stop after the current step;
+//! - [`files::write_atomic`]: every file the programs write, atomically, with a
+//!   fault-injection hook (a full disk) for their tests.
 //!
 //! Backends:
 //! - at compile time, [`Inner`] and [`Train`]: the preferred backend of the build (`cuda`
@@ -89,6 +92,8 @@ pub use flow_kernels::backends::CudaInner;
 #[cfg(feature = "wgpu")]
 pub use flow_kernels::backends::WgpuInner;
 pub mod adamax;
+pub mod files;
+pub mod interrupt;
 
 pub use adamax::{Adamax, AdamaxConfig};
 pub use flow_kernels::{

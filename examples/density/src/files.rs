@@ -4,10 +4,9 @@ use std::path::Path;
 
 use crate::error::{Result, other};
 
-/// Writes a file through a temporary name and a rename, so a reader never sees half of it.
+/// Writes a file atomically ([`flow_programs::files::write_atomic`]): a reader never sees
+/// half of it, and a failed write names the file and the OS reason.
 pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
+    flow_programs::files::write_atomic(path, bytes)
         .map_err(|e| other(format!("{}: {e}", path.display())))
 }
