@@ -184,6 +184,31 @@ pub fn median_throughput(history: &[history::EpochRecord]) -> f64 {
     }
 }
 
+/// Creates the run directory and takes its lock (`.lock`, an OS file lock held until the
+/// returned file is dropped or the process ends, a crash included): two processes never
+/// write one run.
+pub fn lock_run(run: &Path) -> Result<std::fs::File, VaeError> {
+    std::fs::create_dir_all(run).map_err(VaeError::io(run))?;
+    let lock = run.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(VaeError::io(&lock))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(VaeError::RunInUse {
+            run: run.to_path_buf(),
+            lock,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(VaeError::Io {
+            path: lock,
+            source: e,
+        }),
+    }
+}
+
 /// `train-vae train`: trains, evaluates the best checkpoint, draws the pictures.
 pub fn train_command<B: AutodiffBackend>(
     args: &TrainArgs,
@@ -196,24 +221,34 @@ pub fn train_command<B: AutodiffBackend>(
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(timestamp()));
     config.out_dir = Some(run.clone());
-    let resume = args.resume.is_some();
-    if !resume && run.join("config.toml").exists() {
-        return Err(VaeError::Config {
-            field: "out-dir".into(),
-            reason: format!(
-                "{} already holds a run: continue it with --resume {0}, or choose another directory",
-                run.display()
-            ),
-        });
-    }
+    let mut resume = args.resume.is_some();
     if resume {
         // Before anything is written: the resumed run's model is the one that wrote it.
         checkpoint::check_description(&checkpoint::dir(&run), &config.model)?;
     }
+    let toml = config.to_toml()?;
     // Read the data first: a run directory is only created for a run that can start.
     let (train, valid, source) = load_split(&config)?;
-    std::fs::create_dir_all(&run).map_err(VaeError::io(&run))?;
-    report::write_atomic(&run.join("config.toml"), config.to_toml().as_bytes())?;
+    let _lock = lock_run(&run)?;
+    if !resume && run.join("config.toml").exists() {
+        if !checkpoint::complete_epochs(&run).is_empty() {
+            return Err(VaeError::Config {
+                field: "out-dir".into(),
+                reason: format!(
+                    "{} already holds a run: continue it with --resume {0}, or choose another directory",
+                    run.display()
+                ),
+            });
+        }
+        tracing::warn!(
+            "{} holds a run stopped before its first epoch ended: starting it afresh",
+            run.display()
+        );
+        // The fresh start goes through the resume path, which finds no epoch to keep.
+        resume = true;
+    }
+    flow_programs::files::remove_partial_files(&run);
+    report::write_atomic(&run.join("config.toml"), toml.as_bytes())?;
     if !resume || !checkpoint::description_file(&run).exists() {
         checkpoint::write_description(&run, &config.model)?;
     }
@@ -268,7 +303,8 @@ pub fn train_command<B: AutodiffBackend>(
         params: model.num_params(),
         backend: backend.to_string(),
     };
-    let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
+    // Plain numbers and strings: serde_json cannot fail on them.
+    let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
     report::write_atomic(&run.join("summary.json"), json.as_bytes())?;
     Ok(summary)
 }

@@ -1,76 +1,149 @@
-//! Checkpoint files: atomic writes, discovery of complete epochs, shape-checked loading.
+//! Checkpoint files: atomic, checksummed writes, discovery of complete epochs, checked
+//! loading.
 //!
 //! burn-train's `FileCheckpointer` writes through burn's file recorders, which delete the
-//! old file and stream into the final name: a kill mid-write leaves a truncated checkpoint.
-//! [`AtomicRecorder`] wraps any file recorder so the bytes go to a hidden temporary file
-//! in the same directory, are flushed to disk (`fsync`), and only then renamed over the
-//! final name. A reader therefore sees the old file or the new one, never a mix.
+//! old file, stream into the final name and drop write errors on the buffer's last flush:
+//! a kill mid-write leaves a truncated checkpoint, a full disk a silently short one.
+//! [`CheckpointRecorder`] serializes the record in memory (burn's named MessagePack, the
+//! bytes `NamedMpkFileRecorder` writes), frames it with a length and a CRC-32, writes it
+//! to a hidden temporary file in the same directory, `fsync`s and renames it over the
+//! final name, so a reader sees the old file or the new one, never a mix, and damage
+//! (truncation, flipped bytes) is detected at load ([`verify`]). A failed write removes
+//! its temporary file and is kept in a [`FirstFailure`] the training loop reports.
+//!
+//! The frame: `FLOWCKP1` (8 bytes), the payload length (u64 LE), its CRC-32 (u32 LE),
+//! the payload. Files written before the frame existed (a MessagePack map, which never
+//! starts with `F`) still load; they are checked by parsing them whole.
 
 use std::path::{Path, PathBuf};
 
 use burn::{
     module::Module,
-    record::{FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError},
+    record::{FileRecorder, FullPrecisionSettings, NamedMpkBytesRecorder, Recorder, RecorderError},
     tensor::backend::Backend,
 };
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    error::VaeError,
+    error::{FirstFailure, VaeError},
     model::{ModelConfig, Vae},
 };
 
-/// A file recorder whose saves are atomic (temporary file, `fsync`, rename).
+/// The recorder train-vae uses: named MessagePack, full precision (exact resume), framed
+/// with a checksum and written atomically.
 #[derive(Debug, Default, Clone)]
-pub struct AtomicRecorder<R> {
-    inner: R,
+pub struct CheckpointRecorder {
+    failure: FirstFailure,
 }
 
-/// The recorder train-vae uses: named MessagePack, full precision (exact resume), atomic.
-pub type CheckpointRecorder = AtomicRecorder<NamedMpkFileRecorder<FullPrecisionSettings>>;
+impl CheckpointRecorder {
+    /// A recorder that also keeps its first write failure in `failure` (burn-train runs
+    /// it on threads whose errors only stop the loop).
+    pub fn reporting_to(failure: FirstFailure) -> Self {
+        Self { failure }
+    }
+}
 
 /// Extension of checkpoint files.
 pub const EXTENSION: &str = "mpk";
 
-impl<B: Backend, R: FileRecorder<B>> Recorder<B> for AtomicRecorder<R> {
-    type Settings = R::Settings;
+const MAGIC: &[u8; 8] = b"FLOWCKP1";
+const HEADER: usize = 8 + 8 + 4;
+
+type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// `payload` framed with its length and CRC-32.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of a framed checkpoint, checked; a file without the frame (written before
+/// it existed) is returned whole.
+pub fn unframe(bytes: &[u8]) -> Result<&[u8], String> {
+    if !bytes.starts_with(&MAGIC[..1]) {
+        return Ok(bytes);
+    }
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(format!(
+            "damaged: {} bytes, not a complete checkpoint header",
+            bytes.len()
+        ));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[8..16]);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[16..20]);
+    let payload = &bytes[HEADER..];
+    let len = u64::from_le_bytes(len);
+    if payload.len() as u64 != len {
+        return Err(format!(
+            "damaged: truncated or extended ({} bytes of payload, the header says {len})",
+            payload.len()
+        ));
+    }
+    if crc32fast::hash(payload) != u32::from_le_bytes(crc) {
+        return Err(
+            "damaged: checksum mismatch (the bytes changed after they were written)".into(),
+        );
+    }
+    Ok(payload)
+}
+
+/// Checks that a checkpoint file is whole and unchanged: its checksum, or for a file
+/// without one, that it parses.
+pub fn verify<B: Backend>(path: &Path) -> Result<(), VaeError> {
+    let bytes = std::fs::read(path).map_err(VaeError::io(path))?;
+    let bad = |reason: String| VaeError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let payload = unframe(&bytes).map_err(bad)?;
+    if payload.len() == bytes.len() {
+        let mut owned = payload.to_vec();
+        <Bytes as Recorder<B>>::load_item::<serde::de::IgnoredAny>(&Bytes::default(), &mut owned)
+            .map_err(|_| bad("damaged: not a complete MessagePack record".into()))?;
+    }
+    Ok(())
+}
+
+impl<B: Backend> Recorder<B> for CheckpointRecorder {
+    type Settings = FullPrecisionSettings;
     type RecordArgs = PathBuf;
     type RecordOutput = ();
     type LoadArgs = PathBuf;
 
     fn save_item<I: Serialize>(&self, item: I, file: PathBuf) -> Result<(), RecorderError> {
-        let ext = <R as FileRecorder<B>>::file_extension();
-        let fail = |e: std::io::Error| RecorderError::Unknown(format!("{}: {e}", file.display()));
-        let final_path = file.with_extension(ext);
-        let dir = final_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(fail)?;
-        let stem = final_path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // A dot-file without another dot: the inner recorder appends its extension to it.
-        let tmp_base = dir.join(format!(".{stem}-partial-{}", std::process::id()));
-        self.inner.save_item(item, tmp_base.clone())?;
-        let tmp = tmp_base.with_extension(ext);
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(fail)?;
-        std::fs::rename(&tmp, &final_path).map_err(fail)?;
-        // Make the rename itself durable.
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        let path = file.with_extension(EXTENSION);
+        let written = <Bytes as Recorder<B>>::save_item(&Bytes::default(), item, ())
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|payload| {
+                crate::report::write_atomic(&path, &frame(&payload)).map_err(|e| e.to_string())
+            });
+        written.map_err(|reason| {
+            self.failure.set(reason.clone());
+            RecorderError::Unknown(reason)
+        })
     }
 
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
-        self.inner.load_item(file)
+        let path = file.with_extension(EXTENSION);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RecorderError::FileNotFound(path.display().to_string()),
+            _ => RecorderError::Unknown(format!("{}: {e}", path.display())),
+        })?;
+        let mut payload = unframe(&bytes).map_err(RecorderError::Unknown)?.to_vec();
+        <Bytes as Recorder<B>>::load_item(&Bytes::default(), &mut payload)
     }
 }
 
-impl<B: Backend, R: FileRecorder<B>> FileRecorder<B> for AtomicRecorder<R> {
+impl<B: Backend> FileRecorder<B> for CheckpointRecorder {
     fn file_extension() -> &'static str {
-        R::file_extension()
+        EXTENSION
     }
 }
 
@@ -173,6 +246,24 @@ pub fn complete_epochs(run: &Path) -> Vec<usize> {
     epochs
 }
 
+/// The newest of `epochs` (ascending) whose model, optimizer and scheduler files are all
+/// intact ([`verify`]), with the damaged files found on the way (file and reason).
+pub fn last_intact_epoch<B: Backend>(run: &Path, epochs: &[usize]) -> (Option<usize>, Vec<String>) {
+    let mut damaged = Vec::new();
+    for &epoch in epochs.iter().rev() {
+        let bad: Vec<String> = ["model", "optim", "scheduler"]
+            .iter()
+            .filter_map(|name| verify::<B>(&file(run, name, epoch)).err())
+            .map(|e| e.to_string())
+            .collect();
+        if bad.is_empty() {
+            return (Some(epoch), damaged);
+        }
+        damaged.extend(bad);
+    }
+    (None, damaged)
+}
+
 /// Removes temporary files left by a killed write and checkpoint files of epochs after
 /// `keep_up_to` (a run resumed from `keep_up_to` redoes those epochs).
 pub fn clean(run: &Path, keep_up_to: usize) -> Result<(), VaeError> {
@@ -210,6 +301,7 @@ pub fn load_model<B: Backend>(
         });
     }
     check_description(path.parent().unwrap_or(Path::new(".")), config)?;
+    verify::<B>(path)?;
     let model = config.init::<B>(device)?;
     let record = CheckpointRecorder::default()
         .load::<<Vae<B> as Module<B>>::Record>(path.to_path_buf(), device)

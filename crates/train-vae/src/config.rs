@@ -129,15 +129,48 @@ impl TrainConfig {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| VaeError::ConfigFile {
-            path: path.to_path_buf(),
-            reason: e.message().to_string(),
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Parses the text of a TOML config file (`path` names it in errors, with the line
+    /// and column of the fault).
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, VaeError> {
+        toml::from_str(text).map_err(|e| {
+            // toml's own Display quotes the offending lines over several lines; the
+            // binary's errors are one line, so only the position is kept.
+            let at = e.span().map_or(String::new(), |span| {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            VaeError::ConfigFile {
+                path: path.to_path_buf(),
+                reason: format!("{at}{}", e.message().trim_end()),
+            }
         })
     }
 
-    /// The configuration as TOML.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a TrainConfig always serializes")
+    /// The configuration as TOML (paths must be UTF-8, which TOML requires).
+    pub fn to_toml(&self) -> Result<String, VaeError> {
+        for (field, path) in [
+            ("out-dir", &self.out_dir),
+            ("data-dir", &self.data_dir),
+            ("images", &self.images),
+        ] {
+            if let Some(p) = path
+                && p.to_str().is_none()
+            {
+                return Err(bad(
+                    field,
+                    format!(
+                        "{} is not valid UTF-8, which the run's config.toml needs",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+        toml::to_string_pretty(self).map_err(|e| bad("config", e.to_string()))
     }
 }
 
@@ -286,7 +319,9 @@ impl TrainArgs {
         macro_rules! set_model {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { m.$field = v.clone(); } )* };
         }
-        if let (Some(flow), None) = (self.flow, self.n_flows) {
+        if let (Some(flow), None) = (self.flow, self.n_flows)
+            && flow != m.flow
+        {
             m.n_flows = flow.default_steps();
         }
         set_model!(
@@ -304,8 +339,61 @@ impl TrainArgs {
         );
         if let Some(dir) = &self.resume {
             c.out_dir = Some(dir.clone());
+            let run = TrainConfig::from_toml_file(&dir.join("config.toml"))?;
+            keeps_identity(&run, &c, dir)?;
         }
         c.validate()?;
         Ok(c)
     }
+}
+
+/// Fails when `asked` (a resumed run's config with the flags applied) changes what makes
+/// `run` the run it is: its model, its data and validation split, its seeds and its
+/// optimizer (whose state the checkpoints hold). The budget and schedule (epochs, learning
+/// rate, batch size, warm-up, patience) and the evaluation settings may change.
+fn keeps_identity(run: &TrainConfig, asked: &TrainConfig, dir: &Path) -> Result<(), VaeError> {
+    let changed = |flag: &str, kept: String, wanted: String| {
+        if kept == wanted {
+            Ok(())
+        } else {
+            Err(VaeError::ResumeChanges {
+                flag: flag.into(),
+                run: dir.to_path_buf(),
+                kept,
+                asked: wanted,
+            })
+        }
+    };
+    macro_rules! same {
+        ($($flag:literal: $($field:ident).+),* $(,)?) => {
+            $( changed($flag, format!("{:?}", run.$($field).+), format!("{:?}", asked.$($field).+))?; )*
+        };
+    }
+    same!(
+        "seed": seed,
+        "val-seed": val_seed,
+        "n-valid": n_valid,
+        "n-train": n_train,
+        "images": images,
+        "data-dir": data_dir,
+        "optimizer": optimizer,
+        "arch": model.arch,
+        "latent": model.latent,
+        "encoder-hidden": model.encoder_hidden,
+        "decoder-hidden": model.decoder_hidden,
+        "flow": model.flow,
+        "n-flows": model.n_flows,
+        "iaf-hidden": model.iaf_hidden,
+        "iaf-layers": model.iaf_layers,
+        "iaf-update": model.iaf_update,
+        "ortho-vecs": model.ortho_vecs,
+        "householder": model.householder,
+    );
+    // Fields without a flag (the input size) come from the file: a whole-model
+    // comparison catches anything the list above misses.
+    changed(
+        "config",
+        format!("{:?}", run.model),
+        format!("{:?}", asked.model),
+    )
 }

@@ -66,6 +66,36 @@ pub enum VaeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A resumed run was asked to change what identifies it (its model, data or seeds).
+    #[error(
+        "--{flag} cannot change when resuming {run}: the run has {kept}, the flag asks for {asked} (start a new run with --out-dir to change it)"
+    )]
+    ResumeChanges {
+        /// The flag (TOML key with `-` as `_`).
+        flag: String,
+        /// The run directory.
+        run: PathBuf,
+        /// The run's value.
+        kept: String,
+        /// The flag's value.
+        asked: String,
+    },
+    /// Another process holds the run directory.
+    #[error("{run} is in use by another train-vae process (its lock {lock} is held)")]
+    RunInUse {
+        /// The run directory.
+        run: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// Training stopped because a file of the run could not be written, or on SIGINT.
+    #[error("training stopped: {reason}; the last complete checkpoint is {last_good}")]
+    Stopped {
+        /// Why (the file and the OS error, or the signal).
+        reason: String,
+        /// The last complete checkpoint kept, or `none`.
+        last_good: String,
+    },
     /// Drawing a picture failed.
     #[error("plot {path}: {reason}")]
     Plot {
@@ -74,6 +104,26 @@ pub enum VaeError {
         /// What failed.
         reason: String,
     },
+}
+
+/// The first failure of the run's background writers (checkpoint recorder, metrics log),
+/// shared between the threads burn-train runs them on; the training loop reports it when
+/// it ends.
+#[derive(Debug, Clone, Default)]
+pub struct FirstFailure(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl FirstFailure {
+    /// Records `reason` unless an earlier failure is already recorded.
+    pub fn set(&self, reason: String) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert(reason);
+        }
+    }
+
+    /// The recorded failure, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
 }
 
 impl VaeError {

@@ -125,6 +125,9 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    if let Err(e) = flow_programs::interrupt::install() {
+        tracing::warn!("{e}: Ctrl-C will stop without saving");
+    }
     match cli.backend.run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

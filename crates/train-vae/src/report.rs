@@ -9,24 +9,9 @@ use crate::{error::VaeError, history::EpochRecord};
 
 static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Writes `bytes` to `path` atomically ([`flow_programs::files::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VaeError> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(VaeError::io(dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}-partial-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(VaeError::io(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(VaeError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(VaeError::io(path))
+    flow_programs::files::write_atomic(path, bytes).map_err(VaeError::io(path))
 }
 
 /// Writes `metrics.jsonl`, `metrics.csv` and `curves.png` for `history`.

@@ -7,7 +7,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -15,69 +15,9 @@ use std::{
 use flow_programs::Choice;
 use train_vae::{checkpoint, data, history};
 
-const BIN: &str = env!("CARGO_BIN_EXE_train-vae");
+mod common;
 
-/// A small model and data set (seconds per run, also on lavapipe).
-const TINY: &[&str] = &[
-    "--encoder-hidden",
-    "32",
-    "--decoder-hidden",
-    "32",
-    "--latent",
-    "4",
-    "--n-flows",
-    "2",
-    "--n-train",
-    "256",
-    "--n-valid",
-    "64",
-    "--batch-size",
-    "64",
-    "--iw-samples",
-    "4",
-    "--iw-rows",
-    "256",
-    "--grid",
-    "4",
-];
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("train-vae-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// The CPU backend the scenarios run on (`ndarray` where the build has it).
-fn cpu() -> &'static str {
-    Choice::available().last().expect("a backend").name()
-}
-
-/// Runs the binary on the CPU backend.
-fn run(args: &[&str]) -> Output {
-    run_on(cpu(), args)
-}
-
-fn run_on(backend: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .args(["--backend", backend])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the binary runs")
-}
-
-fn train(dir: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["--out-dir", dir.to_str().unwrap()];
-    args.extend_from_slice(TINY);
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
-fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::*;
 
 /// One tiny trained run shared by the tests that need a checkpoint.
 fn trained() -> &'static Path {
@@ -197,24 +137,6 @@ fn a_run_leaves_its_files_and_eval_and_sample_use_them() {
     ]));
     assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Runs the binary and checks it failed with one `error:` line mentioning `needle`.
-fn fails_with(args: &[&str], needle: &str) {
-    let out = run(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("error"),
-        "{args:?}: expected one error line, got {stderr}"
-    );
-    assert!(
-        lines[0].contains(needle),
-        "{args:?}: `{needle}` not in `{}`",
-        lines[0]
-    );
 }
 
 #[test]

@@ -95,3 +95,34 @@ impl Numeric for StatMetric {
         self.state.running_value()
     }
 }
+
+/// burn-train's metric logger, told nothing is kept: the run's records are
+/// `metrics.jsonl`/`metrics.csv`, written by [`EpochLog`](super::EpochLog), and nothing
+/// reads burn-train's store back (the early-stopping and checkpointing strategies are
+/// ours). Its file logger would write every step's values to disk and panic when the
+/// disk is full; its in-memory one would grow with every step.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoMetricLog;
+
+impl burn_train::logger::MetricLogger for NoMetricLog {
+    fn log(
+        &mut self,
+        _: burn_train::metric::store::MetricsUpdate,
+        _: usize,
+        _: &burn_train::metric::store::Split,
+    ) {
+    }
+
+    fn read_numeric(
+        &mut self,
+        _: &str,
+        _: usize,
+        _: &burn_train::metric::store::Split,
+    ) -> Result<Vec<burn_train::metric::NumericEntry>, String> {
+        Ok(Vec::new())
+    }
+
+    fn log_metric_definition(&mut self, _: burn_train::metric::MetricDefinition) {}
+
+    fn log_epoch_summary(&mut self, _: burn_train::metric::store::EpochSummary) {}
+}

@@ -16,6 +16,10 @@
 //!   `k` draws what it would have drawn in one run;
 //! - **divergence**: a non-finite training loss stops the run through burn-train's
 //!   `Interrupter` before the epoch is checkpointed, so the last checkpoint stays good;
+//! - **failures that must not pass silently**: a checkpoint or metrics file that cannot
+//!   be written (full disk, no permission) stops the run with the file and the OS error;
+//!   Ctrl-C stops it after the current step; both keep the last complete checkpoint and
+//!   exit non-zero;
 //! - **the run's records**: per-epoch metrics in JSONL and CSV, the loss curves, a
 //!   restartable early-stopping rule ([`EpochLog`]) and plain progress lines.
 
@@ -26,7 +30,7 @@ mod step;
 mod strategies;
 
 pub use loader::{EpochTimes, MnistLoader, epoch_seed};
-pub use metric::{DIVERGED, StatMetric};
+pub use metric::{DIVERGED, NoMetricLog, StatMetric};
 pub use renderer::LineRenderer;
 pub use step::{Stat, Sums, Tally, VaeBatch, VaeOutput, VaeStats};
 pub use strategies::{EpochLog, LastAndBest};
@@ -34,13 +38,13 @@ pub use strategies::{EpochLog, LastAndBest};
 use std::{path::Path, sync::Arc};
 
 use burn::tensor::backend::AutodiffBackend;
-use burn_train::{Learner, SupervisedTraining, logger::FileMetricLogger};
+use burn_train::{Learner, SupervisedTraining};
 use flow_programs::{AdamaxConfig, FusedAdamConfig};
 
 use crate::{
     checkpoint::{self, CheckpointRecorder},
     config::{Optimizer, TrainConfig},
-    error::VaeError,
+    error::{FirstFailure, VaeError},
     history::{EpochRecord, best, read_history},
     model::Vae,
     report,
@@ -55,6 +59,9 @@ pub struct RunData {
     /// Validation bits, `n_valid · dim`.
     pub valid: Vec<f32>,
 }
+
+/// The interrupter's message when Ctrl-C stopped training.
+pub const INTERRUPTED: &str = "interrupted";
 
 /// How a finished training run went.
 #[derive(Debug, Clone)]
@@ -74,25 +81,7 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Trained, VaeError> {
     let (history, start) = if resume {
-        let history = read_history(run)?;
-        let done = checkpoint::complete_epochs(run);
-        // The last epoch that is complete on disk and finite (a diverged epoch may have
-        // been checkpointed before its validation showed it).
-        let last = history
-            .iter()
-            .take_while(|r| r.is_finite())
-            .map(|r| r.epoch)
-            .filter(|e| done.contains(e))
-            .max()
-            .ok_or_else(|| VaeError::Checkpoint {
-                path: run.to_path_buf(),
-                reason: "no complete checkpoint to resume from".into(),
-            })?;
-        checkpoint::clean(run, last)?;
-        let history: Vec<_> = history.into_iter().filter(|r| r.epoch <= last).collect();
-        report::write_history(run, &history)?;
-        tracing::info!("resuming {} after epoch {last}", run.display());
-        (history, Some(last))
+        resume_point::<B>(run)?
     } else {
         (Vec::new(), None)
     };
@@ -125,6 +114,47 @@ pub fn train<B: AutodiffBackend>(
         Optimizer::Adam => run.launch(model, FusedAdamConfig::new().with_epsilon(1e-5).init()),
         Optimizer::Adamax => run.launch(model, AdamaxConfig::new().init()),
     }
+}
+
+/// Where a resumed run continues: its history up to the newest epoch whose checkpoint
+/// files are complete, intact and finite, and that epoch. A run with no such epoch (killed
+/// or interrupted in its first epoch, or with every checkpoint damaged) starts afresh,
+/// and says so; damaged checkpoints are named, and removed with the epochs after the
+/// one resumed from.
+fn resume_point<B: AutodiffBackend>(
+    run: &Path,
+) -> Result<(Vec<EpochRecord>, Option<usize>), VaeError> {
+    let history = read_history(run)?;
+    let done = checkpoint::complete_epochs(run);
+    // Epochs complete on disk and finite (a diverged epoch may have been checkpointed
+    // before its validation showed it).
+    let candidates: Vec<usize> = history
+        .iter()
+        .take_while(|r| r.is_finite())
+        .map(|r| r.epoch)
+        .filter(|e| done.contains(e))
+        .collect();
+    let (last, damaged) = checkpoint::last_intact_epoch::<B>(run, &candidates);
+    for d in &damaged {
+        tracing::warn!("{d}");
+    }
+    let Some(last) = last else {
+        tracing::warn!(
+            "{} holds no complete epoch to resume from: starting it from epoch 1",
+            run.display()
+        );
+        checkpoint::clean(run, 0)?;
+        report::write_history(run, &[])?;
+        return Ok((Vec::new(), None));
+    };
+    if !damaged.is_empty() {
+        tracing::warn!("resuming from epoch {last}, the newest intact checkpoint");
+    }
+    checkpoint::clean(run, last)?;
+    let history: Vec<_> = history.into_iter().filter(|r| r.epoch <= last).collect();
+    report::write_history(run, &history)?;
+    tracing::info!("resuming {} after epoch {last}", run.display());
+    Ok((history, Some(last)))
 }
 
 /// What [`train`] hands to the loop, whichever the optimizer.
@@ -177,12 +207,13 @@ impl<B: AutodiffBackend> Run<'_, B> {
             device.clone(),
         );
 
+        let failure = FirstFailure::default();
         let mut training =
             SupervisedTraining::new(run, Arc::new(train_loader), Arc::new(valid_loader))
                 .with_application_logger(None)
-                .with_metric_logger(FileMetricLogger::new(run.join("burn-train")))
+                .with_metric_logger(NoMetricLog)
                 .renderer(LineRenderer::new())
-                .with_file_checkpointer(CheckpointRecorder::default())
+                .with_file_checkpointer(CheckpointRecorder::reporting_to(failure.clone()))
                 .with_checkpointing_strategy(LastAndBest::new(
                     &history,
                     tally.clone(),
@@ -195,6 +226,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
                     times,
                     tally.clone(),
                     (train_images, valid_images),
+                    failure.clone(),
                 ))
                 .num_epochs(config.epochs);
         let interrupter = training.interrupter();
@@ -212,19 +244,49 @@ impl<B: AutodiffBackend> Run<'_, B> {
         if let Some(epoch) = start {
             training = training.checkpoint(epoch);
         }
+        {
+            let interrupter = interrupter.clone();
+            flow_programs::interrupt::on_request(move || interrupter.stop(Some(INTERRUPTED)));
+        }
+        // The model it returns is the last epoch's; the run's result is its files.
         let _ = training.launch(learner);
 
+        let last_good = |before: usize| {
+            checkpoint::complete_epochs(run)
+                .into_iter()
+                .filter(|&e| e < before)
+                .max()
+                .map_or("none".to_string(), |e| {
+                    checkpoint::file(run, "model", e).display().to_string()
+                })
+        };
+        let stopped = interrupter.get_message();
+        if let Some(reason) = failure.get() {
+            return Err(VaeError::Stopped {
+                reason: format!("could not write {reason}"),
+                last_good: last_good(usize::MAX),
+            });
+        }
+        if stopped.as_deref() == Some(INTERRUPTED) {
+            return Err(VaeError::Stopped {
+                reason: "interrupted (Ctrl-C); --resume continues the run".into(),
+                last_good: last_good(usize::MAX),
+            });
+        }
+        if let Some(reason) = stopped.filter(|m| m != DIVERGED) {
+            return Err(VaeError::Stopped {
+                reason,
+                last_good: last_good(usize::MAX),
+            });
+        }
         let history = read_history(run)?;
         let bad = history.iter().find(|r| !r.is_finite()).map(|r| r.epoch);
         if bad.is_some() || interrupter.get_message().as_deref() == Some(DIVERGED) {
             let epoch = bad.unwrap_or_else(|| history.last().map_or(first_epoch, |r| r.epoch + 1));
-            let last_good = checkpoint::complete_epochs(run)
-                .into_iter()
-                .filter(|&e| e < epoch)
-                .max()
-                .map_or("none (it diverged in the first epoch)".to_string(), |e| {
-                    checkpoint::file(run, "model", e).display().to_string()
-                });
+            let last_good = match last_good(epoch) {
+                none if none == "none" => "none (it diverged in the first epoch)".to_string(),
+                file => file,
+            };
             return Err(VaeError::Diverged { epoch, last_good });
         }
         finish(history, run)

@@ -10,6 +10,7 @@ use burn_train::{
 
 use super::loader::EpochTimes;
 use super::step::{Stat, Sums, Tally};
+use crate::error::FirstFailure;
 use crate::history::{EpochRecord, best};
 use crate::report;
 
@@ -25,11 +26,13 @@ pub struct EpochLog {
     times: EpochTimes,
     tally: Tally,
     images: (usize, usize),
+    failure: FirstFailure,
 }
 
 impl EpochLog {
     /// Starts from `history` (empty for a new run); an epoch is complete when `tally`
-    /// holds `images.0` training and `images.1` validation images.
+    /// holds `images.0` training and `images.1` validation images. A metrics file that
+    /// cannot be written stops training, with the reason in `failure`.
     pub fn new(
         run: &Path,
         history: Vec<EpochRecord>,
@@ -37,6 +40,7 @@ impl EpochLog {
         times: EpochTimes,
         tally: Tally,
         images: (usize, usize),
+        failure: FirstFailure,
     ) -> Self {
         Self {
             run: run.to_path_buf(),
@@ -45,6 +49,7 @@ impl EpochLog {
             times,
             tally,
             images,
+            failure,
         }
     }
 
@@ -87,7 +92,8 @@ impl EarlyStoppingStrategy for EpochLog {
         self.history.retain(|h| h.epoch < epoch);
         self.history.push(r);
         if let Err(e) = report::write_history(&self.run, &self.history) {
-            tracing::error!("could not write the metrics: {e}");
+            self.failure.set(e.to_string());
+            return true;
         }
         if !self
             .history
