@@ -4,6 +4,9 @@
 //! (`.NAME-partial-PID`), `fsync`s it and renames it over the final name, so a reader sees
 //! the old file or the new one, never a mix; a failed write removes its temporary file.
 //!
+//! [`frame`] and [`unframe`] wrap a saved model's bytes with their length and CRC-32, so
+//! a truncated or changed file is refused at load, not read as other numbers.
+//!
 //! **Fault injection.** With `FLOW_FAULT_DISK_BYTES=N` in the environment, the process's
 //! writes through [`write_atomic`] get `N` bytes in all; the write that crosses the budget
 //! stores what fits and then fails with `ENOSPC` ("No space left on device"), as on a
@@ -107,6 +110,101 @@ pub fn remove_partial_files(dir: &Path) {
     }
 }
 
+/// Why [`lock_dir`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds the lock.
+    #[error("{dir} is in use by another process (its lock {lock} is held)")]
+    Held {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The lock file.
+        lock: std::path::PathBuf,
+    },
+    /// The directory or its lock file could not be created or locked.
+    #[error("{path}: {source}")]
+    Io {
+        /// The directory or lock file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Creates `dir` and takes its lock (`dir/.lock`, an exclusive OS file lock held until the
+/// returned file is dropped or the process ends, a crash included), so that two processes
+/// never write one output directory. The lock file itself stays: removing it would let a
+/// third process lock a new file while the second holds the old one.
+pub fn lock_dir(dir: &Path) -> Result<std::fs::File, LockError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LockError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let lock = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(io(&lock))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
+            dir: dir.to_path_buf(),
+            lock,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&lock)(e)),
+    }
+}
+
+const MAGIC: &[u8; 8] = b"FLOWCKP1";
+const HEADER: usize = 8 + 8 + 4;
+
+/// `payload` framed so that damage shows at load: the magic `FLOWCKP1` (8 bytes), the
+/// payload's length (u64 LE), its CRC-32 (u32 LE), the payload.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of a [`frame`]d file, checked (length and CRC-32); `None` for bytes that
+/// do not start like a frame (an `F`), i.e. files written without one. The error says how
+/// the file is damaged.
+pub fn unframe(bytes: &[u8]) -> Result<Option<&[u8]>, String> {
+    if !bytes.starts_with(&MAGIC[..1]) {
+        return Ok(None);
+    }
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(format!(
+            "damaged: {} bytes, not a complete header",
+            bytes.len()
+        ));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[8..16]);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[16..20]);
+    let payload = &bytes[HEADER..];
+    let len = u64::from_le_bytes(len);
+    if payload.len() as u64 != len {
+        return Err(format!(
+            "damaged: truncated or extended ({} bytes of payload, the header says {len})",
+            payload.len()
+        ));
+    }
+    if crc32fast::hash(payload) != u32::from_le_bytes(crc) {
+        return Err(
+            "damaged: checksum mismatch (the bytes changed after they were written)".into(),
+        );
+    }
+    Ok(Some(payload))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +229,31 @@ mod tests {
             .collect();
         assert!(names.iter().all(|n| !n.contains("partial")), "{names:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_is_locked_once() {
+        let dir = std::env::temp_dir().join(format!("flow-lock-{}", std::process::id()));
+        let held = lock_dir(&dir).unwrap();
+        assert!(matches!(lock_dir(&dir), Err(LockError::Held { .. })));
+        drop(held);
+        lock_dir(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_frame_detects_every_truncation_and_flipped_byte() {
+        let payload: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
+        let framed = frame(&payload);
+        assert_eq!(unframe(&framed).unwrap(), Some(&payload[..]));
+        assert_eq!(unframe(&payload[1..]).unwrap(), None); // no frame: not an `F`
+        for cut in 1..framed.len() {
+            assert!(unframe(&framed[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in 1..framed.len() {
+            let mut bad = framed.clone();
+            bad[at] ^= 0x10;
+            assert!(unframe(&bad).is_err(), "flip at {at}");
+        }
     }
 }

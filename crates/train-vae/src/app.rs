@@ -10,6 +10,7 @@ use burn::{
     },
 };
 use clap::Args;
+use flow_programs::files::LockError;
 use serde::Serialize;
 
 use crate::{
@@ -184,29 +185,16 @@ pub fn median_throughput(history: &[history::EpochRecord]) -> f64 {
     }
 }
 
-/// Creates the run directory and takes its lock (`.lock`, an OS file lock held until the
-/// returned file is dropped or the process ends, a crash included): two processes never
-/// write one run.
+/// Creates the run directory and takes its lock ([`flow_programs::files::lock_dir`]): two
+/// processes never write one run.
 pub fn lock_run(run: &Path) -> Result<std::fs::File, VaeError> {
-    std::fs::create_dir_all(run).map_err(VaeError::io(run))?;
-    let lock = run.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .map_err(VaeError::io(&lock))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(VaeError::RunInUse {
+    flow_programs::files::lock_dir(run).map_err(|e| match e {
+        LockError::Held { lock, .. } => VaeError::RunInUse {
             run: run.to_path_buf(),
             lock,
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(VaeError::Io {
-            path: lock,
-            source: e,
-        }),
-    }
+        },
+        LockError::Io { path, source } => VaeError::Io { path, source },
+    })
 }
 
 /// `train-vae train`: trains, evaluates the best checkpoint, draws the pictures.

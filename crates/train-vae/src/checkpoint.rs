@@ -11,9 +11,9 @@
 //! (truncation, flipped bytes) is detected at load ([`verify`]). A failed write removes
 //! its temporary file and is kept in a [`FirstFailure`] the training loop reports.
 //!
-//! The frame: `FLOWCKP1` (8 bytes), the payload length (u64 LE), its CRC-32 (u32 LE),
-//! the payload. Files written before the frame existed (a MessagePack map, which never
-//! starts with `F`) still load; they are checked by parsing them whole.
+//! The frame is [`flow_programs::files::frame`]'s. Files written before the frame existed
+//! (a MessagePack map, which never starts with its magic's `F`) still load; they are
+//! checked by parsing them whole.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,8 @@ use burn::{
     tensor::backend::Backend,
 };
 use serde::{Serialize, de::DeserializeOwned};
+
+use flow_programs::files::{frame, unframe};
 
 use crate::{
     error::{FirstFailure, VaeError},
@@ -47,52 +49,7 @@ impl CheckpointRecorder {
 /// Extension of checkpoint files.
 pub const EXTENSION: &str = "mpk";
 
-const MAGIC: &[u8; 8] = b"FLOWCKP1";
-const HEADER: usize = 8 + 8 + 4;
-
 type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
-
-/// `payload` framed with its length and CRC-32.
-pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// The payload of a framed checkpoint, checked; a file without the frame (written before
-/// it existed) is returned whole.
-pub fn unframe(bytes: &[u8]) -> Result<&[u8], String> {
-    if !bytes.starts_with(&MAGIC[..1]) {
-        return Ok(bytes);
-    }
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-        return Err(format!(
-            "damaged: {} bytes, not a complete checkpoint header",
-            bytes.len()
-        ));
-    }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&bytes[8..16]);
-    let mut crc = [0u8; 4];
-    crc.copy_from_slice(&bytes[16..20]);
-    let payload = &bytes[HEADER..];
-    let len = u64::from_le_bytes(len);
-    if payload.len() as u64 != len {
-        return Err(format!(
-            "damaged: truncated or extended ({} bytes of payload, the header says {len})",
-            payload.len()
-        ));
-    }
-    if crc32fast::hash(payload) != u32::from_le_bytes(crc) {
-        return Err(
-            "damaged: checksum mismatch (the bytes changed after they were written)".into(),
-        );
-    }
-    Ok(payload)
-}
 
 /// Checks that a checkpoint file is whole and unchanged: its checksum, or for a file
 /// without one, that it parses.
@@ -102,7 +59,7 @@ pub fn verify<B: Backend>(path: &Path) -> Result<(), VaeError> {
         path: path.to_path_buf(),
         reason,
     };
-    let payload = unframe(&bytes).map_err(bad)?;
+    let payload = unframe(&bytes).map_err(bad)?.unwrap_or(&bytes);
     if payload.len() == bytes.len() {
         let mut owned = payload.to_vec();
         <Bytes as Recorder<B>>::load_item::<serde::de::IgnoredAny>(&Bytes::default(), &mut owned)
@@ -136,7 +93,10 @@ impl<B: Backend> Recorder<B> for CheckpointRecorder {
             std::io::ErrorKind::NotFound => RecorderError::FileNotFound(path.display().to_string()),
             _ => RecorderError::Unknown(format!("{}: {e}", path.display())),
         })?;
-        let mut payload = unframe(&bytes).map_err(RecorderError::Unknown)?.to_vec();
+        let mut payload = unframe(&bytes)
+            .map_err(RecorderError::Unknown)?
+            .unwrap_or(&bytes)
+            .to_vec();
         <Bytes as Recorder<B>>::load_item(&Bytes::default(), &mut payload)
     }
 }
