@@ -169,6 +169,40 @@ fn read_table(path: &Path) -> Result<Table> {
     })
 }
 
+/// Refuses training rows with a constant column (a point mass: the log-likelihood grows
+/// without bound, so any number reported would be meaningless), and warns when most rows
+/// repeat others (a flow can pile density onto repeated points).
+fn check_degenerate(train: &Table, path: &Path) -> Result<()> {
+    let d = train.dim;
+    let rows: Vec<&[f64]> = train.values.chunks_exact(d).collect();
+    if let Some(j) = (0..d).find(|&j| rows.iter().all(|r| r[j] == rows[0][j])) {
+        return Err(other(format!(
+            "{}: column {} is constant ({}) in all {} training rows: its density is a point \
+             mass and the log-likelihood is unbounded; drop the column",
+            path.display(),
+            j + 1,
+            rows[0][j],
+            rows.len()
+        )));
+    }
+    let mut distinct: Vec<Vec<u64>> = rows
+        .iter()
+        .map(|r| r.iter().map(|v| v.to_bits()).collect())
+        .collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() * 2 < rows.len() {
+        tracing::warn!(
+            "{}: only {} of the {} training rows are distinct: a flow can put unbounded \
+             density on repeated points (add noise, or deduplicate)",
+            path.display(),
+            distinct.len(),
+            rows.len()
+        );
+    }
+    Ok(())
+}
+
 impl Dataset {
     fn new(source: &Source, n_test: usize, seed: u64) -> Result<Self> {
         match source {
@@ -191,6 +225,7 @@ impl Dataset {
             Source::File(path) => {
                 let table = read_table(path)?;
                 let [train, valid, test] = data::split(&table, seed, &path.display().to_string())?;
+                check_degenerate(&train, path)?;
                 let standardizer = Standardizer::fit(&train);
                 Ok(Self {
                     name: path
@@ -349,6 +384,11 @@ struct Summary {
 
 fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary> {
     let device = Default::default();
+    if args.flow.batchnorm && args.batch < 2 {
+        return Err(other(
+            "--batchnorm needs --batch 2 or more: a batch of one row has no variance",
+        ));
+    }
     let data = Dataset::new(&args.data, args.n_test, args.seed)?;
     let dim = data.dim();
     <Autodiff<B> as Backend>::seed(&device, args.seed);
@@ -357,7 +397,8 @@ fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary> {
     let out = args.out_dir.clone().unwrap_or_else(|| {
         PathBuf::from("runs/density").join(format!("{}-{}", data.name, args.flow.label()))
     });
-    std::fs::create_dir_all(&out).map_err(|e| other(format!("{}: {e}", out.display())))?;
+    let _lock = flow_programs::files::lock_dir(&out).map_err(other)?;
+    flow_programs::files::remove_partial_files(&out);
     info!(data = %data.name, dim, flow = %args.flow.describe(), params, out = %out.display(), "fitting");
 
     let mut optim = flow_programs::FusedAdamConfig::new()
@@ -370,7 +411,12 @@ fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary> {
     let mut pending: Vec<Tensor<Autodiff<B>, 1>> = Vec::new();
     let started = Instant::now();
     let mut steps_run = 0;
+    let mut interrupted = None;
     for step in 1..=args.steps {
+        if flow_programs::interrupt::requested() {
+            interrupted = Some(step - 1);
+            break;
+        }
         let x = tensor::<Autodiff<B>>(&batches.next(args.batch), &device);
         let loss = model.log_prob(x, None)?.mean().neg();
         pending.push(loss.clone().detach());
@@ -414,6 +460,9 @@ fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary> {
                 "progress"
             );
             if best.as_ref().is_none_or(|b| valid_nll < b.0) {
+                // Saved as soon as it is the best: a kill or Ctrl-C loses no more.
+                model::save(&valid_model, &args.flow, &data.standardizer, &out)?;
+                write(&out.join("metrics.csv"), curve.as_bytes())?;
                 best = Some((valid_nll, step, valid_model));
                 since_best = 0;
             } else {
@@ -429,7 +478,26 @@ fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary> {
         }
     }
     let train_seconds = started.elapsed().as_secs_f64();
-    let (_, best_step, best_model) = best.expect("at least one evaluation ran");
+    write(&out.join("metrics.csv"), curve.as_bytes())?;
+    if let Some(step) = interrupted {
+        return Err(other(match &best {
+            Some(b) => format!(
+                "interrupted (Ctrl-C) after step {step}: the best model so far (step {}, \
+                 validation NLL {:.4}) is saved in {}",
+                b.1,
+                b.0,
+                out.display()
+            ),
+            None => format!(
+                "interrupted (Ctrl-C) after step {step}, before the first evaluation: nothing \
+                 was saved"
+            ),
+        }));
+    }
+    // The loop ends with an evaluation, or breaks after one: there is a best model.
+    let Some((_, best_step, best_model)) = best else {
+        return Err(other("no evaluation ran"));
+    };
     let test_ll = mean_log_prob(&best_model, &data.test)? + data.standardizer.log_det();
     let toy = data.toy;
     let summary = Summary {
@@ -450,14 +518,12 @@ fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary> {
         }),
         backend,
     };
-    write(&out.join("metrics.csv"), curve.as_bytes())?;
     write(
         &out.join("summary.json"),
         serde_json::to_string_pretty(&summary)
             .map_err(other)?
             .as_bytes(),
     )?;
-    model::save(&best_model, &args.flow, &data.standardizer, &out)?;
     if dim == 2 {
         draw(&best_model, &data, args, &out.join("density.png"))?;
     }
@@ -543,12 +609,16 @@ fn main() -> ExitCode {
     // SAFETY: the first statement of `main`, before any other thread exists.
     unsafe { flow_programs::keep_freed_memory() };
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Err(e) = flow_programs::interrupt::install() {
+        tracing::warn!("{e}: Ctrl-C will stop without saving");
+    }
     match cli.backend.run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::{
     module::Module,
-    record::{FullPrecisionSettings, NamedMpkFileRecorder},
+    record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder},
     tensor::backend::Backend,
 };
 use flow_core::{
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use density::data::Standardizer;
 
-use crate::error::{Error, Result, other};
+use crate::error::{Result, other};
 
 /// A fitted density: standard normal base, a stack of layers.
 pub type Model<B> = Flow<B, StandardNormal, Vec<Layer<B>>>;
@@ -150,17 +150,54 @@ pub fn build<B: Backend>(
     Ok(Flow::new(StandardNormal::new(dim)?, layers)?)
 }
 
-/// What `model.json` holds next to the weights.
-#[derive(Serialize, Deserialize)]
+/// What a saved model is, besides its weights: enough to rebuild and use it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Saved {
     flow: FlowArgs,
     dim: usize,
     standardizer: Standardizer,
 }
 
-type Weights = NamedMpkFileRecorder<FullPrecisionSettings>;
+impl Saved {
+    /// Rejects descriptions no fit writes (a hand-edited or damaged file).
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |what: String| Err(other(format!("{}: {what}", path.display())));
+        let f = &self.flow;
+        if self.dim == 0 || f.layers == 0 || f.hidden == 0 || f.n_hidden == 0 {
+            return bad("dim, layers, hidden and n_hidden must be at least 1".into());
+        }
+        if matches!(f.family, Family::Nsf | Family::MafSpline)
+            && (f.bins == 0 || !(f.bound.is_finite() && f.bound > 0.0))
+        {
+            return bad(format!(
+                "spline bins {} and bound {} must be positive",
+                f.bins, f.bound
+            ));
+        }
+        let st = &self.standardizer;
+        if st.mean.len() != self.dim || st.std.len() != self.dim {
+            return bad(format!("standardization does not match dim {}", self.dim));
+        }
+        if let Some(j) = (0..self.dim)
+            .find(|&j| !(st.mean[j].is_finite() && st.std[j].is_finite() && st.std[j] > 0.0))
+        {
+            return bad(format!(
+                "column {} has mean {} and std {}: a std must be positive and both finite",
+                j + 1,
+                st.mean[j],
+                st.std[j]
+            ));
+        }
+        Ok(())
+    }
+}
 
-/// Saves weights (`model.mpk`) and what is needed to rebuild and use them (`model.json`).
+type Weights = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// Saves a model: `model.mpk` holds its description and weights together (framed with a
+/// checksum, [`flow_programs::files::frame`]), `model.json` a readable copy of the
+/// description. Both are written atomically, the weights first: a kill between the two
+/// leaves a `model.mpk` that loads on its own.
 pub fn save<B: Backend>(
     model: &Model<B>,
     flow: &FlowArgs,
@@ -172,38 +209,72 @@ pub fn save<B: Backend>(
         dim: model.dim(),
         standardizer: standardizer.clone(),
     };
-    // The recorder sets the extension itself: write `model-tmp.mpk`, then rename, so that
-    // a reader never sees a half-written `model.mpk`.
-    model
-        .clone()
-        .save_file(dir.join("model-tmp"), &Weights::new())
+    let json = serde_json::to_string_pretty(&saved).map_err(other)?;
+    let weights = Weights::default()
+        .record(model.clone().into_record(), ())
         .map_err(|e| other(format!("saving the model: {e}")))?;
-    std::fs::rename(dir.join("model-tmp.mpk"), dir.join("model.mpk"))
-        .map_err(|e| other(format!("saving the model: {e}")))?;
+    let mut payload = Vec::with_capacity(8 + json.len() + weights.len());
+    payload.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    payload.extend_from_slice(json.as_bytes());
+    payload.extend_from_slice(&weights);
     crate::files::write(
-        &dir.join("model.json"),
-        serde_json::to_string_pretty(&saved)
-            .map_err(other)?
-            .as_bytes(),
-    )
+        &dir.join("model.mpk"),
+        &flow_programs::files::frame(&payload),
+    )?;
+    crate::files::write(&dir.join("model.json"), json.as_bytes())
 }
 
-/// Loads a model saved by [`save`], with its standardization.
+/// Loads a model saved by [`save`], with its standardization. The description inside
+/// `model.mpk` builds the model; a `model.json` that says otherwise (edited by hand, or
+/// from another fit) is an error naming both, as is a damaged `model.mpk`.
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Model<B>, Standardizer)> {
-    let json = dir.join("model.json");
-    let text =
-        std::fs::read_to_string(&json).map_err(|e| other(format!("{}: {e}", json.display())))?;
-    let saved: Saved = serde_json::from_str(&text)
-        .map_err(|e| other(format!("{}: not a saved model: {e}", json.display())))?;
-    if saved.standardizer.mean.len() != saved.dim || saved.standardizer.std.len() != saved.dim {
-        return Err(other(format!(
-            "{}: standardization does not match dim {}",
-            json.display(),
-            saved.dim
-        )));
+    let path = dir.join("model.mpk");
+    let fail = |what: String| other(format!("{}: {what}", path.display()));
+    let bytes = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
+    let payload = flow_programs::files::unframe(&bytes)
+        .map_err(&fail)?
+        .ok_or_else(|| fail("not a saved density model (no header; refit it)".into()))?;
+    let (len, rest) = payload
+        .split_first_chunk::<8>()
+        .ok_or_else(|| fail("no model description".into()))?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).unwrap_or(usize::MAX);
+    if len > rest.len() {
+        return Err(fail("no model description".into()));
     }
-    let model = build::<B>(&saved.flow, saved.dim, 0, device)?
-        .load_file(dir.join("model.mpk"), &Weights::new(), device)
-        .map_err(|e| Error::Other(format!("{}: {e}", dir.join("model.mpk").display())))?;
-    Ok((model, saved.standardizer))
+    let (text, weights) = rest.split_at(len);
+    let saved: Saved = serde_json::from_slice(text)
+        .map_err(|e| fail(format!("unreadable model description ({e})")))?;
+    saved.validate(&path)?;
+    let json = dir.join("model.json");
+    if let Ok(text) = std::fs::read_to_string(&json) {
+        let copy: Saved = serde_json::from_str(&text)
+            .map_err(|e| other(format!("{}: not a saved model: {e}", json.display())))?;
+        copy.validate(&json)?;
+        if copy != saved {
+            return Err(other(format!(
+                "{} ({}, dim {}) disagrees with {} ({}, dim {}), which holds the weights: \
+                 restore the file or refit",
+                json.display(),
+                copy.flow.describe(),
+                copy.dim,
+                path.display(),
+                saved.flow.describe(),
+                saved.dim
+            )));
+        }
+    }
+    let model = build::<B>(&saved.flow, saved.dim, 0, device)?;
+    let record = Weights::default()
+        .load(weights.to_vec(), device)
+        .map_err(|e| {
+            fail(format!(
+                "unreadable weights ({})",
+                first_line(&e.to_string())
+            ))
+        })?;
+    Ok((model.load_record(record), saved.standardizer))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
 }

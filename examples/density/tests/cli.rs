@@ -67,7 +67,10 @@ fn write_csv(path: &Path, rows: usize, cols: usize) {
         + "\n";
     for i in 0..rows {
         let row: Vec<String> = (0..cols)
-            .map(|j| format!("{}", ((i * 7 + j * 3) % 11) as f64 * 0.3 + j as f64))
+            .map(|j| {
+                let v = ((i * 7 + j * 3) % 11) as f64 * 0.3 + j as f64 + i as f64 * 1e-3;
+                format!("{v}")
+            })
             .collect();
         text += &(row.join(",") + "\n");
     }
@@ -228,4 +231,213 @@ fn toy_fit_learns_the_mixture_and_draws_it() {
     let ll = summary["test_log_likelihood"].as_f64().unwrap();
     assert!(ll > -3.8, "test log-likelihood {ll}");
     assert!(dir.join("density.png").exists());
+}
+
+/// Fits a small MAF to `csv` into `out`, with extra flags.
+fn fit_small(csv: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "--data",
+        csv.to_str().unwrap(),
+        "--flow",
+        "maf",
+        "--layers",
+        "2",
+        "--hidden",
+        "16",
+        "--batch",
+        "32",
+        "--out-dir",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    density(&args)
+}
+
+#[test]
+fn model_files_that_disagree_or_are_damaged_are_refused() {
+    let dir = tmp("disagree");
+    let csv = dir.join("three.csv");
+    write_csv(&csv, 100, 3);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let short = ["--steps", "8", "--eval-every", "4"];
+    assert!(fit_small(&csv, &a, &short).0);
+    let mut other_fit = short.to_vec();
+    other_fit.extend(["--lu", "--batchnorm"]);
+    assert!(fit_small(&csv, &b, &other_fit).0);
+    let eval = |model: &Path| {
+        vec![
+            "eval".to_string(),
+            "--model".into(),
+            model.display().to_string(),
+            "--data".into(),
+            csv.display().to_string(),
+        ]
+    };
+    let fails = |model: &Path, needle: &str| {
+        let args = eval(model);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_fails(&args, needle);
+    };
+    let json = a.join("model.json");
+    let mpk = a.join("model.mpk");
+    let (json_text, mpk_bytes) = (
+        std::fs::read_to_string(&json).unwrap(),
+        std::fs::read(&mpk).unwrap(),
+    );
+    let restore = || {
+        std::fs::write(&json, &json_text).unwrap();
+        std::fs::write(&mpk, &mpk_bytes).unwrap();
+    };
+    // model.json edited: depth, family, normalization, a std of 0 or −1.
+    for (from, to, needle) in [
+        ("\"layers\": 2", "\"layers\": 3", "disagrees with"),
+        (
+            "\"family\": \"maf\"",
+            "\"family\": \"nsf\"",
+            "disagrees with",
+        ),
+        (
+            "\"batchnorm\": false",
+            "\"batchnorm\": true",
+            "disagrees with",
+        ),
+        (
+            "\"dim\": 3",
+            "\"dim\": 2",
+            "standardization does not match dim 2",
+        ),
+    ] {
+        assert!(json_text.contains(from), "{from} not in {json_text}");
+        std::fs::write(&json, json_text.replacen(from, to, 1)).unwrap();
+        fails(&a, needle);
+    }
+    let mut edited: serde_json::Value = serde_json::from_str(&json_text).unwrap();
+    for std in [0.0, -1.0] {
+        edited["standardizer"]["std"][1] = std.into();
+        std::fs::write(&json, edited.to_string()).unwrap();
+        fails(&a, "a std must be positive");
+    }
+    restore();
+    // Weights from another fit beside this model.json.
+    std::fs::copy(b.join("model.mpk"), &mpk).unwrap();
+    fails(&a, "disagrees with");
+    // Damaged weights: flipped bytes, truncation, not a model at all.
+    let mut flipped = mpk_bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid..mid + 40].iter_mut().for_each(|b| *b ^= 0x5a);
+    std::fs::write(&mpk, &flipped).unwrap();
+    fails(&a, "checksum mismatch");
+    std::fs::write(&mpk, &mpk_bytes[..mpk_bytes.len() / 2]).unwrap();
+    fails(&a, "truncated");
+    std::fs::write(&mpk, b"\x80 not a model").unwrap();
+    fails(&a, "not a saved density model");
+    // model.mpk alone is the model: without model.json it still evaluates.
+    restore();
+    std::fs::remove_file(&json).unwrap();
+    let args = eval(&a);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = density(&args);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn degenerate_data_is_refused_or_flagged() {
+    let dir = tmp("degenerate");
+    let constant = dir.join("constant.csv");
+    let mut text = String::from("a,b\n");
+    for i in 0..50 {
+        text += &format!("{},7.5\n", i as f64 * 0.1);
+    }
+    std::fs::write(&constant, text).unwrap();
+    let out = dir.join("run");
+    let (ok, _, err) = fit_small(&constant, &out, &["--steps", "4", "--eval-every", "2"]);
+    assert!(!ok && err.contains("column 2 is constant"), "{err}");
+    let repeated = dir.join("repeated.csv");
+    let mut text = String::from("a,b\n");
+    for i in 0..60 {
+        text += &format!("{},{}\n", i % 5, (i % 5) * 2 + 1);
+    }
+    std::fs::write(&repeated, text).unwrap();
+    let (ok, _, err) = fit_small(&repeated, &out, &["--steps", "4", "--eval-every", "2"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("only 5 of the") && err.contains("distinct"),
+        "{err}"
+    );
+    let csv = dir.join("three.csv");
+    write_csv(&csv, 100, 3);
+    assert_fails(
+        &[
+            "--data",
+            csv.to_str().unwrap(),
+            "--batchnorm",
+            "--batch",
+            "1",
+            "--steps",
+            "2",
+        ],
+        "--batchnorm needs --batch 2",
+    );
+}
+
+/// Starts a long fit into `out` and waits until it has saved a model.
+fn long_fit(csv: &Path, out: &Path) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_density"))
+        .args([
+            "--data",
+            csv.to_str().unwrap(),
+            "--flow",
+            "maf",
+            "--layers",
+            "2",
+        ])
+        .args(["--hidden", "16", "--batch", "32", "--steps", "100000000"])
+        .args(["--eval-every", "5", "--patience", "0"])
+        .args(["--out-dir", out.to_str().unwrap(), "--backend", cpu()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !out.join("model.json").exists() {
+        assert!(start.elapsed().as_secs() < 300, "no model saved");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_ends_the_fit_with_the_best_model_saved() {
+    let dir = tmp("sigint");
+    let csv = dir.join("three.csv");
+    write_csv(&csv, 200, 3);
+    let out = dir.join("run");
+    let mut child = long_fit(&csv, &out);
+    // One fit per output directory.
+    let (ok, _, err) = fit_small(&csv, &out, &["--steps", "4"]);
+    assert!(!ok && err.contains("in use by another process"), "{err}");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("is saved in"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let (ok, stdout, err) = density(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(ok && stdout.contains("mean log-likelihood"), "{err}");
 }
