@@ -62,6 +62,26 @@ pub fn exclusive_device() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// [`exclusive_device`] for a test on burn's wgpu backend, or `None` where the test is to
+/// be skipped because no GPU adapter exists (one line on stderr says what to install; with
+/// `FLOW_REQUIRE_GPU` set, as in CI, it panics instead:
+/// `flow_kernels::backends::wgpu_for_tests`). Without the `wgpu` feature, always the
+/// guard.
+///
+/// ```
+/// let Some(_gpu) = flow_core::testing::gpu_test_device() else {
+///     return; // skipped: no adapter
+/// };
+/// // ... run checks on the device ...
+/// ```
+pub fn gpu_test_device() -> Option<std::sync::MutexGuard<'static, ()>> {
+    #[cfg(feature = "wgpu")]
+    if !flow_kernels::backends::wgpu_for_tests() {
+        return None;
+    }
+    Some(exclusive_device())
+}
+
 /// A failed check: which one, and what it saw.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{check} failed: {detail}")]

@@ -15,6 +15,79 @@ use burn::tensor::backend::Backend;
 pub type WgpuInner =
     burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
 
+/// The Vulkan (Metal on macOS) adapter burn's wgpu backend would open, by name, or why
+/// there is none: asked of wgpu directly, so that a machine without a GPU driver gets an
+/// answer instead of the panic cubecl raises on its first tensor. The programs check it
+/// before they start on `wgpu`, and the tests skip (or, with `FLOW_REQUIRE_GPU` set, fail)
+/// on it.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_adapter() -> Result<String, String> {
+    use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
+    let backend = AutoGraphicsApi::backend();
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backend.into(),
+        // No debug messenger: the loader's complaints are what the error says in one line.
+        flags: wgpu::InstanceFlags::empty(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapters = ready(instance.enumerate_adapters(backend.into()));
+    adapters
+        .first()
+        .map(|a| {
+            let info = a.get_info();
+            format!("{} ({:?})", info.name, info.backend)
+        })
+        .ok_or_else(|| {
+            format!(
+                "no {backend:?} GPU adapter found: install a GPU driver (Debian: \
+                 `apt-get install mesa-vulkan-drivers`, a software one) or run on the CPU \
+                 (--backend ndarray or flex)"
+            )
+        })
+}
+
+/// The environment variable that makes a missing wgpu adapter fail the tests instead of
+/// skipping them (CI sets it, so its wgpu tests can never be skipped silently).
+pub const REQUIRE_GPU: &str = "FLOW_REQUIRE_GPU";
+
+/// Whether the wgpu tests can run here ([`wgpu_adapter`], asked once per process). Without
+/// an adapter they are skipped, with one line on stderr (outside the test harness's
+/// capture) saying what to install; with [`REQUIRE_GPU`] set to anything but `0`, this
+/// panics instead.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_for_tests() -> bool {
+    static ADAPTER: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    match ADAPTER.get_or_init(|| {
+        let adapter = wgpu_adapter();
+        if let Err(why) = &adapter {
+            let required = std::env::var(REQUIRE_GPU).is_ok_and(|v| v != "0");
+            assert!(!required, "{REQUIRE_GPU} is set, but {why}");
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: the wgpu tests ({why}; set {REQUIRE_GPU}=1 to fail instead)"
+            );
+        }
+        adapter
+    }) {
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
+/// The value of a native wgpu future, which is ready at once (polled until it is).
+#[cfg(feature = "wgpu")]
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// burn's unfused CUDA backend (f32), the one with CubeCL kernels.
 #[cfg(feature = "cuda")]
 pub type CudaInner = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;

@@ -186,6 +186,33 @@ impl Choice {
         }
     }
 
+    /// Whether this backend can run on this machine: for `wgpu`, that a GPU adapter
+    /// exists (`flow_kernels::backends::wgpu_adapter`; without one, burn would panic on
+    /// the first tensor). The error is one line saying what to install or choose instead.
+    pub fn ready(self) -> Result<(), String> {
+        match self {
+            #[cfg(feature = "wgpu")]
+            Choice::Wgpu => flow_kernels::backends::wgpu_adapter()
+                .map(|_| ())
+                .map_err(|why| format!("--backend wgpu: {why}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The backends of the build that tests run on: [`Choice::available`], less `wgpu`
+    /// where no adapter exists (skipped with one line on stderr, or a panic when
+    /// `FLOW_REQUIRE_GPU` is set: `flow_kernels::backends::wgpu_for_tests`).
+    pub fn testable() -> Vec<Choice> {
+        Choice::available()
+            .into_iter()
+            .filter(|c| match c {
+                #[cfg(feature = "wgpu")]
+                Choice::Wgpu => flow_kernels::backends::wgpu_for_tests(),
+                _ => true,
+            })
+            .collect()
+    }
+
     /// Runs `program` on this backend.
     pub fn run<P: Program>(self, program: P) -> P::Output {
         match self {

@@ -619,6 +619,10 @@ fn main() -> ExitCode {
     if let Err(e) = flow_programs::interrupt::install() {
         tracing::warn!("{e}: Ctrl-C will stop without saving");
     }
+    if let Err(e) = cli.backend.ready() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     match cli.backend.run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

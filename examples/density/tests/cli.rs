@@ -118,7 +118,7 @@ fn bad_tables_get_one_line_errors() {
 /// seconds to compile on CI's software Vulkan).
 #[test]
 fn fit_save_eval_and_dimension_mismatch() {
-    for choice in Choice::available() {
+    for choice in Choice::testable() {
         fit_save_eval_on(choice.name());
     }
 }

@@ -521,6 +521,10 @@ fn main() -> std::process::ExitCode {
         )
         .init();
     let args = Args::parse();
+    if let Err(e) = flow_programs::Choice::default().ready() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     match run(&args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -578,7 +582,9 @@ mod tests {
     /// `U(z)` from the tensor code against a plain f64 transcription of Table 1.
     #[test]
     fn energies_match_host_formulas() {
-        let _gpu = flow_core::testing::exclusive_device();
+        let Some(_gpu) = flow_core::testing::gpu_test_device() else {
+            return;
+        };
         let points = [
             [0.3f64, -1.2],
             [2.1, 0.4],
@@ -623,7 +629,9 @@ mod tests {
     /// never touches U1.
     #[test]
     fn wall_confines_only_outside_the_box() {
-        let _gpu = flow_core::testing::exclusive_device();
+        let Some(_gpu) = flow_core::testing::gpu_test_device() else {
+            return;
+        };
         let device = backend::device();
         let z = Tensor::<Inner, 2>::from_data(
             TensorData::new(vec![3.9f32, 0.2, -4.5, 0.1, 5.0, -0.3], [3, 2]),
@@ -645,7 +653,9 @@ mod tests {
     /// double loop over a 1001² grid on [−8, 8]² gave 1.877501626; the code uses 2001²).
     #[test]
     fn log_normalizer_of_u1_matches_independent_quadrature() {
-        let _gpu = flow_core::testing::exclusive_device();
+        let Some(_gpu) = flow_core::testing::gpu_test_device() else {
+            return;
+        };
         let lz = log_normalizer(Target::U1, None);
         assert!((lz - 1.877_501_6).abs() < 1e-4, "ln Z = {lz}");
     }
@@ -677,7 +687,9 @@ mod tests {
     /// estimate is a KL (non-negative up to Monte Carlo noise).
     #[test]
     fn short_run_writes_reports() {
-        let _gpu = flow_core::testing::exclusive_device();
+        let Some(_gpu) = flow_core::testing::gpu_test_device() else {
+            return;
+        };
         let dir = std::env::temp_dir().join(format!("potentials-test-{}", std::process::id()));
         let args = Args::try_parse_from([
             "potentials",
