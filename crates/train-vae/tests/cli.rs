@@ -407,9 +407,14 @@ fn sigkill_never_leaves_a_corrupt_checkpoint() {
     };
     let device = Default::default();
     let config = train_vae::config::TrainConfig::from_toml_file;
+    // A few kills in CI; `KILL_ROUNDS=200` for a campaign.
+    let rounds: usize = std::env::var("KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let mut kills = 0;
     let mut seen_epochs = 0;
-    for round in 0..4 {
+    for round in 0..rounds {
         let log = dir.with_extension(format!("round{round}.log"));
         let mut child = Command::new(BIN)
             .args(args(round > 0))
@@ -451,14 +456,18 @@ fn sigkill_never_leaves_a_corrupt_checkpoint() {
         for entry in std::fs::read_dir(checkpoint::dir(&dir)).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".mpk") && !name.starts_with('.') {
+                checkpoint::verify::<burn::backend::NdArray>(&path)
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
             if name.starts_with("model-") {
                 checkpoint::load_model::<burn::backend::NdArray>(&path, &cfg.model, &device)
                     .unwrap_or_else(|e| panic!("round {round}: {e}"));
             }
         }
     }
-    assert_eq!(kills, 4);
-    for round in 0..4 {
+    assert_eq!(kills, rounds);
+    for round in 0..rounds {
         let _ = std::fs::remove_file(dir.with_extension(format!("round{round}.log")));
     }
     // And the run still resumes and finishes.
