@@ -58,8 +58,9 @@ pub enum DataError {
     Truncated {
         /// The file.
         what: String,
-        /// Bytes the header promises.
-        expected: usize,
+        /// Bytes the header promises: `u128`, because three 32-bit IDX dimensions can
+        /// promise more than a `usize` holds.
+        expected: u128,
         /// Bytes present.
         got: usize,
     },
@@ -112,8 +113,10 @@ pub enum DataError {
         expected: usize,
     },
     /// Labels and images do not pair up.
-    #[error("{labels} labels for {images} images")]
+    #[error("{what}: {labels} labels for {images} images")]
     LabelCount {
+        /// The label file.
+        what: String,
         /// Number of labels.
         labels: usize,
         /// Number of images.
@@ -219,10 +222,12 @@ pub fn binarize_rows(p: &[f32], d: usize, rows: &[usize], rng: &mut impl Rng) ->
 }
 
 /// Decompresses `bytes` if they start with the gzip magic, else returns them as they are.
+/// Every member of a multi-member file is read, as `gzip -d` does (`pigz`, `bgzip` and
+/// `cat a.gz b.gz` write such files); bytes after the last member are an error.
 pub fn maybe_gunzip(bytes: &[u8], what: &str) -> Result<Vec<u8>, DataError> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
+    if is_gzip(bytes) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
+        flate2::read::MultiGzDecoder::new(bytes)
             .read_to_end(&mut out)
             .map_err(|source| DataError::Gzip {
                 what: what.to_string(),
@@ -238,20 +243,30 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// Reads the IDX header of `kind` (`dims` dimension fields after the magic) and checks the
-/// payload length; returns the dimensions and the payload.
-fn idx_payload<'a>(
-    bytes: &'a [u8],
+/// What an IDX header says: the dimensions and the payload bytes they promise.
+struct IdxHeader {
+    /// Bytes of the header itself (magic and dimensions).
+    len: usize,
+    shape: Vec<usize>,
+    /// The product of `shape`: up to 2⁹⁶ for three dimensions, so `u128`.
+    payload: u128,
+}
+
+/// Parses the IDX header of `kind` (`dims` dimension fields after the magic) at the start
+/// of `bytes`. Only the header is read: the payload size it promises is checked against
+/// the bytes present by the caller, before anything of that size is allocated.
+fn idx_header(
+    bytes: &[u8],
     what: &str,
     kind: &'static str,
     magic: u32,
     dims: usize,
-) -> Result<(Vec<usize>, &'a [u8]), DataError> {
-    let header = 4 + 4 * dims;
-    if bytes.len() < header {
+) -> Result<IdxHeader, DataError> {
+    let len = 4 + 4 * dims;
+    if bytes.len() < len {
         return Err(DataError::Truncated {
             what: what.to_string(),
-            expected: header,
+            expected: len as u128,
             got: bytes.len(),
         });
     }
@@ -267,46 +282,101 @@ fn idx_payload<'a>(
     let shape: Vec<usize> = (0..dims)
         .map(|i| be_u32(bytes, 4 + 4 * i) as usize)
         .collect();
-    let expected = shape.iter().product::<usize>();
-    let payload = &bytes[header..];
-    if payload.len() < expected {
+    // No overflow: at most three factors below 2³², and the product is below 2⁹⁶.
+    let payload = shape.iter().map(|&d| d as u128).product();
+    Ok(IdxHeader {
+        len,
+        shape,
+        payload,
+    })
+}
+
+/// Checks the payload bytes the file holds, `present`, against the header's promise.
+fn check_idx_payload(header: &IdxHeader, what: &str, present: u64) -> Result<(), DataError> {
+    let present = u128::from(present);
+    // Saturating: a length above usize::MAX cannot have been held in memory anyway.
+    let to_usize = |n: u128| usize::try_from(n).unwrap_or(usize::MAX);
+    if present < header.payload {
         return Err(DataError::Truncated {
             what: what.to_string(),
-            expected: header + expected,
-            got: bytes.len(),
+            expected: header.len as u128 + header.payload,
+            got: to_usize(header.len as u128 + present),
         });
     }
-    if payload.len() > expected {
+    if present > header.payload {
         return Err(DataError::TrailingBytes {
             what: what.to_string(),
-            expected: header + expected,
-            extra: payload.len() - expected,
+            expected: to_usize(header.len as u128 + header.payload),
+            extra: to_usize(present - header.payload),
         });
     }
-    if expected == 0 {
+    if header.payload == 0 {
         return Err(DataError::Empty {
             what: what.to_string(),
         });
     }
-    Ok((shape, payload))
+    Ok(())
+}
+
+/// Reads an IDX file of `kind`, gzipped or not: its dimensions and its payload.
+///
+/// A gzipped file (every member, as [`maybe_gunzip`]) is decompressed as a stream, its
+/// header first, and then no more than the payload the header promises: a corrupt or
+/// hostile header cannot make it hold more memory than the data really decompresses to
+/// (the rest is only counted).
+fn idx_read(
+    bytes: &[u8],
+    what: &str,
+    kind: &'static str,
+    magic: u32,
+    dims: usize,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    if !is_gzip(bytes) {
+        let header = idx_header(bytes, what, kind, magic, dims)?;
+        let payload = &bytes[header.len..];
+        check_idx_payload(&header, what, payload.len() as u64)?;
+        return Ok((header.shape, payload.to_vec()));
+    }
+    let gzip = |source| DataError::Gzip {
+        what: what.to_string(),
+        source,
+    };
+    let mut decoder = flate2::read::MultiGzDecoder::new(bytes);
+    let mut head = Vec::new();
+    (&mut decoder)
+        .take(4 + 4 * dims as u64)
+        .read_to_end(&mut head)
+        .map_err(gzip)?;
+    let header = idx_header(&head, what, kind, magic, dims)?;
+    let mut payload = Vec::new();
+    (&mut decoder)
+        .take(u64::try_from(header.payload).unwrap_or(u64::MAX))
+        .read_to_end(&mut payload)
+        .map_err(gzip)?;
+    // Reading on to the end also checks the gzip trailer (CRC and length).
+    let extra = std::io::copy(&mut decoder, &mut std::io::sink()).map_err(gzip)?;
+    check_idx_payload(&header, what, (payload.len() as u64).saturating_add(extra))?;
+    Ok((header.shape, payload))
+}
+
+fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
 }
 
 /// Parses IDX images (magic 2051), gzipped or not.
 pub fn parse_idx_images(bytes: &[u8], what: &str) -> Result<Images, DataError> {
-    let bytes = maybe_gunzip(bytes, what)?;
-    let (shape, payload) = idx_payload(&bytes, what, "images", IDX_IMAGES_MAGIC, 3)?;
+    let (shape, pixels) = idx_read(bytes, what, "images", IDX_IMAGES_MAGIC, 3)?;
     Ok(Images {
         rows: shape[1],
         cols: shape[2],
-        pixels: payload.to_vec(),
+        pixels,
     })
 }
 
 /// Parses IDX labels (magic 2049), gzipped or not.
 pub fn parse_idx_labels(bytes: &[u8], what: &str) -> Result<Vec<u8>, DataError> {
-    let bytes = maybe_gunzip(bytes, what)?;
-    let (_, payload) = idx_payload(&bytes, what, "labels", IDX_LABELS_MAGIC, 1)?;
-    Ok(payload.to_vec())
+    let (_, labels) = idx_read(bytes, what, "labels", IDX_LABELS_MAGIC, 1)?;
+    Ok(labels)
 }
 
 /// Parses a `.amat` file: one image per line, `dim` whitespace-separated values in [0, 1]
@@ -378,6 +448,7 @@ pub fn read_labels(path: &Path, images: &Images) -> Result<Vec<u8>, DataError> {
     let labels = parse_idx_labels(&bytes, &path.display().to_string())?;
     if labels.len() != images.len() {
         return Err(DataError::LabelCount {
+            what: path.display().to_string(),
             labels: labels.len(),
             images: images.len(),
         });
@@ -486,6 +557,23 @@ mod tests {
         assert!(matches!(
             parse_idx_images(&idx_images(0, 28, 28, 0), "f").unwrap_err(),
             DataError::Empty { .. }
+        ));
+    }
+
+    #[test]
+    fn gzip_members_are_all_read_and_trailing_garbage_is_an_error() {
+        let raw = idx_images(3, 2, 2, 12);
+        let mut two_members = gzip(&raw[..10]);
+        two_members.extend(gzip(&raw[10..]));
+        assert_eq!(
+            parse_idx_images(&two_members, "t").unwrap(),
+            parse_idx_images(&raw, "t").unwrap()
+        );
+        let mut garbage = gzip(&raw);
+        garbage.extend(b"junk");
+        assert!(matches!(
+            parse_idx_images(&garbage, "t").unwrap_err(),
+            DataError::Gzip { .. }
         ));
     }
 

@@ -53,17 +53,39 @@ impl EpochRecord {
 }
 
 /// Reads the records of a run (`metrics.jsonl`), skipping none: a bad line is an error.
+/// A run without the file (none written yet) has no records; a file that exists but cannot
+/// be read is an error, not an empty history.
 pub fn read_history(run: &Path) -> Result<Vec<EpochRecord>, VaeError> {
     let path = run.join("metrics.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(Vec::new());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(VaeError::Io { path, source }),
     };
+    parse_history(&text, &path)
+}
+
+/// Parses the text of a `metrics.jsonl` file (`path` names it in errors): one record a
+/// line, blank lines skipped; an error names the file's 1-based line.
+pub fn parse_history(text: &str, path: &Path) -> Result<Vec<EpochRecord>, VaeError> {
     text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l).map_err(|e| VaeError::Checkpoint {
-                path: path.clone(),
-                reason: format!("bad metrics line: {e}"),
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                // Each line is parsed on its own, so serde_json's position is always
+                // "line 1": report the file's line and only the column.
+                let message = e.to_string();
+                let suffix = format!(" at line {} column {}", e.line(), e.column());
+                let message = message.strip_suffix(&suffix).unwrap_or(&message);
+                VaeError::Checkpoint {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "bad metrics record on line {}, column {}: {message}",
+                        i + 1,
+                        e.column()
+                    ),
+                }
             })
         })
         .collect()
