@@ -2,7 +2,7 @@
 //! benchmarks' two moons and 8-D mixture (`shared/peer/datasets.py`), and the user's
 //! tables from CSV or NPY files, split and standardized.
 
-use std::{f64::consts::PI, path::Path};
+use std::{borrow::Cow, f64::consts::PI, path::Path};
 
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
@@ -99,55 +99,186 @@ impl Table {
     }
 }
 
-/// Reads a CSV table of numbers (comma-separated; a first line with a non-numeric cell is
-/// taken as a header; blank lines are skipped).
+/// Reads a CSV table of numbers; see [`parse_csv`] for the format.
 pub fn read_csv(path: &Path) -> Result<Table, DataError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: name.clone(),
         source,
     })?;
+    // Lossy: only a header may hold text, and its names are not used; a non-UTF-8 byte in
+    // a data cell still fails that cell's number parse, with its line and column.
+    parse_csv(&String::from_utf8_lossy(&bytes), &name)
+}
+
+/// The field separator of a CSV file, chosen from its first line: a comma if it has one
+/// outside quotes, else a semicolon, else a tab, else a comma (one column).
+fn csv_delimiter(first_line: &str) -> char {
+    let mut quoted = false;
+    let (mut semicolon, mut tab) = (false, false);
+    for c in first_line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => return ',',
+            ';' if !quoted => semicolon = true,
+            '\t' if !quoted => tab = true,
+            _ => {}
+        }
+    }
+    if semicolon {
+        ';'
+    } else if tab {
+        '\t'
+    } else {
+        ','
+    }
+}
+
+/// The cells of one CSV line: trimmed, double quotes removed (`""` inside quotes is a
+/// quote), an empty last cell after a separator (a trailing separator) not counted. Cells
+/// borrow from the line unless they are quoted, so a line costs no memory per cell.
+#[derive(Clone)]
+struct CsvCells<'a> {
+    rest: Option<&'a str>,
+    delimiter: char,
+    first: bool,
+}
+
+impl<'a> CsvCells<'a> {
+    fn new(line: &'a str, delimiter: char) -> Self {
+        Self {
+            rest: Some(line),
+            delimiter,
+            first: true,
+        }
+    }
+}
+
+impl<'a> Iterator for CsvCells<'a> {
+    type Item = Cow<'a, str>;
+
+    fn next(&mut self) -> Option<Cow<'a, str>> {
+        let rest = self.rest?;
+        if !self.first && rest.trim().is_empty() {
+            self.rest = None;
+            return None;
+        }
+        self.first = false;
+        let (mut quoted, mut has_quote, mut end) = (false, false, rest.len());
+        for (i, c) in rest.char_indices() {
+            if c == '"' {
+                quoted = !quoted;
+                has_quote = true;
+            } else if c == self.delimiter && !quoted {
+                end = i;
+                break;
+            }
+        }
+        let raw = &rest[..end];
+        self.rest = rest.get(end + self.delimiter.len_utf8()..);
+        if !has_quote {
+            return Some(Cow::Borrowed(raw.trim()));
+        }
+        let mut cell = String::with_capacity(raw.len());
+        let mut quoted = false;
+        let mut chars = raw.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if quoted && chars.peek() == Some(&'"') => {
+                    chars.next();
+                    cell.push('"');
+                }
+                '"' => quoted = !quoted,
+                c => cell.push(c),
+            }
+        }
+        Some(Cow::Owned(cell.trim().to_string()))
+    }
+}
+
+/// Parses CSV text (`name` names the file in errors) into a table of numbers.
+///
+/// - The separator is a comma, or a semicolon or a tab when the first line has one of
+///   those and no comma; fields may be double-quoted; a trailing separator is ignored.
+/// - The first non-blank line is a header when any of its cells is not a number (it is
+///   skipped, and said so at `info` level). Every later line must be all numbers: a bad
+///   cell is an error naming its line and column, never a silently dropped row.
+/// - Blank lines are skipped; a UTF-8 byte-order mark is ignored; every row has as many
+///   cells as the first (header or data) line.
+pub fn parse_csv(text: &str, name: &str) -> Result<Table, DataError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty());
+    let Some((first_no, first)) = lines.next() else {
+        return Err(DataError::Shape {
+            path: name.into(),
+            why: "no data rows (the file is empty)".into(),
+        });
+    };
+    let delimiter = csv_delimiter(first);
+    // The first line, parsed as data until it proves to be a header.
     let mut values = Vec::new();
-    let mut dim = None;
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
+    let (mut dim, mut numbers) = (0, 0);
+    for cell in CsvCells::new(first, delimiter) {
+        dim += 1;
+        if let Ok(v) = cell.parse::<f64>() {
+            values.push(v);
+            numbers += 1;
         }
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        let parsed: Vec<Result<f64, _>> = cells.iter().map(|c| c.parse::<f64>()).collect();
-        if dim.is_none() && values.is_empty() && parsed.iter().any(Result::is_err) {
-            continue; // header
+    }
+    if numbers < dim {
+        values.clear();
+        let shown: Vec<Cow<str>> = CsvCells::new(first, delimiter).take(20).collect();
+        tracing::info!(
+            "{name}: line {first_no} is a header, skipped: {}{}",
+            shown.join(", "),
+            if dim > shown.len() { ", …" } else { "" }
+        );
+        // A first data row with a typo reads as a header and its values are lost: warn
+        // when it holds numbers, which a header seldom does.
+        if numbers > 0 {
+            tracing::warn!(
+                "{name}: the header (line {first_no}) has {numbers} numeric cell(s) of {dim}: \
+                 if it is a data row, fix its non-numeric cells"
+            );
         }
-        let expected = *dim.get_or_insert(cells.len());
-        if cells.len() != expected {
+    }
+    for (no, line) in lines {
+        let cells = CsvCells::new(line, delimiter);
+        let got = cells.clone().count();
+        if got != dim {
             return Err(DataError::Ragged {
-                path: name,
-                line: i + 1,
-                expected,
-                got: cells.len(),
+                path: name.into(),
+                line: no,
+                expected: dim,
+                got,
             });
         }
-        for (j, (cell, v)) in cells.iter().zip(parsed).enumerate() {
-            values.push(v.map_err(|_| DataError::NotANumber {
-                path: name.clone(),
-                line: i + 1,
+        for (j, cell) in cells.enumerate() {
+            values.push(cell.parse::<f64>().map_err(|_| DataError::NotANumber {
+                path: name.into(),
+                line: no,
                 column: j + 1,
-                cell: cell.to_string(),
+                cell: cell.into_owned(),
             })?);
         }
     }
-    let table = Table {
-        values,
-        dim: dim.unwrap_or(0),
-    };
-    if table.dim == 0 {
+    if values.is_empty() {
+        let shown: String = first.chars().take(60).collect();
+        let more = if shown.len() < first.len() { "…" } else { "" };
         return Err(DataError::Shape {
-            path: name,
-            why: "no data rows".into(),
+            path: name.into(),
+            why: format!(
+                "no data rows (line {first_no} is a header: {shown:?}{more}; separator \
+                 {delimiter:?})"
+            ),
         });
     }
-    table.check_finite(&name)?;
+    let table = Table { values, dim };
+    table.check_finite(name)?;
     Ok(table)
 }
 
@@ -158,25 +289,38 @@ pub fn read_npy(path: &Path) -> Result<Table, DataError> {
         path: name.clone(),
         source,
     })?;
+    parse_npy(&bytes, &name)
+}
+
+/// Parses the bytes of a 2-D little-endian `f4` or `f8` NPY array (C order), versions
+/// 1–3 (`name` names the file in errors). The size the header's shape promises is checked
+/// against the bytes present before anything is allocated.
+pub fn parse_npy(bytes: &[u8], name: &str) -> Result<Table, DataError> {
     let bad = |why: &str| DataError::Npy {
-        path: name.clone(),
+        path: name.into(),
         why: why.into(),
     };
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("missing the \\x93NUMPY magic"));
     }
     let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 if bytes.len() >= 12 => (
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
             12,
         ),
+        2 | 3 => return Err(bad("truncated header")),
         _ => return Err(bad("unknown format version")),
     };
     let header = bytes
-        .get(start..start + header_len)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| bad("truncated header"))?;
+        .get(start..start.saturating_add(header_len))
+        .ok_or_else(|| {
+            bad(&format!(
+                "truncated header: {header_len} bytes promised, {} present",
+                bytes.len() - start
+            ))
+        })?;
+    let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
     let field = |key: &str| -> Option<&str> {
         let at = header.find(&format!("'{key}'"))? + key.len() + 2;
         let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
@@ -210,12 +354,21 @@ pub fn read_npy(path: &Path) -> Result<Table, DataError> {
         return Err(bad(&format!("need a 2-D array, got shape {dims:?}")));
     };
     let payload = &bytes[start + header_len..];
-    if payload.len() != rows * dim * width {
+    // Checked: a shape from a corrupt header can overflow, and a wrapped product could
+    // match the payload and yield a table of the wrong shape.
+    let needed = rows.checked_mul(dim).and_then(|n| n.checked_mul(width));
+    if needed != Some(payload.len()) {
+        let needed = needed.map_or_else(|| "more than fit in memory".into(), |n| n.to_string());
         return Err(bad(&format!(
-            "payload has {} bytes, shape ({rows}, {dim}) needs {}",
+            "payload has {} bytes, shape ({rows}, {dim}) needs {needed}",
             payload.len(),
-            rows * dim * width
         )));
+    }
+    if dim == 0 || rows == 0 {
+        return Err(DataError::Shape {
+            path: name.into(),
+            why: format!("empty array ({rows}, {dim})"),
+        });
     }
     let values = if width == 8 {
         payload
@@ -229,13 +382,7 @@ pub fn read_npy(path: &Path) -> Result<Table, DataError> {
             .collect()
     };
     let table = Table { values, dim };
-    if dim == 0 || rows == 0 {
-        return Err(DataError::Shape {
-            path: name,
-            why: format!("empty array ({rows}, {dim})"),
-        });
-    }
-    table.check_finite(&name)?;
+    table.check_finite(name)?;
     Ok(table)
 }
 
@@ -757,6 +904,92 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         assert!(err(npy("<f8", "(1, 2)", &nan)).contains("row 1, column 2 is inf"));
+    }
+
+    fn csv(text: &str) -> Result<Table, DataError> {
+        parse_csv(text, "t.csv")
+    }
+
+    #[test]
+    fn csv_header_is_only_ever_the_first_line() {
+        // A typo in a data row is an error naming it, not a silently dropped "header".
+        let e = csv("x,y\n1,2\n3,4.O\n5,6\n").unwrap_err();
+        assert!(
+            matches!(&e, DataError::NotANumber { line: 3, column: 2, cell, .. } if cell == "4.O"),
+            "{e}"
+        );
+        // The same after blank lines, and with no header at all.
+        let e = csv("\n\n1,2\nx,4\n").unwrap_err();
+        assert!(matches!(e, DataError::NotANumber { line: 4, .. }), "{e}");
+        // The old reader skipped every leading non-numeric line: a second header line
+        // is data, and not a number.
+        let e = csv("x,y\nunits,units\n1,2\n").unwrap_err();
+        assert!(matches!(e, DataError::NotANumber { line: 2, .. }), "{e}");
+        let t = csv("x,y\n1,2\n3,4\n").unwrap();
+        assert_eq!((t.values, t.dim), (vec![1.0, 2.0, 3.0, 4.0], 2));
+        let t = csv("1,2\n3,4\n").unwrap();
+        assert_eq!(t.rows(), 2);
+        // A header must have as many cells as the rows.
+        let e = csv("x,y,z\n1,2\n").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DataError::Ragged {
+                    line: 2,
+                    expected: 3,
+                    got: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn csv_accepts_semicolons_tabs_quotes_and_trailing_separators() {
+        let want = Table {
+            values: vec![1.5, -2.0, 3.0, 4e-3],
+            dim: 2,
+        };
+        for text in [
+            "a;b\n1.5;-2\n3;4e-3\n",
+            "1.5;-2\r\n3;4e-3\r\n",
+            "a\tb\n1.5\t-2\n3\t4e-3\n",
+            "\"a\",\"b\"\n\"1.5\",\"-2\"\n\"3\", \"4e-3\"\n",
+            "a,b,\n1.5,-2,\n3,4e-3,\n",
+            "1.5, -2 ,\n 3 ,4e-3\n",
+            "\u{feff}1.5,-2\n3,4e-3\n",
+            "\"a,b\",\"c\"\"d\"\n1.5,-2\n3,4e-3\n",
+        ] {
+            assert_eq!(csv(text).unwrap(), want, "{text:?}");
+        }
+        // A missing value is not a trailing separator.
+        let e = csv("1,2,3\n4,5,\n").unwrap_err();
+        assert!(matches!(e, DataError::Ragged { line: 2, .. }), "{e}");
+        let e = csv("1,,3\n").unwrap_err();
+        assert!(
+            matches!(e, DataError::Ragged { .. } | DataError::Shape { .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn csv_without_rows_says_what_was_skipped() {
+        for (text, says) in [
+            ("", "empty"),
+            ("\n \n", "empty"),
+            ("x,y\n", "line 1 is a header: \"x,y\""),
+            ("a;b\n\n", "separator ';'"),
+        ] {
+            let e = csv(text).unwrap_err().to_string();
+            assert!(
+                e.contains("no data rows") && e.contains(says),
+                "{text:?}: {e}"
+            );
+            assert!(e.contains("t.csv"), "{e}");
+        }
+        let e = csv("x\n1\nNaN\n").unwrap_err().to_string();
+        assert!(e.contains("row 2, column 1 is NaN"), "{e}");
     }
 
     #[test]
