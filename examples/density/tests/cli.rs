@@ -441,3 +441,34 @@ fn ctrl_c_ends_the_fit_with_the_best_model_saved() {
     ]);
     assert!(ok && stdout.contains("mean log-likelihood"), "{err}");
 }
+
+/// SIGKILL at varying moments, several during saves (one every 5 steps): the model left
+/// behind always evaluates. `KILL_ROUNDS=200` for a campaign.
+#[test]
+fn sigkill_never_leaves_an_unloadable_model() {
+    let dir = tmp("kill");
+    let csv = dir.join("three.csv");
+    write_csv(&csv, 200, 3);
+    let rounds: u64 = std::env::var("KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
+        let out = dir.join(format!("run{round}"));
+        let mut child = long_fit(&csv, &out);
+        std::thread::sleep(std::time::Duration::from_millis(37 * round % 120));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (ok, stdout, err) = density(&[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+        ]);
+        assert!(
+            ok && stdout.contains("mean log-likelihood"),
+            "round {round}: {err}"
+        );
+    }
+}
