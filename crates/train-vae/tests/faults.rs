@@ -300,6 +300,7 @@ fn ctrl_c_stops_after_the_step_keeps_the_checkpoint_and_exits_non_zero() {
 fn a_path_that_is_not_utf8_is_refused() {
     use std::os::unix::ffi::OsStrExt;
     let name = std::ffi::OsStr::from_bytes(b"/tmp/train-vae-\xff\xfe-run");
+    let _ = std::fs::remove_dir_all(name); // left by a build that predates the check
     let out = Command::new(BIN)
         .arg("--out-dir")
         .arg(name)
@@ -309,4 +310,83 @@ fn a_path_that_is_not_utf8_is_refused() {
         .unwrap();
     failed_with(&out, &["--out-dir", "not valid UTF-8"]);
     assert!(!Path::new(name).exists());
+}
+
+#[test]
+fn a_partial_model_table_takes_the_defaults() {
+    let c = train_vae::config::TrainConfig::from_toml_str(
+        "epochs = 3\n[model]\nlatent = 8\nflow = \"iaf\"\n",
+        Path::new("partial.toml"),
+    )
+    .unwrap();
+    let d = train_vae::config::TrainConfig::default();
+    assert_eq!((c.epochs, c.model.latent), (3, 8));
+    assert_eq!(c.model.encoder_hidden, d.model.encoder_hidden);
+    assert_eq!(c.model.iaf_hidden, d.model.iaf_hidden);
+}
+
+#[test]
+fn a_checkpoint_read_as_another_model_is_refused() {
+    let dir = temp("other-model");
+    ok(&train(&dir, &["--epochs", "1", "--flow", "iaf"])); // TINY has --n-flows 2
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    // Shapes that differ (depth, width) and shapes that coincide (no flow at all has
+    // fewer parameters; a radial reading of the same run has other ones).
+    for (from, to) in [
+        ("n_flows = 2", "n_flows = 3"),
+        ("iaf_hidden = 320", "iaf_hidden = 64"),
+        ("flow = \"iaf\"", "flow = \"none\""),
+        ("flow = \"iaf\"", "flow = \"radial\""),
+    ] {
+        assert!(config.contains(from), "{from} not in {config}");
+        let other = dir.with_extension("other.toml");
+        std::fs::write(&other, config.replacen(from, to, 1)).unwrap();
+        fails_with(
+            &[
+                "sample",
+                "--checkpoint",
+                dir.to_str().unwrap(),
+                "--config",
+                other.to_str().unwrap(),
+                "--out",
+                dir.join("s.png").to_str().unwrap(),
+            ],
+            "written by another model",
+        );
+        std::fs::remove_file(other).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn messages_carry_no_colour_codes_off_a_terminal() {
+    let dir = temp("colour");
+    let out = train(&dir, &["--epochs", "1"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in {err:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A machine without a Vulkan driver (the loader pointed at none): `--backend wgpu` says
+/// so in one line instead of panicking inside cubecl.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_without_a_driver_says_what_to_install() {
+    let out = Command::new(BIN)
+        .args(["--backend", "wgpu", "--epochs", "1"])
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("no Vulkan GPU adapter found")
+            && lines[0].contains("mesa-vulkan-drivers")
+            && lines[0].contains("--backend ndarray"),
+        "{err}"
+    );
 }
