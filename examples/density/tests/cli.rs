@@ -364,6 +364,10 @@ fn degenerate_data_is_refused_or_flagged() {
         err.contains("only 5 of the") && err.contains("distinct"),
         "{err}"
     );
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes off a terminal: {err:?}"
+    );
     let csv = dir.join("three.csv");
     write_csv(&csv, 100, 3);
     assert_fails(
