@@ -57,22 +57,21 @@ pub const REQUIRE_GPU: &str = "FLOW_REQUIRE_GPU";
 #[cfg(feature = "wgpu")]
 pub fn wgpu_for_tests() -> bool {
     static ADAPTER: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
-    match ADAPTER.get_or_init(|| {
-        let adapter = wgpu_adapter();
-        if let Err(why) = &adapter {
-            let required = std::env::var(REQUIRE_GPU).is_ok_and(|v| v != "0");
-            assert!(!required, "{REQUIRE_GPU} is set, but {why}");
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: the wgpu tests ({why}; set {REQUIRE_GPU}=1 to fail instead)"
-            );
-        }
-        adapter
-    }) {
-        Ok(_) => true,
-        Err(_) => false,
-    }
+    ADAPTER
+        .get_or_init(|| {
+            let adapter = wgpu_adapter();
+            if let Err(why) = &adapter {
+                let required = std::env::var(REQUIRE_GPU).is_ok_and(|v| v != "0");
+                assert!(!required, "{REQUIRE_GPU} is set, but {why}");
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped: the wgpu tests ({why}; set {REQUIRE_GPU}=1 to fail instead)"
+                );
+            }
+            adapter
+        })
+        .is_ok()
 }
 
 /// The value of a native wgpu future, which is ready at once (polled until it is).

@@ -235,21 +235,53 @@ fn a_run_stopped_in_its_first_epoch_starts_afresh() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A child process killed when the test ends, also when it fails: a failing test must not
+/// leave a training run behind.
+struct Running(Option<std::process::Child>);
+
+impl Running {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("not yet waited for")
+    }
+
+    fn wait_with_output(mut self) -> Output {
+        self.0
+            .take()
+            .expect("not yet waited for")
+            .wait_with_output()
+            .unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Starts a long training run in `dir` and waits for its first checkpoint.
-fn long_run(dir: &Path) -> std::process::Child {
+fn long_run(dir: &Path) -> Running {
     let mut args = vec!["--out-dir", dir.to_str().unwrap()];
     args.extend_from_slice(TINY);
     args.extend_from_slice(&["--epochs", "100000", "--patience", "0", "--backend", cpu()]);
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(Some(
+        Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let start = Instant::now();
     while checkpoint::complete_epochs(dir).is_empty() {
-        assert!(child.try_wait().unwrap().is_none(), "the run stopped");
+        assert!(
+            child.child().try_wait().unwrap().is_none(),
+            "the run stopped"
+        );
         assert!(start.elapsed() < Duration::from_secs(300), "no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -259,14 +291,13 @@ fn long_run(dir: &Path) -> std::process::Child {
 #[test]
 fn one_run_directory_holds_one_process() {
     let dir = temp("locked");
-    let mut first = long_run(&dir);
+    let first = long_run(&dir);
     let out = train(&dir, &["--epochs", "1"]);
     failed_with(&out, &["in use by another train-vae process"]);
     let out = resume(&dir, &["--epochs", "1"]);
     failed_with(&out, &["in use by another train-vae process"]);
     // A killed process releases its lock with it.
-    first.kill().unwrap();
-    first.wait().unwrap();
+    drop(first);
     let done = *checkpoint::complete_epochs(&dir).last().unwrap();
     ok(&resume(&dir, &["--epochs", &(done + 1).to_string()]));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -276,13 +307,13 @@ fn one_run_directory_holds_one_process() {
 #[test]
 fn ctrl_c_stops_after_the_step_keeps_the_checkpoint_and_exits_non_zero() {
     let dir = temp("sigint");
-    let child = long_run(&dir);
+    let mut child = long_run(&dir);
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &child.child().id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     failed_with(
         &out,
         &["interrupted", "--resume", "last complete checkpoint is"],

@@ -384,8 +384,27 @@ fn degenerate_data_is_refused_or_flagged() {
     );
 }
 
+/// A child process killed when the test ends, also when it fails: a failing test must not
+/// leave a fit running.
+struct Running(Option<std::process::Child>);
+
+impl Running {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("not yet waited for")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Starts a long fit into `out` and waits until it has saved a model.
-fn long_fit(csv: &Path, out: &Path) -> std::process::Child {
+fn long_fit(csv: &Path, out: &Path) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_density"))
         .args([
             "--data",
@@ -403,6 +422,7 @@ fn long_fit(csv: &Path, out: &Path) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let child = Running(Some(child));
     let start = std::time::Instant::now();
     while !out.join("model.json").exists() {
         assert!(start.elapsed().as_secs() < 300, "no model saved");
@@ -423,13 +443,13 @@ fn ctrl_c_ends_the_fit_with_the_best_model_saved() {
     let (ok, _, err) = fit_small(&csv, &out, &["--steps", "4"]);
     assert!(!ok && err.contains("in use by another process"), "{err}");
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &child.child().id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let status = child.wait().unwrap();
+    let status = child.child().wait().unwrap();
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_string(&mut child.child().stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "{err}");
     assert!(
         err.contains("interrupted") && err.contains("is saved in"),
@@ -459,10 +479,9 @@ fn sigkill_never_leaves_an_unloadable_model() {
         .unwrap_or(3);
     for round in 0..rounds {
         let out = dir.join(format!("run{round}"));
-        let mut child = long_fit(&csv, &out);
+        let child = long_fit(&csv, &out);
         std::thread::sleep(std::time::Duration::from_millis(37 * round % 120));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        drop(child); // SIGKILL
         let (ok, stdout, err) = density(&[
             "eval",
             "--model",

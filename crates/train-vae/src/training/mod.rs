@@ -6,9 +6,9 @@
 //! aggregation, checkpoints through its `FileCheckpointer`, early stopping, and (with
 //! `ExecutionStrategy`) several devices.
 //! What it does not do, and this module adds:
-//! - **atomic checkpoints**: its files are written in place;
-//!   [`AtomicRecorder`](crate::checkpoint::AtomicRecorder) wraps the recorder (see
-//!   [`crate::checkpoint`]);
+//! - **atomic, checksummed checkpoints**: its files are written in place;
+//!   [`CheckpointRecorder`] frames them with a
+//!   CRC-32 and writes them atomically (see [`crate::checkpoint`]);
 //! - **exact resume**: it restores model, optimizer and scheduler but not the random
 //!   streams. [`MnistLoader`] makes every random draw a function of `(seed, epoch)`: it
 //!   reseeds the backend (ε of the reparameterization) and its own binarization and
