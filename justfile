@@ -60,3 +60,12 @@ bench-peers *ARGS:
 profile *ARGS:
     CARGO_TARGET_DIR=target/flex cargo build --release -p flow-benches --bin ports --features flex
     python3 benches/profile.py --ports target/flex/release/ports -- {{ARGS}}
+
+# The fault campaigns (CI runs short versions of each): KILLS SIGKILLs of train-vae and of
+# density at varying moments (many during checkpoint and model writes), and FUZZ inputs per
+# reader through the fuzz suites. ~10 min on 2 cores with the defaults.
+faults KILLS="250" FUZZ="1000000":
+    KILL_ROUNDS={{KILLS}} cargo test -p train-vae --test cli sigkill
+    KILL_ROUNDS={{KILLS}} cargo test -p density --test cli sigkill
+    FUZZ_ITERS={{FUZZ}} cargo test --release -p train-vae --test fuzz_readers
+    FUZZ_ITERS={{FUZZ}} cargo test --release -p density --test fuzz_readers

@@ -134,6 +134,17 @@ fn a_full_disk_stops_the_run_with_the_file_and_the_reason() {
 }
 
 #[test]
+fn an_output_directory_that_cannot_be_made_is_named() {
+    let dir = temp("not-a-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("file");
+    std::fs::write(&file, b"").unwrap();
+    let out = train(&file.join("run"), &["--epochs", "1"]);
+    failed_with(&out, &["file/run", "Not a directory"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_checkpoint_that_cannot_be_written_stops_the_run() {
     let dir = temp("blocked");
     // A directory where epoch 2's optimizer state goes.
