@@ -1,9 +1,9 @@
 //! Faults around a training run, as a user meets them: a resume that would change the
 //! run, files that cannot be written (a full disk, injected through the writers' own code
-//! path with `FLOW_FAULT_DISK_BYTES`; a directory in the way), damaged checkpoints, a run
-//! stopped in its first epoch, two processes on one run directory, Ctrl-C, and a path that
-//! is not UTF-8. Each ends in a clear error or a clean recovery, never a panic, a silent
-//! success or a lost checkpoint.
+//! path with `FLOW_FAULT_DISK_BYTES`; a directory in the way; no permission, as `nobody`
+//! when the tests run as root), damaged checkpoints, a run stopped in its first epoch, two
+//! processes on one run directory, Ctrl-C, and a path that is not UTF-8. Each ends in a
+//! clear error or a clean recovery, never a panic, a silent success or a lost checkpoint.
 
 use std::{
     path::Path,
@@ -431,4 +431,71 @@ fn wgpu_without_a_driver_says_what_to_install() {
             && lines[0].contains("--backend ndarray"),
         "{err}"
     );
+}
+
+/// A command that runs `bin` without root's power over permissions: as `nobody` through
+/// `setpriv` when the tests run as root (CI does), as is otherwise. The binary is copied
+/// where `nobody` can run it (the build directory may sit under a private home).
+#[cfg(unix)]
+fn unprivileged(bin: &Path, scratch: &Path) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = scratch.join("train-vae");
+    std::fs::copy(bin, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy);
+        c
+    } else {
+        Command::new(copy)
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn permission_denied_is_named_and_the_checkpoint_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let scratch = temp("eacces");
+    std::fs::create_dir_all(&scratch).unwrap();
+    mode(&scratch, 0o755);
+    // A run directory that cannot be created.
+    let out = unprivileged(Path::new(BIN), &scratch)
+        .arg("--out-dir")
+        .arg(scratch.join("locked-out/run"))
+        .args(TINY)
+        .args(["--epochs", "1", "--backend", cpu()])
+        .output()
+        .unwrap();
+    failed_with(&out, &["Permission denied"]);
+    // A run whose checkpoint directory became read-only: resuming it stops at the first
+    // checkpoint with the file and the reason, and epoch 1 stays.
+    let run = scratch.join("run");
+    ok(&train(&run, &["--epochs", "1"]));
+    for entry in walk(&run) {
+        mode(Path::new(&entry), 0o666);
+    }
+    mode(&run, 0o777);
+    mode(&checkpoint::dir(&run), 0o555);
+    let out = unprivileged(Path::new(BIN), &scratch)
+        .args(["--resume", run.to_str().unwrap(), "--epochs", "3"])
+        .args(["--backend", cpu()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    failed_with(
+        &out,
+        &[
+            "Permission denied",
+            "checkpoint",
+            "last complete checkpoint is",
+            &checkpoint::file(&run, "model", 1).display().to_string(),
+        ],
+    );
+    assert_eq!(checkpoint::complete_epochs(&run), vec![1]);
+    mode(&checkpoint::dir(&run), 0o755);
+    std::fs::remove_dir_all(&scratch).unwrap();
 }
