@@ -12,6 +12,7 @@ use std::{
 };
 
 use flow_programs::files::FAULT_DISK_BYTES;
+use flow_testkit::Running;
 use train_vae::{checkpoint, history};
 
 mod common;
@@ -246,39 +247,12 @@ fn a_run_stopped_in_its_first_epoch_starts_afresh() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A child process killed when the test ends, also when it fails: a failing test must not
-/// leave a training run behind.
-struct Running(Option<std::process::Child>);
-
-impl Running {
-    fn child(&mut self) -> &mut std::process::Child {
-        self.0.as_mut().expect("not yet waited for")
-    }
-
-    fn wait_with_output(mut self) -> Output {
-        self.0
-            .take()
-            .expect("not yet waited for")
-            .wait_with_output()
-            .unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Starts a long training run in `dir` and waits for its first checkpoint.
 fn long_run(dir: &Path) -> Running {
     let mut args = vec!["--out-dir", dir.to_str().unwrap()];
     args.extend_from_slice(TINY);
     args.extend_from_slice(&["--epochs", "100000", "--patience", "0", "--backend", cpu()]);
-    let mut child = Running(Some(
+    let mut child = Running::new(
         Command::new(BIN)
             .args(&args)
             .env("RUST_LOG", "warn")
@@ -286,7 +260,7 @@ fn long_run(dir: &Path) -> Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
-    ));
+    );
     let start = Instant::now();
     while checkpoint::complete_epochs(dir).is_empty() {
         assert!(

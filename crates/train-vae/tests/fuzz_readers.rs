@@ -10,15 +10,18 @@
 //! `FUZZ_ITERS=500000 cargo test --release -p train-vae --test fuzz_readers -- --nocapture`.
 
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
     io::Write,
-    panic::{AssertUnwindSafe, catch_unwind},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use flow_testkit::{
+    fuzz::{
+        FIXED_BYTES, LargestAllocation, Tally, binary_budget, gzip_budget, iterations, names_file,
+        rng, run, text_budget,
+    },
+    mutate,
+};
+use rand::Rng;
 use train_vae::{
     VaeError,
     config::TrainConfig,
@@ -26,323 +29,8 @@ use train_vae::{
     history::{self, EpochRecord},
 };
 
-// ---------------------------------------------------------------------------------------
-// The harness: the largest single allocation of the calling thread, a time limit, and a
-// panic turned into a failure that shows the input.
-
-/// Counts the largest allocation request of each thread (libtest runs each test on its
-/// own thread, so tests running side by side do not see each other's).
-struct LargestAllocation;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    // try_with: allocations during thread teardown, after the slot is gone, are ignored.
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator.
-unsafe impl GlobalAlloc for LargestAllocation {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: LargestAllocation = LargestAllocation;
-
-/// Fixed costs independent of the input: gzip's inflate state and window, a read buffer,
-/// error strings.
-const FIXED_BYTES: usize = 256 << 10;
-/// The slowest a reader may take on one of these (small) inputs, debug build included.
-const TIME_LIMIT: Duration = Duration::from_secs(2);
-
-fn iterations() -> usize {
-    std::env::var("FUZZ_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
-}
-
-fn rng(stream: u64) -> StdRng {
-    let seed: u64 = std::env::var("FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed);
-    StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(stream))
-}
-
-fn show(input: &[u8]) -> String {
-    let head: Vec<String> = input.iter().take(96).map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{} bytes: {}{}",
-        input.len(),
-        head.join(""),
-        if input.len() > 96 { "…" } else { "" }
-    )
-}
-
-/// Tallies of one reader's campaign.
-#[derive(Default)]
-struct Tally {
-    tried: usize,
-    loaded: usize,
-}
-
-impl Tally {
-    fn report(&self, reader: &str) {
-        eprintln!(
-            "{reader}: {} inputs, {} loaded, {} rejected with a typed error, 0 panics",
-            self.tried,
-            self.loaded,
-            self.tried - self.loaded
-        );
-    }
-}
-
-/// Runs `read` on `input` under the harness's limits. `budget`: the most one allocation may
-/// take. `check`: the reader's own property of the result (a typed error naming the file,
-/// or a consistent value).
-fn run<T, E: std::fmt::Display>(
-    tally: &mut Tally,
-    reader: &str,
-    input: &[u8],
-    budget: usize,
-    read: impl FnOnce() -> Result<T, E>,
-    check: impl FnOnce(&Result<T, E>) -> Result<(), String>,
-) {
-    LARGEST.with(|l| l.set(0));
-    let start = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(read));
-    let elapsed = start.elapsed();
-    let largest = LARGEST.with(Cell::get);
-    let result = result.unwrap_or_else(|_| panic!("{reader} panicked on {}", show(input)));
-    assert!(
-        elapsed < TIME_LIMIT,
-        "{reader} took {elapsed:?} on {}",
-        show(input)
-    );
-    assert!(
-        largest <= budget,
-        "{reader} allocated {largest} bytes at once (budget {budget}) on {}",
-        show(input)
-    );
-    if let Err(why) = check(&result) {
-        panic!("{reader}: {why} on {}", show(input));
-    }
-    tally.tried += 1;
-    tally.loaded += usize::from(result.is_ok());
-}
-
-/// A binary reader's budget: a copy of the input, a few times over, and fixed costs.
-fn binary_budget(input: &[u8]) -> usize {
-    4 * input.len() + FIXED_BYTES
-}
-
-/// A gzip reader's budget: deflate expands at most 1032:1, and a growing buffer may
-/// double that.
-fn gzip_budget(input: &[u8]) -> usize {
-    2 * 1032 * input.len() + FIXED_BYTES
-}
-
-/// A text reader's budget: one parsed value (8 bytes, a growing vector doubling it) for
-/// every two characters.
-fn text_budget(input: &[u8]) -> usize {
-    16 * input.len() + FIXED_BYTES
-}
-
-fn names_file<T>(result: &Result<T, impl std::fmt::Display>, name: &str) -> Result<(), String> {
-    match result {
-        Err(e) if !e.to_string().contains(name) => {
-            Err(format!("the error `{e}` does not name the file {name}"))
-        }
-        _ => Ok(()),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Mutations.
-
-/// Values that break size arithmetic.
-const INTERESTING_U32: [u32; 12] = [
-    0,
-    1,
-    2,
-    0xff,
-    0x100,
-    0xffff,
-    0x1_0000,
-    0x7fff_ffff,
-    0x8000_0000,
-    0xffff_fffe,
-    0xffff_ffff,
-    28,
-];
-
-/// One random byte-level mutation of `seed`.
-fn mutate_bytes(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
-    let mut b = seed.to_vec();
-    let rounds = 1 + rng.random_range(0..4);
-    for _ in 0..rounds {
-        match rng.random_range(0..9) {
-            0 => b.truncate(rng.random_range(0..=b.len())),
-            1 if !b.is_empty() => {
-                for _ in 0..rng.random_range(1..=8) {
-                    let i = rng.random_range(0..b.len());
-                    b[i] ^= 1 << rng.random_range(0..8);
-                }
-            }
-            2 if !b.is_empty() => {
-                let i = rng.random_range(0..b.len());
-                b[i] = [0, 0xff, 0x7f, 0x80, 0x1f, 0x8b, b'\n', b'"'][rng.random_range(0..8)];
-            }
-            3 => {
-                let i = rng.random_range(0..=b.len());
-                let n = rng.random_range(1..=16);
-                let junk: Vec<u8> = (0..n).map(|_| rng.random()).collect();
-                b.splice(i..i, junk);
-            }
-            4 if !b.is_empty() => {
-                let i = rng.random_range(0..b.len());
-                let j = rng.random_range(i..=b.len().min(i + 64));
-                b.drain(i..j);
-            }
-            5 if !b.is_empty() => {
-                // Duplicate a slice: longer than the header says.
-                let i = rng.random_range(0..b.len());
-                let j = rng.random_range(i..=b.len().min(i + 256));
-                let copy = b[i..j].to_vec();
-                let at = rng.random_range(0..=b.len());
-                b.splice(at..at, copy);
-            }
-            6 if b.len() >= 4 => {
-                // A 32-bit field anywhere (IDX dims, NPY header length) set to an extreme.
-                let i = rng.random_range(0..=(b.len() - 4).min(64));
-                let v = INTERESTING_U32[rng.random_range(0..INTERESTING_U32.len())];
-                let v = if rng.random() {
-                    v.to_be_bytes()
-                } else {
-                    v.to_le_bytes()
-                };
-                b[i..i + 4].copy_from_slice(&v);
-            }
-            7 => {
-                b = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
-            }
-            _ => {}
-        }
-    }
-    b
-}
-
-/// One random token-level mutation of text `seed`: cells replaced by hostile numbers,
-/// separators, quotes and line breaks inserted, lines dropped or repeated; then sometimes
-/// a byte-level one as well.
-fn mutate_text(rng: &mut StdRng, seed: &str, tokens: &[&str]) -> Vec<u8> {
-    const HOSTILE: [&str; 24] = [
-        "NaN",
-        "nan",
-        "inf",
-        "-inf",
-        "Infinity",
-        "1e999",
-        "-1e999",
-        "1e-400",
-        "-0",
-        "",
-        "x",
-        "1.O",
-        "18446744073709551616",
-        "-1",
-        "99999999999999999999999999999999999999999",
-        "0x10",
-        "\"1\"",
-        "\"",
-        "null",
-        "[",
-        "{",
-        "\u{feff}",
-        "\r",
-        "1,2",
-    ];
-    let mut pieces: Vec<String> = split_keep(seed);
-    let rounds = 1 + rng.random_range(0..3);
-    for _ in 0..rounds {
-        if pieces.is_empty() {
-            pieces.push(String::new());
-        }
-        let i = rng.random_range(0..pieces.len());
-        match rng.random_range(0..7) {
-            0 => pieces[i] = HOSTILE[rng.random_range(0..HOSTILE.len())].to_string(),
-            1 if !tokens.is_empty() => {
-                pieces[i] = tokens[rng.random_range(0..tokens.len())].to_string();
-            }
-            2 => {
-                let extra = [",", ";", "\t", "\n", " ", "\"", "=", "#", "[", "]", "\n\n"];
-                pieces.insert(i, extra[rng.random_range(0..extra.len())].to_string());
-            }
-            3 => {
-                pieces.remove(i);
-            }
-            4 => {
-                let j = rng.random_range(i..pieces.len().min(i + 40) + 1);
-                let copy = pieces[i..j].to_vec();
-                pieces.splice(i..i, copy);
-            }
-            5 => {
-                // A very long number or a deep nesting.
-                let n = rng.random_range(1..2000);
-                pieces[i] = match rng.random_range(0..3) {
-                    0 => "9".repeat(n),
-                    1 => "[".repeat(n),
-                    _ => format!("0.{}1", "0".repeat(n)),
-                };
-            }
-            _ => {}
-        }
-    }
-    let text = pieces.concat().into_bytes();
-    if rng.random_range(0..4) == 0 {
-        mutate_bytes(rng, &text)
-    } else {
-        text
-    }
-}
-
-/// `text` cut into runs of word characters and single other characters (concatenating
-/// them gives `text` back).
-fn split_keep(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut word = String::new();
-    for c in text.chars() {
-        if c.is_alphanumeric() || c == '.' || c == '-' || c == '_' || c == '+' {
-            word.push(c);
-        } else {
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
-            }
-            out.push(c.to_string());
-        }
-    }
-    if !word.is_empty() {
-        out.push(word);
-    }
-    out
-}
 
 // ---------------------------------------------------------------------------------------
 // Valid inputs.
@@ -464,17 +152,17 @@ fn fuzz_idx<T>(
     for _ in 0..iterations() {
         let (input, budget) = match rng.random_range(0..4) {
             0 | 1 => {
-                let b = mutate_bytes(&mut rng, seed);
+                let b = mutate::bytes(&mut rng, seed);
                 let budget = binary_budget(&b);
                 (b, budget)
             }
             2 => {
-                let b = mutate_bytes(&mut rng, &zipped);
+                let b = mutate::bytes(&mut rng, &zipped);
                 let budget = gzip_budget(&b);
                 (b, budget)
             }
             _ => {
-                let plain = mutate_bytes(&mut rng, seed);
+                let plain = mutate::bytes(&mut rng, seed);
                 // The budget is what the content really is, not what it compresses to.
                 let budget = binary_budget(&plain);
                 (gzip(&plain), budget)
@@ -534,9 +222,9 @@ fn idx_labels_survive_mutation() {
 #[test]
 fn idx_headers_claiming_huge_sizes_are_rejected() {
     let mut tally = Tally::default();
-    for &n in &INTERESTING_U32 {
-        for &rows in &INTERESTING_U32 {
-            for &cols in &INTERESTING_U32 {
+    for &n in &mutate::INTERESTING_U32 {
+        for &rows in &mutate::INTERESTING_U32 {
+            for &cols in &mutate::INTERESTING_U32 {
                 let plain = idx(0x0803, &[n, rows, cols], &[7; 60]);
                 for input in [plain.clone(), gzip(&plain)] {
                     run(
@@ -641,7 +329,7 @@ fn maybe_gunzip_survives_mutation() {
     }
     let mut rng = rng(3);
     for _ in 0..iterations() {
-        let input = mutate_bytes(&mut rng, &zipped);
+        let input = mutate::bytes(&mut rng, &zipped);
         run(
             &mut tally,
             "maybe_gunzip",
@@ -694,7 +382,7 @@ fn amat_survives_mutation() {
         } else {
             (&small, 2, 3)
         };
-        let input = mutate_text(&mut rng, seed, &["0", "1", "0.5", "1.0000001", "-0.0"]);
+        let input = mutate::text(&mut rng, seed, &["0", "1", "0.5", "1.0000001", "-0.0"]);
         let text = String::from_utf8_lossy(&input);
         run(
             &mut tally,
@@ -727,7 +415,7 @@ fn read_images_survives_mutated_files() {
     ];
     for i in 0..iterations().div_ceil(10) {
         let (file, seed) = &seeds[i % seeds.len()];
-        let input = mutate_bytes(&mut rng, seed);
+        let input = mutate::bytes(&mut rng, seed);
         let path = dir.join(file);
         std::fs::write(&path, &input).unwrap();
         let name = path.display().to_string();
@@ -758,8 +446,8 @@ fn read_labels_survives_mutated_files() {
     let seed = idx_labels(12);
     for i in 0..iterations().div_ceil(10) {
         let input = match i % 3 {
-            0 => mutate_bytes(&mut rng, &seed),
-            1 => gzip(&mutate_bytes(&mut rng, &seed)),
+            0 => mutate::bytes(&mut rng, &seed),
+            1 => gzip(&mutate::bytes(&mut rng, &seed)),
             _ => idx_labels(rng.random_range(0..30)),
         };
         std::fs::write(&path, &input).unwrap();
@@ -833,7 +521,7 @@ fn history_survives_mutation() {
         "[]",
     ];
     for _ in 0..iterations() {
-        let input = mutate_text(&mut rng, &seed, &tokens);
+        let input = mutate::text(&mut rng, &seed, &tokens);
         let text = String::from_utf8_lossy(&input);
         run(
             &mut tally,
@@ -883,7 +571,7 @@ fn read_history_reads_files_and_reports_unreadable_ones() {
     let mut rng = rng(8);
     let seed = metrics_jsonl(3);
     for _ in 0..iterations().div_ceil(10) {
-        let input = mutate_text(&mut rng, &seed, &["null", "1e999"]);
+        let input = mutate::text(&mut rng, &seed, &["null", "1e999"]);
         std::fs::write(&file, &input).unwrap();
         let name = file.display().to_string();
         run(
@@ -957,7 +645,7 @@ fn config_survives_mutation() {
         "18446744073709551615",
     ];
     for _ in 0..iterations() {
-        let input = mutate_text(&mut rng, &seed, &tokens);
+        let input = mutate::text(&mut rng, &seed, &tokens);
         let text = String::from_utf8_lossy(&input);
         run(
             &mut tally,
@@ -998,7 +686,7 @@ fn config_files_survive_mutation() {
     let mut rng = rng(10);
     let seed = config_seed();
     for _ in 0..iterations().div_ceil(10) {
-        let input = mutate_text(&mut rng, &seed, &["nan", "[model]", "1e999"]);
+        let input = mutate::text(&mut rng, &seed, &["nan", "[model]", "1e999"]);
         std::fs::write(&path, &input).unwrap();
         run(
             &mut tally,
@@ -1024,38 +712,4 @@ fn deeply_nested_text_is_an_error() {
         "]".repeat(100_000)
     );
     assert!(history::parse_history(&deep, Path::new("deep")).is_err());
-}
-
-/// The harness itself: a reader that trusts a header's size, or panics, is caught.
-#[test]
-fn harness_catches_header_trusting_and_panicking_readers() {
-    let claims_1g = idx(0x0801, &[1 << 30], &[1, 2]);
-    let trusting = |b: &[u8]| -> Result<Vec<u8>, DataError> {
-        let n = u32::from_be_bytes(b[4..8].try_into().unwrap()) as usize;
-        let mut v = Vec::with_capacity(n);
-        v.extend_from_slice(&b[8..]);
-        Ok(v)
-    };
-    let caught = catch_unwind(AssertUnwindSafe(|| {
-        run(
-            &mut Tally::default(),
-            "trusting",
-            &claims_1g,
-            binary_budget(&claims_1g),
-            || trusting(&claims_1g),
-            |_| Ok(()),
-        )
-    }));
-    assert!(caught.is_err(), "a 1 GiB allocation went unnoticed");
-    let caught = catch_unwind(AssertUnwindSafe(|| {
-        run(
-            &mut Tally::default(),
-            "panicking",
-            &claims_1g,
-            binary_budget(&claims_1g),
-            || -> Result<(), DataError> { panic!("index out of bounds") },
-            |_| Ok(()),
-        )
-    }));
-    assert!(caught.is_err());
 }

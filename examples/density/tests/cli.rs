@@ -6,6 +6,7 @@
 use std::{path::Path, process::Command};
 
 use flow_programs::Choice;
+use flow_testkit::Running;
 
 /// The CPU backend the scenarios run on (`ndarray` where the build has it).
 fn cpu() -> &'static str {
@@ -384,25 +385,6 @@ fn degenerate_data_is_refused_or_flagged() {
     );
 }
 
-/// A child process killed when the test ends, also when it fails: a failing test must not
-/// leave a fit running.
-struct Running(Option<std::process::Child>);
-
-impl Running {
-    fn child(&mut self) -> &mut std::process::Child {
-        self.0.as_mut().expect("not yet waited for")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Starts a long fit into `out` and waits until it has saved a model.
 fn long_fit(csv: &Path, out: &Path) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_density"))
@@ -422,7 +404,7 @@ fn long_fit(csv: &Path, out: &Path) -> Running {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let child = Running(Some(child));
+    let child = Running::new(child);
     let start = std::time::Instant::now();
     while !out.join("model.json").exists() {
         assert!(start.elapsed().as_secs() < 300, "no model saved");

@@ -9,299 +9,37 @@
 //! `FUZZ_SEED` varies the streams. A long campaign, once:
 //! `FUZZ_ITERS=500000 cargo test --release -p density --test fuzz_readers -- --nocapture`.
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
-    panic::{AssertUnwindSafe, catch_unwind},
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::path::PathBuf;
 
 use density::data::{self, DataError, Table};
-use rand::{Rng, SeedableRng, rngs::StdRng};
-
-// ---------------------------------------------------------------------------------------
-// The harness (as in train-vae's `tests/fuzz_readers.rs`).
-
-/// Counts the largest allocation request of each thread (libtest runs each test on its
-/// own thread, so tests running side by side do not see each other's).
-struct LargestAllocation;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    // try_with: allocations during thread teardown, after the slot is gone, are ignored.
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator.
-unsafe impl GlobalAlloc for LargestAllocation {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use flow_testkit::{
+    fuzz::{LargestAllocation, Tally, iterations, names_file, rng, run},
+    mutate,
+};
+use rand::{Rng, rngs::StdRng};
 
 #[global_allocator]
 static ALLOCATOR: LargestAllocation = LargestAllocation;
 
-/// Fixed costs independent of the input (error strings, a log line).
-const FIXED_BYTES: usize = 64 << 10;
-/// The slowest a reader may take on one of these (small) inputs, debug build included.
-const TIME_LIMIT: Duration = Duration::from_secs(2);
-
-fn iterations() -> usize {
-    std::env::var("FUZZ_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
-}
-
-fn rng(stream: u64) -> StdRng {
-    let seed: u64 = std::env::var("FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed);
-    StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(stream))
-}
-
-fn show(input: &[u8]) -> String {
-    let head = String::from_utf8_lossy(&input[..input.len().min(160)]);
-    format!(
-        "{} bytes: {head:?}{}",
-        input.len(),
-        if input.len() > 160 { "…" } else { "" }
-    )
-}
-
-/// Tallies of one reader's campaign.
-#[derive(Default)]
-struct Tally {
-    tried: usize,
-    loaded: usize,
-}
-
-impl Tally {
-    fn report(&self, reader: &str) {
-        eprintln!(
-            "{reader}: {} inputs, {} loaded, {} rejected with a typed error, 0 panics",
-            self.tried,
-            self.loaded,
-            self.tried - self.loaded
-        );
-    }
-}
-
-/// Runs `read` on `input` under the harness's limits; `check` is the reader's own
-/// property of the result.
-fn run(
-    tally: &mut Tally,
-    reader: &str,
-    input: &[u8],
-    budget: usize,
-    read: impl FnOnce() -> Result<Table, DataError>,
-    check: impl FnOnce(&Result<Table, DataError>) -> Result<(), String>,
-) {
-    LARGEST.with(|l| l.set(0));
-    let start = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(read));
-    let elapsed = start.elapsed();
-    let largest = LARGEST.with(Cell::get);
-    let result = result.unwrap_or_else(|_| panic!("{reader} panicked on {}", show(input)));
-    assert!(
-        elapsed < TIME_LIMIT,
-        "{reader} took {elapsed:?} on {}",
-        show(input)
-    );
-    assert!(
-        largest <= budget,
-        "{reader} allocated {largest} bytes at once (budget {budget}) on {}",
-        show(input)
-    );
-    if let Err(why) = check(&result) {
-        panic!("{reader}: {why} on {}", show(input));
-    }
-    tally.tried += 1;
-    tally.loaded += usize::from(result.is_ok());
-}
-
 /// The most one allocation may take: one `f64` (8 bytes, a growing vector doubling it) for
 /// every two bytes of CSV, or for every four of NPY, and fixed costs.
 fn budget(input: &[u8]) -> usize {
-    16 * input.len() + FIXED_BYTES
+    // Fixed costs: error strings, a log line (no inflate state, unlike the IDX readers).
+    16 * input.len() + (64 << 10)
 }
 
 /// A loaded table is whole rows of finite values; an error names the file.
 fn consistent(r: &Result<Table, DataError>, name: &str) -> Result<(), String> {
+    names_file(r, name)?;
     match r {
-        Err(e) if !e.to_string().contains(name) => {
-            Err(format!("the error `{e}` does not name the file {name}"))
-        }
-        Err(_) => Ok(()),
         Ok(t) if t.dim == 0 || t.values.is_empty() || t.values.len() % t.dim != 0 => Err(format!(
             "inconsistent table: {} values, dim {}",
             t.values.len(),
             t.dim
         )),
         Ok(t) if t.values.iter().any(|v| !v.is_finite()) => Err("non-finite value".into()),
-        Ok(_) => Ok(()),
+        _ => Ok(()),
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Mutations.
-
-/// One random byte-level mutation of `seed`.
-fn mutate_bytes(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
-    const INTERESTING_U32: [u32; 8] = [0, 1, 0xff, 0xffff, 0x7fff_ffff, 0x8000_0000, !1, !0];
-    let mut b = seed.to_vec();
-    for _ in 0..1 + rng.random_range(0..4) {
-        match rng.random_range(0..8) {
-            0 => b.truncate(rng.random_range(0..=b.len())),
-            1 if !b.is_empty() => {
-                for _ in 0..rng.random_range(1..=8) {
-                    let i = rng.random_range(0..b.len());
-                    b[i] ^= 1 << rng.random_range(0..8);
-                }
-            }
-            2 if !b.is_empty() => {
-                let i = rng.random_range(0..b.len());
-                b[i] = [0, 0xff, 0x80, b'\n', b'"', b',', b';', b'('][rng.random_range(0..8)];
-            }
-            3 => {
-                let i = rng.random_range(0..=b.len());
-                let junk: Vec<u8> = (0..rng.random_range(1..=16))
-                    .map(|_| rng.random())
-                    .collect();
-                b.splice(i..i, junk);
-            }
-            4 if !b.is_empty() => {
-                let i = rng.random_range(0..b.len());
-                let j = rng.random_range(i..=b.len().min(i + 64));
-                b.drain(i..j);
-            }
-            5 if !b.is_empty() => {
-                let i = rng.random_range(0..b.len());
-                let j = rng.random_range(i..=b.len().min(i + 256));
-                let copy = b[i..j].to_vec();
-                let at = rng.random_range(0..=b.len());
-                b.splice(at..at, copy);
-            }
-            6 if b.len() >= 4 => {
-                // A 16- or 32-bit field near the start (the NPY header length) set to an
-                // extreme.
-                let i = rng.random_range(0..=(b.len() - 4).min(16));
-                let v = INTERESTING_U32[rng.random_range(0..INTERESTING_U32.len())];
-                b[i..i + 4].copy_from_slice(&v.to_le_bytes());
-            }
-            7 => b = (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
-            _ => {}
-        }
-    }
-    b
-}
-
-/// One random token-level mutation of `seed`: a cell replaced by a hostile number or by
-/// one of `tokens`, separators, quotes and line breaks inserted, pieces dropped or
-/// repeated; sometimes a byte-level one after.
-fn mutate_text(rng: &mut StdRng, seed: &str, tokens: &[&str]) -> Vec<u8> {
-    const HOSTILE: [&str; 22] = [
-        "NaN",
-        "nan",
-        "inf",
-        "-inf",
-        "Infinity",
-        "1e999",
-        "-1e999",
-        "1e-400",
-        "-0",
-        "",
-        "x",
-        "1.O",
-        "18446744073709551616",
-        "99999999999999999999999999999999999999999",
-        "0x10",
-        "\"1\"",
-        "\"",
-        "\"\"",
-        "\u{feff}",
-        "\r",
-        "1,2",
-        "1;2",
-    ];
-    let mut pieces = split_keep(seed);
-    for _ in 0..1 + rng.random_range(0..3) {
-        if pieces.is_empty() {
-            pieces.push(String::new());
-        }
-        let i = rng.random_range(0..pieces.len());
-        match rng.random_range(0..7) {
-            0 => pieces[i] = HOSTILE[rng.random_range(0..HOSTILE.len())].to_string(),
-            1 if !tokens.is_empty() => {
-                pieces[i] = tokens[rng.random_range(0..tokens.len())].to_string();
-            }
-            2 => {
-                let extra = [",", ";", "\t", "\n", " ", "\"", "\n\n", "(", ")", "'"];
-                pieces.insert(i, extra[rng.random_range(0..extra.len())].to_string());
-            }
-            3 => {
-                pieces.remove(i);
-            }
-            4 => {
-                let j = rng.random_range(i..pieces.len().min(i + 40) + 1);
-                let copy = pieces[i..j].to_vec();
-                pieces.splice(i..i, copy);
-            }
-            5 => {
-                let n = rng.random_range(1..2000);
-                pieces[i] = match rng.random_range(0..3) {
-                    0 => "9".repeat(n),
-                    1 => ",".repeat(n),
-                    _ => format!("0.{}1", "0".repeat(n)),
-                };
-            }
-            _ => {}
-        }
-    }
-    let text = pieces.concat().into_bytes();
-    if rng.random_range(0..4) == 0 {
-        mutate_bytes(rng, &text)
-    } else {
-        text
-    }
-}
-
-/// `text` cut into runs of number characters and single other characters.
-fn split_keep(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    for c in text.chars() {
-        if c.is_alphanumeric() || matches!(c, '.' | '-' | '+' | '_' | '<') {
-            word.push(c);
-        } else {
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
-            }
-            out.push(c.to_string());
-        }
-    }
-    if !word.is_empty() {
-        out.push(word);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -450,7 +188,7 @@ fn csv_survives_mutation() {
     }
     let tokens = ["0", "1.5", "-2e-3", "x0", "\"3\"", "1e308", "-0.0"];
     for i in 0..iterations() {
-        let input = mutate_text(&mut rng, &seeds[i % seeds.len()], &tokens);
+        let input = mutate::text(&mut rng, &seeds[i % seeds.len()], &tokens);
         let text = String::from_utf8_lossy(&input);
         run(
             &mut tally,
@@ -483,7 +221,7 @@ fn read_csv_survives_mutated_files() {
     for _ in 0..iterations().div_ceil(10) {
         let t = random_table(&mut rng);
         let seed = write_csv(&t, &mut rng);
-        let input = mutate_text(&mut rng, &seed, &["1", "nan"]);
+        let input = mutate::text(&mut rng, &seed, &["1", "nan"]);
         std::fs::write(&path, &input).unwrap();
         run(
             &mut tally,
@@ -617,7 +355,7 @@ fn npy_survives_mutation() {
     for i in 0..iterations() {
         let seed = &seeds[i % seeds.len()];
         let input = if rng.random() {
-            mutate_bytes(&mut rng, seed)
+            mutate::bytes(&mut rng, seed)
         } else {
             // Mutate the header's text, then fix up its length field, so that the
             // mutation reaches the dictionary parser.
@@ -629,7 +367,7 @@ fn npy_survives_mutation() {
                 u32::from_le_bytes(seed[8..12].try_into().unwrap()) as usize
             };
             let header = std::str::from_utf8(&seed[start..start + header_len]).unwrap();
-            let header = mutate_text(&mut rng, header, &tokens);
+            let header = mutate::text(&mut rng, header, &tokens);
             let mut b = seed[..start].to_vec();
             if version == 1 {
                 b[8..10].copy_from_slice(&(header.len().min(0xffff) as u16).to_le_bytes());
@@ -662,7 +400,7 @@ fn read_npy_survives_mutated_files() {
     for _ in 0..iterations().div_ceil(10) {
         let t = random_table(&mut rng);
         let (seed, _) = write_npy(&t, &mut rng);
-        let input = mutate_bytes(&mut rng, &seed);
+        let input = mutate::bytes(&mut rng, &seed);
         std::fs::write(&path, &input).unwrap();
         run(
             &mut tally,
