@@ -51,19 +51,35 @@ pub const EXTENSION: &str = "mpk";
 
 type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
+/// The record bytes of a checkpoint file, read once and checked against its frame
+/// (length and CRC-32); `framed` is false for a file written before the frame existed,
+/// returned whole and unchecked.
+fn read_payload(path: &Path) -> Result<(Vec<u8>, bool), VaeError> {
+    let mut bytes = std::fs::read(path).map_err(VaeError::io(path))?;
+    let header = match unframe(&bytes) {
+        Ok(Some(payload)) => bytes.len() - payload.len(),
+        Ok(None) => return Ok((bytes, false)),
+        Err(reason) => {
+            return Err(VaeError::Checkpoint {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+    };
+    bytes.drain(..header);
+    Ok((bytes, true))
+}
+
 /// Checks that a checkpoint file is whole and unchanged: its checksum, or for a file
 /// without one, that it parses.
 pub fn verify<B: Backend>(path: &Path) -> Result<(), VaeError> {
-    let bytes = std::fs::read(path).map_err(VaeError::io(path))?;
-    let bad = |reason: String| VaeError::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let payload = unframe(&bytes).map_err(bad)?.unwrap_or(&bytes);
-    if payload.len() == bytes.len() {
-        let mut owned = payload.to_vec();
-        <Bytes as Recorder<B>>::load_item::<serde::de::IgnoredAny>(&Bytes::default(), &mut owned)
-            .map_err(|_| bad("damaged: not a complete MessagePack record".into()))?;
+    let (mut payload, framed) = read_payload(path)?;
+    if !framed {
+        <Bytes as Recorder<B>>::load_item::<serde::de::IgnoredAny>(&Bytes::default(), &mut payload)
+            .map_err(|_| VaeError::Checkpoint {
+                path: path.to_path_buf(),
+                reason: "damaged: not a complete MessagePack record".into(),
+            })?;
     }
     Ok(())
 }
@@ -89,14 +105,12 @@ impl<B: Backend> Recorder<B> for CheckpointRecorder {
 
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
         let path = file.with_extension(EXTENSION);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => RecorderError::FileNotFound(path.display().to_string()),
-            _ => RecorderError::Unknown(format!("{}: {e}", path.display())),
+        let (mut payload, _) = read_payload(&path).map_err(|e| match e {
+            VaeError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                RecorderError::FileNotFound(path.display().to_string())
+            }
+            e => RecorderError::Unknown(e.to_string()),
         })?;
-        let mut payload = unframe(&bytes)
-            .map_err(RecorderError::Unknown)?
-            .unwrap_or(&bytes)
-            .to_vec();
         <Bytes as Recorder<B>>::load_item(&Bytes::default(), &mut payload)
     }
 }
@@ -261,10 +275,11 @@ pub fn load_model<B: Backend>(
         });
     }
     check_description(path.parent().unwrap_or(Path::new(".")), config)?;
-    verify::<B>(path)?;
+    // One read: the frame's check, then the record from the same bytes.
+    let (payload, _) = read_payload(path)?;
     let model = config.init::<B>(device)?;
-    let record = CheckpointRecorder::default()
-        .load::<<Vae<B> as Module<B>>::Record>(path.to_path_buf(), device)
+    let record = Bytes::default()
+        .load::<<Vae<B> as Module<B>>::Record>(payload, device)
         .map_err(|e| VaeError::Checkpoint {
             path: path.to_path_buf(),
             reason: format!(
