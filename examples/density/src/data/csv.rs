@@ -2,7 +2,7 @@
 
 use std::{borrow::Cow, path::Path};
 
-use super::{DataError, Table};
+use super::table::{DataError, Table};
 
 /// Reads a CSV table of numbers; see [`parse_csv`] for the format.
 pub fn read_csv(path: &Path) -> Result<Table, DataError> {

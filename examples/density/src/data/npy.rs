@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{DataError, Table};
+use super::table::{DataError, Table};
 
 /// Reads a 2-D little-endian `f4` or `f8` NPY array (C order), versions 1–3.
 pub fn read_npy(path: &Path) -> Result<Table, DataError> {

@@ -5,7 +5,7 @@ use std::f64::consts::PI;
 
 use rand::{Rng, rngs::StdRng, seq::SliceRandom};
 
-use super::Table;
+use super::table::Table;
 
 /// The synthetic densities.
 #[derive(
@@ -284,7 +284,7 @@ impl Toy {
 mod tests {
     use super::*;
 
-    use crate::data::Standardizer;
+    use crate::data::table::Standardizer;
     use rand::SeedableRng;
 
     fn moments(t: &Table) -> (Vec<f64>, Vec<f64>) {
