@@ -50,6 +50,16 @@ pub enum FlowError {
         /// The layer's dimension.
         got: usize,
     },
+    /// A conditional base and a conditional transform expect contexts of different widths.
+    #[error(
+        "context width mismatch: the base distribution takes a context of width {base}, the transform {transform}"
+    )]
+    BaseContextMismatch {
+        /// The base's context width.
+        base: usize,
+        /// The transform's context width.
+        transform: usize,
+    },
     /// Layers of a composition expect contexts of different widths.
     #[error("context width mismatch: layer {} takes a context of width {got}, another takes {expected}", path_string(.path))]
     LayerContextMismatch {

@@ -13,7 +13,8 @@ use crate::{
     transform::{Invertible, Transform},
 };
 
-/// A normalizing flow: `x = T(z)`, `z ~ base`.
+/// A normalizing flow: `x = T(z)`, `z ~ base`; conditional (`p(x | c)`) when the transform,
+/// the base or both read a context `c`.
 ///
 /// The transform points in the generative direction (noise → data), as in Rezende &
 /// Mohamed (2015), so a flow whose transform has no analytic inverse (planar, radial) can
@@ -40,9 +41,17 @@ pub struct Flow<B: Backend, D, T> {
 }
 
 impl<B: Backend, D: Distribution<B>, T: Transform<B>> Flow<B, D, T> {
-    /// Pairs a base distribution with a transform, checking that their dimensions agree.
+    /// Pairs a base distribution with a transform, checking that their dimensions agree
+    /// and that, when both are conditional, they take the same context.
     pub fn new(base: D, transform: T) -> Result<Self> {
         transform.check_shapes(base.dim(), transform.context_dim())?;
+        let (of_base, of_transform) = (base.context_dim(), transform.context_dim());
+        if of_base != 0 && of_transform != 0 && of_base != of_transform {
+            return Err(FlowError::BaseContextMismatch {
+                base: of_base,
+                transform: of_transform,
+            });
+        }
         Ok(Self {
             base,
             transform,
@@ -55,8 +64,14 @@ impl<B: Backend, D: Distribution<B>, T: Transform<B>> Flow<B, D, T> {
         self.base.dim()
     }
 
+    /// Width of the context the flow is conditioned on (0: unconditional): its
+    /// transform's, its base's, or both (they agree).
+    pub fn context_dim(&self) -> usize {
+        self.transform.context_dim().max(self.base.context_dim())
+    }
+
     fn check_context(&self, rows: usize, context: Option<&Tensor<B, 2>>) -> Result<()> {
-        let expected = self.transform.context_dim();
+        let expected = self.context_dim();
         match context {
             None if expected == 0 => Ok(()),
             None => Err(FlowError::ContextMismatch { expected, got: 0 }),
@@ -113,7 +128,7 @@ impl<B: Backend, D: Distribution<B>, T: Transform<B>> Flow<B, D, T> {
             return Err(FlowError::EmptyBatch("sampling"));
         }
         self.check_context(n, context)?;
-        let (z, log_p) = self.base.sample_with_log_prob(n, device);
+        let (z, log_p) = self.base.sample_with_log_prob(n, context, device);
         let (x, ladj) = self.transform.forward(z, context);
         Ok((x, log_p - ladj))
     }
@@ -149,7 +164,7 @@ impl<B: Backend, D: Distribution<B>, T: Transform<B>> Flow<B, D, T> {
         T: Invertible<B>,
     {
         let (z, ladj) = self.transform_to_noise(x, context)?;
-        Ok(self.base.log_prob(z) + ladj)
+        Ok(self.base.log_prob(z, context) + ladj)
     }
 
     /// [`Flow::log_prob`] that first rejects NaN or ±Inf in `x` with

@@ -21,7 +21,8 @@
 //!   other;
 //! - composition: `Vec<T>` and tuples of transforms are transforms; [`Inverse`] flips one;
 //!   [`Layer`] holds any invertible layer, for stacks chosen at run time;
-//! - [`Distribution`]s: [`StandardNormal`], [`DiagNormal`];
+//! - [`Distribution`]s: [`StandardNormal`], [`DiagNormal`], [`GaussianMixture`] and the
+//!   conditional [`ConditionalDiagNormal`]; [`Base`] holds any of them;
 //! - `testing` (feature `testing`): the verification harness every layer passes;
 //! - [`kernels`]: where the math reaches its fast paths (the `flow-kernels` crate: fused
 //!   CPU kernels on `ndarray` and `flex`, CubeCL kernels on the unfused `wgpu` and `cuda`
@@ -97,7 +98,10 @@ pub use amortized::{Amortized, AmortizedStep};
 pub use autoregressive::{MaskedAutoregressive, MaskedAutoregressiveConfig};
 pub use batchnorm::{BatchNorm, BatchNormConfig};
 pub use coupling::{Coupling, CouplingConfig};
-pub use distribution::{DiagNormal, DiagNormalConfig, Distribution, StandardNormal};
+pub use distribution::{
+    Base, ConditionalDiagNormal, ConditionalDiagNormalConfig, DiagNormal, DiagNormalConfig,
+    Distribution, GaussianMixture, GaussianMixtureConfig, StandardNormal,
+};
 pub use elementwise::{Elementwise, affine, affine_inverse};
 pub use error::{FlowError, Result};
 pub use flow::{Flow, first_non_finite_row};

@@ -19,7 +19,7 @@
 use burn::{
     config::Config,
     module::{Module, Param},
-    tensor::{Tensor, backend::Backend},
+    tensor::{Tensor, TensorData, backend::Backend},
 };
 
 use crate::{
@@ -61,6 +61,71 @@ impl LuLinearConfig {
             permutation,
             dim: d,
         })
+    }
+}
+
+impl LuLinearConfig {
+    /// The layer at `W = A`, `b = shift`, for a lower triangular `A` (row-major, `D × D`,
+    /// zeros above the diagonal, a positive diagonal), with the identity permutation: it
+    /// maps `N(0, I)` to `N(shift, A Aᵀ)`. With `A` the Cholesky factor of a data set's
+    /// covariance and `shift` its mean, a flow whose data-side layer this is starts at the
+    /// data's maximum-likelihood Gaussian (its other layers starting at the identity).
+    ///
+    /// In LU form `A = L U` with `L = A diag(A)⁻¹` (unit lower) and `U = diag(A)`, so
+    /// `Lᵢⱼ = Aᵢⱼ / Aⱼⱼ`, `U₀ = 0`, `ŝⱼ = ln Aⱼⱼ`.
+    pub fn init_lower_triangular<B: Backend>(
+        &self,
+        a: &[f64],
+        shift: &[f64],
+        device: &B::Device,
+    ) -> crate::Result<LuLinear<B>> {
+        let d = self.dim;
+        let bad = |why: String| Err(FlowError::InvalidConfig(why));
+        if self.permutation_seed.is_some() {
+            return bad("a lower triangular LU layer has no permutation".into());
+        }
+        if a.len() != d * d || shift.len() != d {
+            return bad(format!(
+                "a lower triangular LU layer of dimension {d} needs {} matrix entries and {d} \
+                 shifts, got {} and {}",
+                d * d,
+                a.len(),
+                shift.len()
+            ));
+        }
+        if let Some(k) = (0..d * d).find(|&k| {
+            let (i, j) = (k / d, k % d);
+            !a[k].is_finite() || (j > i && a[k] != 0.0) || (i == j && a[k] <= 0.0)
+        }) {
+            return bad(format!(
+                "entry ({}, {}) = {} of a lower triangular matrix with a positive diagonal",
+                k / d,
+                k % d,
+                a[k]
+            ));
+        }
+        if let Some(v) = shift.iter().find(|v| !v.is_finite()) {
+            return bad(format!("shift {v} is not finite"));
+        }
+        let mut layer = self.init::<B>(device)?;
+        let lower: Vec<f32> = (0..d * d)
+            .map(|k| {
+                let (i, j) = (k / d, k % d);
+                if i > j {
+                    (a[k] / a[j * d + j]) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let log_diag: Vec<f32> = (0..d).map(|j| a[j * d + j].ln() as f32).collect();
+        let bias: Vec<f32> = shift.iter().map(|&v| v as f32).collect();
+        let tensor2 = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [d, d]), device);
+        let tensor1 = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [d]), device);
+        layer.lower = Param::from_tensor(tensor2(lower));
+        layer.log_diag = Param::from_tensor(tensor1(log_diag));
+        layer.bias = Param::from_tensor(tensor1(bias));
+        Ok(layer)
     }
 }
 

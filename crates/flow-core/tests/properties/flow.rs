@@ -144,7 +144,7 @@ fn diag_normal_matches_closed_form() {
     let base = randomize(DiagNormalConfig::new(2).init::<NdAd>(&device).unwrap(), 0.5);
     let (mu, ls) = (host(base.loc.val()), host(base.log_scale.val()));
     let x = standard_inputs::<NdAd>(5, 2, 3, &device);
-    let lp = host(base.log_prob(x.clone()));
+    let lp = host(base.log_prob(x.clone(), None));
     let xs = host(x);
     for i in 0..5 {
         let mut expected = 0.0;
@@ -334,4 +334,49 @@ fn bad_input_gets_typed_errors() {
             context: 2
         }
     );
+}
+
+/// A flow ending in an LU layer initialised at a covariance's Cholesky factor is the
+/// Gaussian `N(shift, A Aᵀ)`: its weight is `A`, and its density the closed form.
+#[test]
+fn lower_triangular_lu_starts_at_the_gaussian() {
+    let _rng = seeded_ndarray();
+    let device = Default::default();
+    type B = NdAd;
+    let a = [1.5, 0.0, 0.0, -0.4, 0.7, 0.0, 0.3, 0.2, 2.0];
+    let shift = [1.0, -2.0, 0.5];
+    let lu = flow_core::LuLinearConfig::new(3)
+        .init_lower_triangular::<B>(&a, &shift, &device)
+        .unwrap();
+    for (w, e) in host(lu.weight()).iter().zip(a) {
+        assert!((w - e).abs() < 1e-6, "{w} vs {e}");
+    }
+    let flow = Flow::new(StandardNormal::new(3).unwrap(), vec![lu]).unwrap();
+    let x = standard_inputs::<B>(4, 3, 21, &device);
+    let lp = host(flow.log_prob(x.clone(), None).unwrap());
+    let xs = host(x);
+    let log_det_a: f64 = [a[0], a[4], a[8]].iter().map(|v| v.ln()).sum();
+    for (row, got) in xs.chunks_exact(3).zip(lp) {
+        // Forward substitution: z = A⁻¹ (x − shift).
+        let r: Vec<f64> = row.iter().zip(shift).map(|(x, s)| x - s).collect();
+        let z0 = r[0] / a[0];
+        let z1 = (r[1] - a[3] * z0) / a[4];
+        let z2 = (r[2] - a[6] * z0 - a[7] * z1) / a[8];
+        let expected = -0.5 * (z0 * z0 + z1 * z1 + z2 * z2)
+            - 1.5 * (2.0 * std::f64::consts::PI).ln()
+            - log_det_a;
+        assert!((got - expected).abs() < 1e-4, "{got} vs {expected}");
+    }
+    let config = flow_core::LuLinearConfig::new(2);
+    for (a, shift) in [
+        (vec![1.0, 0.5, 0.0, 1.0], vec![0.0, 0.0]), // entry above the diagonal
+        (vec![1.0, 0.0, 0.0, 0.0], vec![0.0, 0.0]), // zero diagonal
+        (vec![1.0, 0.0, 0.0], vec![0.0, 0.0]),      // wrong size
+        (vec![1.0, 0.0, 0.0, 1.0], vec![f64::NAN, 0.0]),
+    ] {
+        assert!(matches!(
+            config.init_lower_triangular::<B>(&a, &shift, &device),
+            Err(FlowError::InvalidConfig(_))
+        ));
+    }
 }

@@ -7,6 +7,7 @@
 #[macro_use]
 mod common;
 
+mod distributions;
 mod flow;
 mod harness_can_fail;
 mod layers;
