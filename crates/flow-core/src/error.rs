@@ -20,6 +20,10 @@ pub enum FlowError {
         /// The batch size of the input.
         batch: usize,
     },
+    /// Saved weights that do not fit the model: a tensor missing, unexpected or of another
+    /// shape, or an unreadable file.
+    #[error("weights: {0}")]
+    Weights(String),
     /// A batch with no rows, or a request for zero samples.
     #[error("empty batch: {0} needs at least one row")]
     EmptyBatch(&'static str),

@@ -23,6 +23,7 @@
 //!   [`Layer`] holds any invertible layer, for stacks chosen at run time;
 //! - [`Distribution`]s: [`StandardNormal`], [`DiagNormal`], [`GaussianMixture`] and the
 //!   conditional [`ConditionalDiagNormal`]; [`Base`] holds any of them;
+//! - [`store`]: models as safetensors files (tensor names, strict loading);
 //! - `testing` (feature `testing`): the verification harness every layer passes;
 //! - [`kernels`]: where the math reaches its fast paths (the `flow-kernels` crate: fused
 //!   CPU kernels on `ndarray` and `flex`, CubeCL kernels on the unfused `wgpu` and `cuda`
@@ -74,6 +75,7 @@ pub mod permutation;
 pub mod planar;
 pub mod radial;
 pub mod spline;
+pub mod store;
 pub mod sylvester;
 #[cfg(feature = "testing")]
 pub mod testing;

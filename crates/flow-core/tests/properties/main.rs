@@ -11,3 +11,4 @@ mod distributions;
 mod flow;
 mod harness_can_fail;
 mod layers;
+mod store;
