@@ -1,6 +1,6 @@
 //! PNG figures shared by the programs of this workspace: grids of 2-D density panels on a
 //! square window, and the helpers that fill them (cell centres to evaluate a density on,
-//! histograms of samples).
+//! histograms of samples); rows of line charts ([`write_curves`]).
 //!
 //! Panels are `res × res` images of non-negative values, row-major, with the second
 //! coordinate growing upward from row 0 at the bottom and the first growing to the right.
@@ -121,6 +121,84 @@ pub fn write_grid(path: &Path, res: usize, rows: &[(String, Vec<Panel>)]) -> Res
         }
     }
     root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// One line chart: curves `(label, y values)` over shared `x` values, drawn in order
+/// (the first solid black, the others in colour).
+pub struct Curves {
+    /// Title shown above the chart.
+    pub title: String,
+    /// The abscissae, increasing.
+    pub x: Vec<f64>,
+    /// `(label, ordinates)`, each as long as `x`.
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+/// Writes `charts` side by side as one PNG, each `size × size` pixels, with a legend.
+/// Non-finite values are left out of their curve.
+pub fn write_curves(path: &Path, size: u32, charts: &[Curves]) -> Result<(), String> {
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| "embedded font is invalid".to_string())?;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let root =
+        BitMapBackend::new(path, (size * charts.len().max(1) as u32, size)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let colours = [BLACK, RED, BLUE, GREEN, MAGENTA];
+    for (area, chart) in root
+        .split_evenly((1, charts.len().max(1)))
+        .iter()
+        .zip(charts)
+    {
+        let finite = |v: &&f64| v.is_finite();
+        let x_lo = chart.x.iter().copied().fold(f64::INFINITY, f64::min);
+        let x_hi = chart.x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let y_hi = chart
+            .series
+            .iter()
+            .flat_map(|(_, y)| y.iter().filter(finite))
+            .copied()
+            .fold(0.0, f64::max);
+        if !(x_lo < x_hi) {
+            return Err(format!("chart {:?} has no x range", chart.title));
+        }
+        let mut c = ChartBuilder::on(area)
+            .caption(&chart.title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(40)
+            .build_cartesian_2d(x_lo..x_hi, 0.0..(y_hi * 1.05).max(1e-12))
+            .map_err(|e| err(&e))?;
+        c.configure_mesh()
+            .light_line_style(WHITE)
+            .x_labels(5)
+            .y_labels(5)
+            .x_label_formatter(&|v| format!("{v:.1}"))
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (k, (label, y)) in chart.series.iter().enumerate() {
+            let colour = colours[k % colours.len()];
+            let points = chart
+                .x
+                .iter()
+                .zip(y)
+                .filter(|(_, v)| v.is_finite())
+                .map(|(x, v)| (*x, *v));
+            c.draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 

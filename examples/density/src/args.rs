@@ -15,3 +15,19 @@ pub(crate) fn learning_rate(s: &str) -> std::result::Result<f64, String> {
         _ => Err(format!("{s:?} is not a positive learning rate")),
     }
 }
+
+/// A fraction strictly between 0 and 1.
+pub(crate) fn fraction(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1")),
+    }
+}
+
+/// A finite number ≥ 0.
+pub(crate) fn non_negative(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a finite number ≥ 0")),
+    }
+}

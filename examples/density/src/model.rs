@@ -8,17 +8,70 @@ use burn::{
     tensor::backend::Backend,
 };
 use flow_core::{
-    BatchNormConfig, CouplingConfig, Elementwise, Flow, Layer, LuLinearConfig,
-    MaskedAutoregressiveConfig, Order, Permutation, StandardNormal,
+    Base, BatchNormConfig, ConditionalDiagNormalConfig, CouplingConfig, Elementwise, Flow,
+    GaussianMixtureConfig, Layer, LuLinearConfig, MaskedAutoregressiveConfig, Order, Permutation,
+    StandardNormal,
 };
 use serde::{Deserialize, Serialize};
 
-use density::data::Standardizer;
+use density::data::{Layout, Standardizer};
 
 use crate::error::{Result, other};
 
-/// A fitted density: standard normal base, a stack of layers.
-pub type Model<B> = Flow<B, StandardNormal, Vec<Layer<B>>>;
+/// A fitted density: a base distribution and a stack of layers, conditional when the
+/// data's layout has context columns.
+pub type Model<B> = Flow<B, Base<B>, Vec<Layer<B>>>;
+
+/// The base distribution: `normal` (`N(0, I)`; for a conditional density, a diagonal
+/// normal whose mean and scale are a network of the context) or `mog:K`, a learnable
+/// mixture of `K` diagonal normals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaseKind {
+    /// Standard normal, or the conditional normal.
+    #[default]
+    Normal,
+    /// Gaussian mixture with this many components.
+    Mixture(usize),
+}
+
+impl std::fmt::Display for BaseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseKind::Normal => write!(f, "normal"),
+            BaseKind::Mixture(k) => write!(f, "mog:{k}"),
+        }
+    }
+}
+
+impl std::str::FromStr for BaseKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "normal" {
+            return Ok(BaseKind::Normal);
+        }
+        match s.strip_prefix("mog:").map(str::parse::<usize>) {
+            Some(Ok(k)) if k > 0 => Ok(BaseKind::Mixture(k)),
+            _ => Err(format!(
+                "{s:?} is not a base: `normal`, or `mog:K` with K ≥ 1 components"
+            )),
+        }
+    }
+}
+
+/// What a model is fitted to besides its layers: the data's columns (which condition,
+/// which are modelled), the base, and the whitening layer (its value comes from the data
+/// at fit time, from the weights at load time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Design {
+    /// The data's columns.
+    pub layout: Layout,
+    /// The base distribution.
+    pub base: BaseKind,
+    /// `Some((A, μ))`: a data-side LU layer starting at `x = A z + μ` (`A` lower
+    /// triangular, row-major); `Some` with any value when loading.
+    pub whitening: Option<(Vec<f64>, Vec<f64>)>,
+}
 
 /// The layer family of a stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -100,27 +153,35 @@ impl FlowArgs {
     }
 }
 
-/// Builds the stack for `dim` features.
+/// Builds the model for `design`: the stack of `args` on the modelled columns, conditioned
+/// on the context columns, over the chosen base, and ending (data side) in the whitening
+/// layer.
 pub fn build<B: Backend>(
     args: &FlowArgs,
-    dim: usize,
+    design: &Design,
     seed: u64,
     device: &B::Device,
 ) -> Result<Model<B>> {
+    let dim = design.layout.modelled().len();
+    let context = design.layout.context().len();
     let kind = args.elementwise();
     let mut layers: Vec<Layer<B>> = Vec::new();
+    // One modelled column has no half to condition on: couplings become autoregressive
+    // layers, which for one feature read the context alone (the same map).
+    let coupling = matches!(args.family, Family::Nsf | Family::Realnvp) && dim > 1;
     for i in 0..args.layers {
         match args.family {
-            Family::Nsf | Family::Realnvp => {
+            Family::Nsf | Family::Realnvp if coupling => {
                 layers.push(
                     CouplingConfig::new(dim, kind)
                         .with_hidden(args.hidden)
                         .with_n_hidden(args.n_hidden)
+                        .with_context_dim(context)
                         .init(device)?
                         .into(),
                 );
             }
-            Family::Maf | Family::MafSpline => {
+            _ => {
                 let order = if args.lu || i % 2 == 0 {
                     Order::Natural
                 } else {
@@ -131,6 +192,7 @@ pub fn build<B: Backend>(
                         .with_hidden(args.hidden)
                         .with_n_hidden(args.n_hidden)
                         .with_order(order)
+                        .with_context_dim(context)
                         .init(device)?
                         .into(),
                 );
@@ -143,24 +205,51 @@ pub fn build<B: Backend>(
             let lu =
                 LuLinearConfig::new(dim).with_permutation_seed(Some(seed.wrapping_add(i as u64)));
             layers.push(lu.init(device)?.into());
-        } else if matches!(args.family, Family::Nsf | Family::Realnvp) {
+        } else if coupling {
             layers.push(Permutation::reverse(dim, device)?.into());
         }
     }
-    Ok(Flow::new(StandardNormal::new(dim)?, layers)?)
+    if let Some((a, shift)) = &design.whitening {
+        let lu = LuLinearConfig::new(dim).init_lower_triangular(a, shift, device)?;
+        layers.push(lu.into());
+    }
+    let base: Base<B> = match (design.base, context) {
+        (BaseKind::Normal, 0) => StandardNormal::new(dim)?.into(),
+        (BaseKind::Normal, c) => ConditionalDiagNormalConfig::new(dim, c)
+            .with_hidden(args.hidden)
+            .init(device)?
+            .into(),
+        (BaseKind::Mixture(k), _) => GaussianMixtureConfig::new(dim, k).init(device)?.into(),
+    };
+    Ok(Flow::new(base, layers)?)
 }
 
-/// What a saved model is, besides its weights: enough to rebuild and use it.
+/// What a saved model is, besides its weights: enough to rebuild and use it. Fields added
+/// after the first release default to what models without them were (unconditional,
+/// normal base, no whitening layer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Saved {
     flow: FlowArgs,
+    /// Modelled columns.
     dim: usize,
+    /// Over all the data's columns (modelled and context).
     standardizer: Standardizer,
+    /// The context columns (0-based).
+    #[serde(default)]
+    context: Vec<usize>,
+    #[serde(default)]
+    base: BaseKind,
+    #[serde(default)]
+    whitened: bool,
+    /// The fit's seed: it draws the LU layers' fixed permutations, which the weights do
+    /// not hold.
+    #[serde(default)]
+    seed: u64,
 }
 
 impl Saved {
     /// Rejects descriptions no fit writes (a hand-edited or damaged file).
-    fn validate(&self, path: &Path) -> Result<()> {
+    fn validate(&self, path: &Path) -> Result<Layout> {
         let bad = |what: String| Err(other(format!("{}: {what}", path.display())));
         let f = &self.flow;
         if self.dim == 0 || f.layers == 0 || f.hidden == 0 || f.n_hidden == 0 {
@@ -174,11 +263,25 @@ impl Saved {
                 f.bins, f.bound
             ));
         }
-        let st = &self.standardizer;
-        if st.mean.len() != self.dim || st.std.len() != self.dim {
-            return bad(format!("standardization does not match dim {}", self.dim));
+        if self.base == BaseKind::Mixture(0) {
+            return bad("a mixture base needs at least one component".into());
         }
-        if let Some(j) = (0..self.dim)
+        let st = &self.standardizer;
+        let columns = self.dim + self.context.len();
+        if st.mean.len() != columns || st.std.len() != columns {
+            return bad(format!(
+                "standardization does not match {} modelled and {} context columns",
+                self.dim,
+                self.context.len()
+            ));
+        }
+        let layout = Layout::new(columns, &self.context)
+            .ok()
+            .filter(|l| l.context() == self.context.as_slice());
+        let Some(layout) = layout else {
+            return bad(format!("context columns {:?} do not fit", self.context));
+        };
+        if let Some(j) = (0..columns)
             .find(|&j| !(st.mean[j].is_finite() && st.std[j].is_finite() && st.std[j] > 0.0))
         {
             return bad(format!(
@@ -188,11 +291,35 @@ impl Saved {
                 st.std[j]
             ));
         }
-        Ok(())
+        Ok(layout)
+    }
+}
+
+impl Saved {
+    /// The described model with fresh weights (to load saved ones into).
+    fn build<B: Backend>(&self, layout: &Layout, device: &B::Device) -> Result<Model<B>> {
+        let d = self.dim;
+        let identity = (0..d * d).map(|k| f64::from(u8::from(k % (d + 1) == 0)));
+        let design = Design {
+            layout: layout.clone(),
+            base: self.base,
+            whitening: self.whitened.then(|| (identity.collect(), vec![0.0; d])),
+        };
+        build::<B>(&self.flow, &design, self.seed, device)
     }
 }
 
 type Weights = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// A model loaded from disk, with what it needs to read data in the original units.
+pub struct Loaded<B: Backend> {
+    /// The flow.
+    pub model: Model<B>,
+    /// The standardization of all the data's columns.
+    pub standardizer: Standardizer,
+    /// Which columns condition, which are modelled.
+    pub layout: Layout,
+}
 
 /// Saves a model: `model.mpk` holds its description and weights together (framed with a
 /// checksum, [`flow_programs::files::frame`]), `model.json` a readable copy of the
@@ -201,6 +328,8 @@ type Weights = NamedMpkBytesRecorder<FullPrecisionSettings>;
 pub fn save<B: Backend>(
     model: &Model<B>,
     flow: &FlowArgs,
+    design: &Design,
+    seed: u64,
     standardizer: &Standardizer,
     dir: &Path,
 ) -> Result<()> {
@@ -208,6 +337,10 @@ pub fn save<B: Backend>(
         flow: flow.clone(),
         dim: model.dim(),
         standardizer: standardizer.clone(),
+        context: design.layout.context().to_vec(),
+        base: design.base,
+        whitened: design.whitening.is_some(),
+        seed,
     };
     let json = serde_json::to_string_pretty(&saved).map_err(other)?;
     let weights = Weights::default()
@@ -224,10 +357,57 @@ pub fn save<B: Backend>(
     crate::files::write(&dir.join("model.json"), json.as_bytes())
 }
 
-/// Loads a model saved by [`save`], with its standardization. The description inside
+/// The key of the model description in an exported safetensors file's metadata.
+const DESCRIPTION_KEY: &str = "density.model";
+
+/// Writes the model in `dir` as one safetensors file `out`: every tensor under its module
+/// path ([`flow_core::store`]), and the description (what `model.json` holds) in the
+/// header's metadata under `density.model`. Returns the number of tensors.
+pub fn export_safetensors<B: Backend>(dir: &Path, out: &Path, device: &B::Device) -> Result<usize> {
+    let (loaded, saved) = load_dir::<B>(dir, device)?;
+    let json = serde_json::to_string(&saved).map_err(other)?;
+    let bytes = flow_core::store::to_safetensors(&loaded.model, &[(DESCRIPTION_KEY, &json)])?;
+    crate::files::write(out, &bytes)?;
+    Ok(flow_core::store::tensor_names(&loaded.model).len())
+}
+
+/// Loads a model: a directory saved by [`save`], or a `.safetensors` file written by
+/// [`export_safetensors`].
+pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<Loaded<B>> {
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        load_safetensors(path, device)
+    } else {
+        Ok(load_dir(path, device)?.0)
+    }
+}
+
+fn load_safetensors<B: Backend>(path: &Path, device: &B::Device) -> Result<Loaded<B>> {
+    let fail = |what: String| other(format!("{}: {what}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let meta = flow_core::store::metadata(&bytes).map_err(|e| fail(e.to_string()))?;
+    let text = meta.get(DESCRIPTION_KEY).ok_or_else(|| {
+        fail(format!(
+            "no {DESCRIPTION_KEY:?} description in the metadata: not exported by `density \
+             export`"
+        ))
+    })?;
+    let saved: Saved = serde_json::from_str(text)
+        .map_err(|e| fail(format!("unreadable model description ({e})")))?;
+    let layout = saved.validate(path)?;
+    let model = saved.build::<B>(&layout, device)?;
+    let model =
+        flow_core::store::from_safetensors(model, bytes).map_err(|e| fail(e.to_string()))?;
+    Ok(Loaded {
+        model,
+        standardizer: saved.standardizer,
+        layout,
+    })
+}
+
+/// Loads a model saved by [`save`], and its description. The description inside
 /// `model.mpk` builds the model; a `model.json` that says otherwise (edited by hand, or
 /// from another fit) is an error naming both, as is a damaged `model.mpk`.
-pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Model<B>, Standardizer)> {
+fn load_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Loaded<B>, Saved)> {
     let path = dir.join("model.mpk");
     let fail = |what: String| other(format!("{}: {what}", path.display()));
     let bytes = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
@@ -244,7 +424,7 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Model<B>, Sta
     let (text, weights) = rest.split_at(len);
     let saved: Saved = serde_json::from_slice(text)
         .map_err(|e| fail(format!("unreadable model description ({e})")))?;
-    saved.validate(&path)?;
+    let layout = saved.validate(&path)?;
     let json = dir.join("model.json");
     if let Ok(text) = std::fs::read_to_string(&json) {
         let copy: Saved = serde_json::from_str(&text)
@@ -263,7 +443,7 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Model<B>, Sta
             )));
         }
     }
-    let model = build::<B>(&saved.flow, saved.dim, 0, device)?;
+    let model = saved.build::<B>(&layout, device)?;
     let record = Weights::default()
         .load(weights.to_vec(), device)
         .map_err(|e| {
@@ -272,7 +452,12 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Model<B>, Sta
                 first_line(&e.to_string())
             ))
         })?;
-    Ok((model.load_record(record), saved.standardizer))
+    let loaded = Loaded {
+        model: model.load_record(record),
+        standardizer: saved.standardizer.clone(),
+        layout,
+    };
+    Ok((loaded, saved))
 }
 
 fn first_line(s: &str) -> &str {

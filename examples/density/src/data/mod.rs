@@ -7,12 +7,14 @@
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 mod csv;
+mod layout;
 mod npy;
 mod table;
 mod toy;
 
-pub use csv::{parse_csv, read_csv};
-pub use npy::{parse_npy, read_npy};
+pub use csv::{parse_csv, read_csv, write_csv};
+pub use layout::{Layout, parse_columns};
+pub use npy::{parse_npy, read_npy, write_npy};
 pub use table::{DataError, Standardizer, Table};
 pub use toy::Toy;
 
@@ -34,19 +36,36 @@ pub fn mnist_logit(pixels: &[u8], dim: usize, rng: &mut StdRng) -> (Table, Vec<f
     (Table { values, dim }, log_det)
 }
 
-/// Train/validation/test parts of a table, after a seeded shuffle (80/10/10).
-pub fn split(table: &Table, seed: u64, path: &str) -> Result<[Table; 3], DataError> {
+/// Train/validation/test parts of a table after a seeded shuffle: `valid` and `test` are
+/// the fractions of the rows held out for each (`test` may be 0, when the test rows come
+/// from a file of their own). Every part must keep at least one row (two for training).
+pub fn split(
+    table: &Table,
+    seed: u64,
+    valid: f64,
+    test: f64,
+    path: &str,
+) -> Result<[Table; 3], DataError> {
     let n = table.rows();
-    if n < 10 {
+    let n_valid = (n as f64 * valid).floor() as usize;
+    let n_test = (n as f64 * test).floor() as usize;
+    if n_valid == 0 || (test > 0.0 && n_test == 0) || n < n_valid + n_test + 2 {
         return Err(DataError::Shape {
             path: path.into(),
-            why: format!("{n} rows: need at least 10 to split 80/10/10"),
+            why: format!(
+                "{n} rows are too few to hold out {:.0} % for validation{}: every part \
+                 needs rows",
+                valid * 100.0,
+                if test > 0.0 {
+                    format!(" and {:.0} % for testing", test * 100.0)
+                } else {
+                    String::new()
+                }
+            ),
         });
     }
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut StdRng::seed_from_u64(seed));
-    let n_valid = n / 10;
-    let n_test = n / 10;
     let d = table.dim;
     let take = |idx: &[usize]| Table {
         values: idx

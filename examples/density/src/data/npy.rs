@@ -108,9 +108,43 @@ pub fn parse_npy(bytes: &[u8], name: &str) -> Result<Table, DataError> {
     Ok(table)
 }
 
+/// The bytes of `table` as a 2-D little-endian `f8` NPY array (version 1.0, C order),
+/// as `numpy.save` writes it: the header padded with spaces so the data starts at a
+/// multiple of 64 bytes.
+pub fn write_npy(table: &Table) -> Vec<u8> {
+    let mut header = format!(
+        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({}, {}), }}",
+        table.rows(),
+        table.dim
+    );
+    // magic (6) + version (2) + length (2) + header + '\n'
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in &table.values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_arrays_read_back() {
+        let t = Table {
+            values: vec![1.5, -2.0, 3.25, 4.0, 0.5, f64::MIN_POSITIVE],
+            dim: 3,
+        };
+        let bytes = write_npy(&t);
+        assert_eq!(bytes[8] as usize + 10, bytes.len() - 48);
+        assert_eq!((bytes.len() - 48) % 64, 0);
+        assert_eq!(parse_npy(&bytes, "t.npy").unwrap(), t);
+    }
 
     fn npy(descr: &str, shape: &str, payload: &[u8]) -> std::path::PathBuf {
         let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");

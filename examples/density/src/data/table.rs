@@ -56,6 +56,9 @@ pub enum DataError {
         /// What is wrong.
         why: String,
     },
+    /// Context columns that do not fit the data.
+    #[error("{0}")]
+    Columns(String),
     /// Too few rows to split, or no columns.
     #[error("{path}: {why}")]
     Shape {
@@ -79,6 +82,18 @@ impl Table {
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.values.len() / self.dim.max(1)
+    }
+
+    /// The columns `cols` (0-based, each `< dim`) of every row, in that order.
+    pub fn select(&self, cols: &[usize]) -> Table {
+        Table {
+            values: self
+                .values
+                .chunks_exact(self.dim.max(1))
+                .flat_map(|row| cols.iter().map(|&c| row[c]))
+                .collect(),
+            dim: cols.len(),
+        }
     }
 
     pub(super) fn check_finite(&self, path: &str) -> Result<(), DataError> {
@@ -152,6 +167,42 @@ impl Standardizer {
     /// standardized data to get the log-density in the original units.
     pub fn log_det(&self) -> f64 {
         -self.std.iter().map(|s| s.ln()).sum::<f64>()
+    }
+
+    /// [`Standardizer::log_det`] of the columns `cols` only (the modelled columns of a
+    /// conditional density: the context's units do not change `p(y | c)`).
+    pub fn log_det_of(&self, cols: &[usize]) -> f64 {
+        -cols.iter().map(|&c| self.std[c].ln()).sum::<f64>()
+    }
+
+    /// Standardized copy of `table`, whose columns are the columns `cols` of the data this
+    /// standardization was fitted to (`table.dim == cols.len()`).
+    pub fn apply_columns(&self, table: &Table, cols: &[usize]) -> Table {
+        let d = table.dim;
+        Table {
+            values: table
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (x - self.mean[cols[i % d]]) / self.std[cols[i % d]])
+                .collect(),
+            dim: d,
+        }
+    }
+
+    /// The original units of standardized columns `cols` of `table` (`table.dim ==
+    /// cols.len()`): `x = z σ + μ`.
+    pub fn restore(&self, table: &Table, cols: &[usize]) -> Table {
+        let d = table.dim;
+        Table {
+            values: table
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, z)| z * self.std[cols[i % d]] + self.mean[cols[i % d]])
+                .collect(),
+            dim: d,
+        }
     }
 }
 #[cfg(test)]

@@ -33,6 +33,21 @@ pub enum Toy {
     PeerMoons,
     /// The peers' 8-D mixture of 4 correlated Gaussians (nsf-mog), with exact density.
     Mog8,
+    /// A conditional density, to fit with `--context-cols 1`: `x ~ U(−2, 2)` and, given
+    /// `x`, `y ~ ½ N(x, s²) + ½ N(−x, s²)` with `s = 0.15 + 0.1 |x|`: one mode at `x = 0`
+    /// that splits into two, wider the farther they move apart. Exact `p(y | x)`.
+    #[value(name = "cond-bimodal")]
+    #[serde(rename = "cond-bimodal")]
+    CondBimodal,
+}
+
+/// [`Toy::CondBimodal`]'s `ln p(y | x)`.
+fn cond_bimodal_log_prob(x: f64, y: f64) -> f64 {
+    let s = 0.15 + 0.1 * x.abs();
+    let component = |m: f64| -0.5 * ((y - m) / s).powi(2) - s.ln() - 0.5 * (2.0 * PI).ln();
+    let (a, b) = (component(x), component(-x));
+    let m = a.max(b);
+    m + (0.5 * (a - m).exp() + 0.5 * (b - m).exp()).ln()
 }
 
 fn normal(rng: &mut StdRng) -> f64 {
@@ -248,6 +263,13 @@ impl Toy {
                 let mog = Mog8::new();
                 (0..n).flat_map(|_| mog.sample(rng)).collect()
             }
+            Toy::CondBimodal => (0..n)
+                .flat_map(|_| {
+                    let x = 4.0 * rng.random::<f64>() - 2.0;
+                    let sign = if rng.random::<bool>() { 1.0 } else { -1.0 };
+                    [x, sign * x + (0.15 + 0.1 * x.abs()) * normal(rng)]
+                })
+                .collect(),
         };
         Table {
             values,
@@ -257,16 +279,55 @@ impl Toy {
 
     /// The exact mean log-density of `table` under the true distribution, where known.
     pub fn exact_log_prob(self, table: &Table) -> Option<f64> {
-        (self == Toy::Mog8).then(|| {
-            let mog = Mog8::new();
-            let n = table.rows() as f64;
-            table
-                .values
-                .chunks_exact(8)
-                .map(|x| mog.log_prob(x))
-                .sum::<f64>()
-                / n
-        })
+        let n = table.rows() as f64;
+        match self {
+            Toy::Mog8 => {
+                let mog = Mog8::new();
+                Some(
+                    table
+                        .values
+                        .chunks_exact(8)
+                        .map(|x| mog.log_prob(x))
+                        .sum::<f64>()
+                        / n,
+                )
+            }
+            // p(x, y) = p(x) p(y | x), p(x) = 1/4 on [−2, 2].
+            Toy::CondBimodal => Some(
+                table
+                    .values
+                    .chunks_exact(2)
+                    .map(|r| {
+                        if r[0].abs() <= 2.0 {
+                            0.25f64.ln() + cond_bimodal_log_prob(r[0], r[1])
+                        } else {
+                            f64::NEG_INFINITY
+                        }
+                    })
+                    .sum::<f64>()
+                    / n,
+            ),
+            _ => None,
+        }
+    }
+
+    /// The exact `ln p(y | x)` at one point, for a toy with a known conditional density
+    /// given its first column: [`Toy::CondBimodal`].
+    pub fn exact_conditional(self, x: f64, y: f64) -> Option<f64> {
+        (self == Toy::CondBimodal).then(|| cond_bimodal_log_prob(x, y))
+    }
+
+    /// The mean exact `ln p(y | c)` over the rows of `table`, where known: for
+    /// [`Toy::CondBimodal`] conditioned on its first column (`context` = `[0]`).
+    pub fn exact_conditional_log_prob(self, table: &Table, context: &[usize]) -> Option<f64> {
+        if context != [0] {
+            return None;
+        }
+        let mut total = 0.0;
+        for r in table.values.chunks_exact(2) {
+            total += self.exact_conditional(r[0], r[1])?;
+        }
+        Some(total / table.rows() as f64)
     }
 
     /// The entropy in nats where it has a closed form up to negligible overlap.
@@ -290,6 +351,34 @@ mod tests {
     fn moments(t: &Table) -> (Vec<f64>, Vec<f64>) {
         let s = Standardizer::fit(t);
         (s.mean, s.std)
+    }
+
+    #[test]
+    fn cond_bimodal_conditional_density_is_normalized_and_matches_samples() {
+        for x in [-1.9, -0.5, 0.0, 0.3, 1.7] {
+            let h = 1e-3;
+            let mass: f64 = (0..10_000)
+                .map(|k| -5.0 + (k as f64 + 0.5) * h)
+                .map(|y| Toy::CondBimodal.exact_conditional(x, y).unwrap().exp() * h)
+                .sum();
+            assert!((mass - 1.0).abs() < 1e-6, "x = {x}: mass {mass}");
+        }
+        // Samples near x = 1.5 sit at y ≈ ±1.5 with spread 0.3.
+        let t = Toy::CondBimodal.sample(200_000, &mut StdRng::seed_from_u64(3));
+        let near: Vec<f64> = t
+            .values
+            .chunks_exact(2)
+            .filter(|r| (r[0] - 1.5).abs() < 0.01)
+            .map(|r| r[1].abs())
+            .collect();
+        let mean = near.iter().sum::<f64>() / near.len() as f64;
+        assert!(near.len() > 500 && (mean - 1.5).abs() < 0.03, "{mean}");
+        let joint = Toy::CondBimodal.exact_log_prob(&t).unwrap();
+        let conditional = Toy::CondBimodal
+            .exact_conditional_log_prob(&t, &[0])
+            .unwrap();
+        assert!((joint - conditional - 0.25f64.ln()).abs() < 1e-9);
+        assert_eq!(Toy::CondBimodal.exact_conditional_log_prob(&t, &[1]), None);
     }
 
     #[test]
