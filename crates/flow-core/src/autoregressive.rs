@@ -63,6 +63,10 @@ pub struct MaskedAutoregressiveConfig {
     /// every other somewhere in the stack.
     #[config(default = "Order::Natural")]
     pub order: Order,
+    /// Dropout probability on the MADE's hidden activations in training (the MAF paper's
+    /// regularization for small data sets; 0: none).
+    #[config(default = 0.0)]
+    pub dropout: f64,
 }
 
 impl MaskedAutoregressiveConfig {
@@ -74,6 +78,7 @@ impl MaskedAutoregressiveConfig {
             .with_n_hidden(self.n_hidden)
             .with_context_dim(self.context_dim)
             .with_order(self.order)
+            .with_dropout(self.dropout)
             .init(device)?;
         Ok(MaskedAutoregressive {
             made,

@@ -45,6 +45,9 @@ pub struct CouplingConfig {
     /// Width of the context fed to the conditioner (0 = unconditional).
     #[config(default = 0)]
     pub context_dim: usize,
+    /// Dropout probability on the conditioner's hidden activations in training (0: none).
+    #[config(default = 0.0)]
+    pub dropout: f64,
 }
 
 impl CouplingConfig {
@@ -67,7 +70,8 @@ impl CouplingConfig {
                 self.n_hidden,
                 outputs,
                 device,
-            )?,
+            )?
+            .with_dropout(self.dropout)?,
             dim: self.dim,
             context_dim: self.context_dim,
             kind: self.kind,

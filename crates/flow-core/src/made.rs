@@ -140,6 +140,10 @@ pub struct MadeConfig {
     /// The autoregressive order.
     #[config(default = "Order::Natural")]
     pub order: Order,
+    /// Dropout probability on the hidden activations in training (0: none). Dropping
+    /// hidden units keeps the masks' autoregressive structure.
+    #[config(default = 0.0)]
+    pub dropout: f64,
 }
 
 impl MadeConfig {
@@ -151,6 +155,7 @@ impl MadeConfig {
                 self.dim, self.params_per_dim, self.hidden, self.n_hidden
             )));
         }
+        let dropout = crate::nets::check_dropout(self.dropout)?;
         let d = self.dim;
         let input = self.order.degrees(d);
         let hidden: Vec<usize> = (0..self.hidden).map(|k| k % (d - 1).max(1) + 1).collect();
@@ -195,6 +200,7 @@ impl MadeConfig {
             dim: d,
             context_dim: self.context_dim,
             by_degree,
+            dropout,
         })
     }
 }
@@ -217,6 +223,8 @@ pub struct Made<B: Backend> {
     /// The features in increasing degree: the order in which sequential evaluation fixes
     /// them.
     by_degree: Vec<usize>,
+    /// Dropout on the hidden activations of [`Made::forward`] in training.
+    dropout: f64,
 }
 
 impl<B: Backend> Made<B> {
@@ -235,7 +243,15 @@ impl<B: Backend> Made<B> {
     /// # Panics
     /// If a conditional network gets no context.
     pub fn forward(&self, x: Tensor<B, 2>, context: Option<&Tensor<B, 2>>) -> Tensor<B, 2> {
-        if self.context.is_none() {
+        let dropout = crate::nets::dropout_active::<B>(self.dropout, &x.device());
+        let drop = |h: Tensor<B, 2>| {
+            if dropout {
+                crate::nets::dropout(h, self.dropout)
+            } else {
+                h
+            }
+        };
+        if self.context.is_none() && !dropout {
             let all = || self.layers.iter().chain([&self.out]);
             let raw: Vec<_> = all().map(|l| (l.weight.val(), l.bias.val())).collect();
             let masks: Vec<_> = all().map(|l| Some(l.mask_values.clone())).collect();
@@ -254,9 +270,9 @@ impl<B: Backend> Made<B> {
         if let Some((paths, c)) = &ctx {
             h = h + paths.hidden.forward(c.clone());
         }
-        h = activation::relu(h);
+        h = drop(activation::relu(h));
         for layer in &self.layers[1..] {
-            h = activation::relu(layer.forward(h));
+            h = drop(activation::relu(layer.forward(h)));
         }
         let out = self.out.forward(h);
         match ctx {

@@ -13,10 +13,15 @@ use crate::{
 
 /// A ReLU multilayer perceptron `in → hidden × n_hidden → out` whose last layer starts at
 /// zero, so that a conditioner built from it makes a new flow start at the identity.
+///
+/// With [`Mlp::with_dropout`], every hidden activation is dropped with probability `p`
+/// (and the kept ones scaled by `1/(1 − p)`) when the backend records gradients
+/// (training); evaluation on the inner backend (`valid()`) is deterministic.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     hidden: Vec<Linear<B>>,
     out: Linear<B>,
+    dropout: f64,
 }
 
 impl<B: Backend> Mlp<B> {
@@ -45,13 +50,54 @@ impl<B: Backend> Mlp<B> {
         Ok(Self {
             hidden: layers,
             out,
+            dropout: 0.0,
         })
+    }
+
+    /// The network with dropout probability `p ∈ [0, 1)` on its hidden activations in
+    /// training.
+    pub fn with_dropout(mut self, p: f64) -> Result<Self> {
+        self.dropout = check_dropout(p)?;
+        Ok(self)
     }
 
     /// `[batch, d_in] -> [batch, d_out]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        relu_linear(self.hidden.iter().chain([&self.out]), x, false)
+        if !dropout_active::<B>(self.dropout, &x.device()) {
+            return relu_linear(self.hidden.iter().chain([&self.out]), x, false);
+        }
+        let h = self.hidden.iter().fold(x, |h, layer| {
+            dropout(activation::relu(layer.forward(h)), self.dropout)
+        });
+        self.out.forward(h)
     }
+}
+
+/// `p` if it is a dropout probability in `[0, 1)`.
+pub(crate) fn check_dropout(p: f64) -> Result<f64> {
+    if (0.0..1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(FlowError::InvalidConfig(format!(
+            "dropout must be in [0, 1), got {p}"
+        )))
+    }
+}
+
+/// Whether dropout `p` applies: `p > 0` on a backend that records gradients.
+pub(crate) fn dropout_active<B: Backend>(p: f64, device: &B::Device) -> bool {
+    p > 0.0 && B::ad_enabled(device)
+}
+
+/// Inverted dropout: each entry zeroed with probability `p`, the rest scaled by
+/// `1/(1 − p)`, so the expectation is unchanged.
+pub(crate) fn dropout<B: Backend, const D: usize>(h: Tensor<B, D>, p: f64) -> Tensor<B, D> {
+    let keep = Tensor::<B, D>::random(
+        h.shape(),
+        burn::tensor::Distribution::Bernoulli(1.0 - p),
+        &h.device(),
+    );
+    h * keep.div_scalar(1.0 - p)
 }
 
 /// `x: [n, d_0]` through ReLU layers given as `(W_l: [d_l, d_{l+1}], b_l: [d_{l+1}])`:

@@ -8,6 +8,7 @@
 mod common;
 
 mod distributions;
+mod dropout;
 mod flow;
 mod harness_can_fail;
 mod layers;
