@@ -31,3 +31,11 @@ pub(crate) fn non_negative(s: &str) -> std::result::Result<f64, String> {
         _ => Err(format!("{s:?} is not a finite number ≥ 0")),
     }
 }
+
+/// A dropout probability in `[0, 1)`.
+pub(crate) fn dropout(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a dropout probability in [0, 1)")),
+    }
+}

@@ -68,7 +68,7 @@ pub struct Design {
     pub layout: Layout,
     /// The base distribution.
     pub base: BaseKind,
-    /// `Some((A, μ))`: a data-side LU layer starting at `x = A z + μ` (`A` lower
+    /// `Some((A, μ))`: a noise-side LU layer starting at `x = A z + μ` (`A` lower
     /// triangular, row-major); `Some` with any value when loading.
     pub whitening: Option<(Vec<f64>, Vec<f64>)>,
 }
@@ -115,6 +115,11 @@ pub struct FlowArgs {
     /// Batch normalization after every layer.
     #[arg(long)]
     pub batchnorm: bool,
+    /// Dropout probability on the conditioners' hidden activations in training (set by
+    /// the fit's `--dropout`).
+    #[arg(skip)]
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 impl FlowArgs {
@@ -142,6 +147,9 @@ impl FlowArgs {
         if self.batchnorm {
             s += " +BN";
         }
+        if self.dropout > 0.0 {
+            s += &format!(" dropout {}", self.dropout);
+        }
         s
     }
 
@@ -154,7 +162,7 @@ impl FlowArgs {
 }
 
 /// Builds the model for `design`: the stack of `args` on the modelled columns, conditioned
-/// on the context columns, over the chosen base, and ending (data side) in the whitening
+/// on the context columns, over the chosen base, starting (noise side) with the whitening
 /// layer.
 pub fn build<B: Backend>(
     args: &FlowArgs,
@@ -177,6 +185,7 @@ pub fn build<B: Backend>(
                         .with_hidden(args.hidden)
                         .with_n_hidden(args.n_hidden)
                         .with_context_dim(context)
+                        .with_dropout(args.dropout)
                         .init(device)?
                         .into(),
                 );
@@ -193,6 +202,7 @@ pub fn build<B: Backend>(
                         .with_n_hidden(args.n_hidden)
                         .with_order(order)
                         .with_context_dim(context)
+                        .with_dropout(args.dropout)
                         .init(device)?
                         .into(),
                 );
@@ -209,9 +219,11 @@ pub fn build<B: Backend>(
             layers.push(Permutation::reverse(dim, device)?.into());
         }
     }
+    // On the noise side: the other layers work in the data's standardized coordinates
+    // (measured better than on the data side for couplings with dropout, docs/density.md).
     if let Some((a, shift)) = &design.whitening {
         let lu = LuLinearConfig::new(dim).init_lower_triangular(a, shift, device)?;
-        layers.push(lu.into());
+        layers.insert(0, lu.into());
     }
     let base: Base<B> = match (design.base, context) {
         (BaseKind::Normal, 0) => StandardNormal::new(dim)?.into(),

@@ -196,6 +196,13 @@ fn test_file_and_validation_fraction() {
     ]);
     assert!(ok, "{err}");
     let reported = summary(&out)["test_log_likelihood"].as_f64().unwrap();
+    // Tables get dropout in their conditioners unless told otherwise.
+    assert!(
+        summary(&out)["flow"]
+            .as_str()
+            .unwrap()
+            .contains("dropout 0.2")
+    );
     assert!(
         (ll(&stdout) - reported).abs() < 1e-3,
         "{stdout} vs {reported}"
@@ -210,6 +217,10 @@ fn test_file_and_validation_fraction() {
         "--test-file goes with a table",
     );
     assert_fails(&["--data", t, "--valid-fraction", "1.5"], "not a fraction");
+    assert_fails(
+        &["--data", t, "--dropout", "1"],
+        "not a dropout probability",
+    );
     let tiny = dir.join("tiny.csv");
     write_csv(&tiny, 5, 2);
     assert_fails(&["--data", tiny.to_str().unwrap()], "too few to hold out");
