@@ -230,41 +230,136 @@ impl Dataset {
         self.layout.modelled().len()
     }
 
-    /// The Cholesky factor `A` (row-major, lower triangular) of the modelled columns'
-    /// covariance over the training rows of a table, and their mean: the data's
-    /// maximum-likelihood Gaussian `N(μ, A Aᵀ)`. `None` for toys and MNIST (drawn afresh).
-    /// Columns that are linear combinations of others are an error naming them.
-    pub fn whitening(&self) -> Result<Option<(Vec<f64>, Vec<f64>)>> {
+    /// Where a table's flow starts: the training rows' maximum-likelihood Gaussian
+    /// `N(μ, A Aᵀ)` of the modelled columns, or, with `regression` (a conditional density
+    /// on a normal base), the least-squares linear-Gaussian fit `N(c B + b, A Aᵀ)` of the
+    /// modelled columns on the context, `A` the Cholesky factor of its residual covariance.
+    /// `None` for toys and MNIST (drawn afresh). Modelled columns that are linear
+    /// combinations of the others (and of the context) are an error naming them.
+    pub fn start(&self, regression: bool) -> Result<Option<Start>> {
         let Some(train) = &self.train else {
             return Ok(None);
         };
         let modelled = self.layout.modelled();
         let y = train.select(&modelled);
-        let (n, d) = (y.rows() as f64, y.dim);
-        let mut mean = vec![0.0; d];
-        for row in y.values.chunks_exact(d) {
-            for (m, v) in mean.iter_mut().zip(row) {
-                *m += v / n;
+        let (n, d) = (y.rows(), y.dim);
+        let regression = regression && !self.layout.context().is_empty();
+        // Predictors: the context and a constant (or the constant alone: the mean).
+        let x = if regression {
+            train.select(self.layout.context())
+        } else {
+            Table {
+                values: Vec::new(),
+                dim: 0,
+            }
+        };
+        let k = x.dim + 1;
+        let row = |r: usize| -> Vec<f64> {
+            let mut v = x.values[r * x.dim..(r + 1) * x.dim].to_vec();
+            v.push(1.0);
+            v
+        };
+        let mut xtx = vec![0.0; k * k];
+        let mut xty = vec![0.0; k * d];
+        for r in 0..n {
+            let xr = row(r);
+            for i in 0..k {
+                for j in 0..k {
+                    xtx[i * k + j] += xr[i] * xr[j];
+                }
+                for j in 0..d {
+                    xty[i * d + j] += xr[i] * y.values[r * d + j];
+                }
+            }
+        }
+        cholesky(&mut xtx, k).map_err(|col| {
+            other(format!(
+                "context column {} is (nearly) a linear combination of the other context \
+                 columns in the training rows: drop it",
+                self.layout.context().get(col).map_or(0, |c| c + 1)
+            ))
+        })?;
+        // β = (XᵀX)⁻¹ Xᵀ Y, column by column: L Lᵀ β = Xᵀy.
+        let mut beta = vec![0.0; k * d];
+        for j in 0..d {
+            let rhs: Vec<f64> = (0..k).map(|i| xty[i * d + j]).collect();
+            let solved = back_substitute_t(&xtx, k, &forward_substitute(&xtx, k, &rhs));
+            for i in 0..k {
+                beta[i * d + j] = solved[i];
             }
         }
         let mut cov = vec![0.0; d * d];
-        for row in y.values.chunks_exact(d) {
+        for r in 0..n {
+            let xr = row(r);
+            let resid: Vec<f64> = (0..d)
+                .map(|j| y.values[r * d + j] - (0..k).map(|i| xr[i] * beta[i * d + j]).sum::<f64>())
+                .collect();
             for i in 0..d {
                 for j in 0..=i {
-                    cov[i * d + j] += (row[i] - mean[i]) * (row[j] - mean[j]) / n;
+                    cov[i * d + j] += resid[i] * resid[j] / n as f64;
                 }
             }
         }
         cholesky(&mut cov, d).map_err(|col| {
+            let given = if regression { " and the context" } else { "" };
             other(format!(
                 "column {} of the training data is (nearly) a linear combination of the \
-                 columns before it: the data lies on a lower-dimensional subspace and has no \
-                 density; drop the column, or fit with --no-whiten",
+                 columns before it{given}: the data lies on a lower-dimensional subspace and \
+                 has no density; drop the column, or fit with --no-whiten",
                 modelled[col] + 1
             ))
         })?;
-        Ok(Some((cov, mean)))
+        let intercept = beta[(k - 1) * d..].to_vec();
+        if !regression {
+            return Ok(Some(Start {
+                a: cov,
+                shift: intercept,
+                regression: None,
+            }));
+        }
+        // In the whitened coordinates z = A⁻¹ y the regression is c B A⁻ᵀ + b A⁻ᵀ: each row
+        // v of B (and b) becomes (A⁻¹ vᵀ)ᵀ.
+        let whiten = |v: &[f64]| forward_substitute(&cov, d, v);
+        let weight: Vec<f64> = (0..k - 1)
+            .flat_map(|i| whiten(&beta[i * d..(i + 1) * d]))
+            .collect();
+        Ok(Some(Start {
+            regression: Some((weight, whiten(&intercept))),
+            a: cov,
+            shift: vec![0.0; d],
+        }))
     }
+}
+
+/// Where a flow on a table starts (see [`Dataset::start`]).
+pub struct Start {
+    /// Lower triangular `A`, row-major: the whitening layer's matrix.
+    pub a: Vec<f64>,
+    /// The whitening layer's shift.
+    pub shift: Vec<f64>,
+    /// The conditional base's linear start `(W, b)` in whitened coordinates, row-major
+    /// `[context, dim]` and `[dim]`.
+    pub regression: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+/// `L⁻¹ v` for a lower triangular `L` (`d × d`, row-major).
+fn forward_substitute(l: &[f64], d: usize, v: &[f64]) -> Vec<f64> {
+    let mut out = vec![0.0; d];
+    for i in 0..d {
+        let dot: f64 = (0..i).map(|k| l[i * d + k] * out[k]).sum();
+        out[i] = (v[i] - dot) / l[i * d + i];
+    }
+    out
+}
+
+/// `L⁻ᵀ v` for a lower triangular `L` (`d × d`, row-major).
+fn back_substitute_t(l: &[f64], d: usize, v: &[f64]) -> Vec<f64> {
+    let mut out = vec![0.0; d];
+    for i in (0..d).rev() {
+        let dot: f64 = (i + 1..d).map(|k| l[k * d + i] * out[k]).sum();
+        out[i] = (v[i] - dot) / l[i * d + i];
+    }
+    out
 }
 
 /// In-place Cholesky factorization of the lower triangle of `a` (`d × d`, row-major);

@@ -170,14 +170,16 @@ pub fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary>
         .dropout
         .unwrap_or(if data.train.is_some() { 0.2 } else { 0.0 });
     let flow = &flow;
+    let start = if args.no_whiten {
+        None
+    } else {
+        data.start(args.base == BaseKind::Normal)?
+    };
     let design = Design {
         layout: layout.clone(),
         base: args.base,
-        whitening: if args.no_whiten {
-            None
-        } else {
-            data.whitening()?
-        },
+        regression: start.as_ref().and_then(|s| s.regression.clone()),
+        whitening: start.map(|s| (s.a, s.shift)),
     };
     <Autodiff<B> as Backend>::seed(&device, args.seed);
     let mut model: Model<Autodiff<B>> = model::build(flow, &design, args.seed, &device)?;

@@ -71,6 +71,9 @@ pub struct Design {
     /// `Some((A, μ))`: a noise-side LU layer starting at `x = A z + μ` (`A` lower
     /// triangular, row-major); `Some` with any value when loading.
     pub whitening: Option<(Vec<f64>, Vec<f64>)>,
+    /// `Some((W, b))`: the conditional normal base starts at `N(c W + b, I)` (a regression
+    /// in the whitened coordinates); `None`: at `N(0, I)`.
+    pub regression: Option<(Vec<f64>, Vec<f64>)>,
 }
 
 /// The layer family of a stack.
@@ -227,10 +230,13 @@ pub fn build<B: Backend>(
     }
     let base: Base<B> = match (design.base, context) {
         (BaseKind::Normal, 0) => StandardNormal::new(dim)?.into(),
-        (BaseKind::Normal, c) => ConditionalDiagNormalConfig::new(dim, c)
-            .with_hidden(args.hidden)
-            .init(device)?
-            .into(),
+        (BaseKind::Normal, c) => {
+            let config = ConditionalDiagNormalConfig::new(dim, c).with_hidden(args.hidden);
+            match &design.regression {
+                Some((w, b)) => config.init_linear(w, b, device)?.into(),
+                None => config.init(device)?.into(),
+            }
+        }
         (BaseKind::Mixture(k), _) => GaussianMixtureConfig::new(dim, k).init(device)?.into(),
     };
     Ok(Flow::new(base, layers)?)
@@ -316,6 +322,7 @@ impl Saved {
             layout: layout.clone(),
             base: self.base,
             whitening: self.whitened.then(|| (identity.collect(), vec![0.0; d])),
+            regression: None,
         };
         build::<B>(&self.flow, &design, self.seed, device)
     }

@@ -3,8 +3,9 @@
 
 use burn::{
     config::Config,
-    module::Module,
-    tensor::{Tensor, backend::Backend},
+    module::{Module, Param},
+    nn::{Initializer, Linear, LinearConfig},
+    tensor::{Tensor, TensorData, backend::Backend},
 };
 
 use super::{Distribution, diag_log_prob, diag_sample};
@@ -43,6 +44,9 @@ impl ConditionalDiagNormalConfig {
                 self.max_log_scale
             )));
         }
+        let linear = LinearConfig::new(self.context_dim, 2 * self.dim)
+            .with_initializer(Initializer::Zeros)
+            .init(device);
         Ok(ConditionalDiagNormal {
             net: Mlp::new(
                 self.context_dim,
@@ -51,6 +55,7 @@ impl ConditionalDiagNormalConfig {
                 2 * self.dim,
                 device,
             )?,
+            linear,
             dim: self.dim,
             context_dim: self.context_dim,
             max_log_scale: self.max_log_scale,
@@ -58,8 +63,58 @@ impl ConditionalDiagNormalConfig {
     }
 }
 
-/// `p(x | c) = N(x; μ(c), diag(σ(c)²))`, with `[μ(c), ŝ(c)]` the output of a ReLU network
-/// of the context and `ln σ = S·tanh(ŝ/S)` soft-clamped.
+impl ConditionalDiagNormalConfig {
+    /// The distribution starting at the linear-Gaussian regression
+    /// `p(x | c) = N(c W + b, I)`: the linear path's mean part set to `weight`
+    /// (`[context_dim, dim]`, row-major) and `bias` (`[dim]`), every other output zero.
+    /// With `x` whitened by the regression's residual covariance, a flow on this base
+    /// starts at the least-squares fit of `x` on `c`.
+    pub fn init_linear<B: Backend>(
+        &self,
+        weight: &[f64],
+        bias: &[f64],
+        device: &B::Device,
+    ) -> crate::Result<ConditionalDiagNormal<B>> {
+        let (c, d) = (self.context_dim, self.dim);
+        if weight.len() != c * d || bias.len() != d {
+            return Err(FlowError::InvalidConfig(format!(
+                "a linear start for context {c} and dimension {d} needs {} weights and {d} \
+                 biases, got {} and {}",
+                c * d,
+                weight.len(),
+                bias.len()
+            )));
+        }
+        if let Some(v) = weight.iter().chain(bias).find(|v| !v.is_finite()) {
+            return Err(FlowError::InvalidConfig(format!(
+                "a linear start must be finite, got {v}"
+            )));
+        }
+        let mut base = self.init::<B>(device)?;
+        // [c, 2d]: the mean part in the first d columns, the log-scale part zero.
+        let w: Vec<f32> = (0..c * 2 * d)
+            .map(|k| {
+                let (i, j) = (k / (2 * d), k % (2 * d));
+                if j < d { weight[i * d + j] as f32 } else { 0.0 }
+            })
+            .collect();
+        let b: Vec<f32> = (0..2 * d)
+            .map(|j| if j < d { bias[j] as f32 } else { 0.0 })
+            .collect();
+        base.linear.weight =
+            Param::from_tensor(Tensor::from_data(TensorData::new(w, [c, 2 * d]), device));
+        base.linear.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(b, [2 * d]),
+            device,
+        )));
+        Ok(base)
+    }
+}
+
+/// `p(x | c) = N(x; μ(c), diag(σ(c)²))`, with `[μ(c), ŝ(c)] = MLP(c) + c W + b` (a ReLU
+/// network of the context plus a linear path) and `ln σ = S·tanh(ŝ/S)` soft-clamped.
+/// Both start at zero (`N(0, I)` for every context), or, through
+/// [`ConditionalDiagNormalConfig::init_linear`], at a linear-Gaussian regression.
 ///
 /// # Math
 /// `ln p(x | c) = Σⱼ [−½((xⱼ − μⱼ(c))/σⱼ(c))² − ln σⱼ(c)] − (D/2) ln 2π`; samples
@@ -82,6 +137,8 @@ impl ConditionalDiagNormalConfig {
 pub struct ConditionalDiagNormal<B: Backend> {
     /// The network `c ↦ [μ, ŝ]`, `[n, context_dim] -> [n, 2·dim]`.
     pub net: Mlp<B>,
+    /// The linear path `c ↦ c W + b` added to the network's output.
+    pub linear: Linear<B>,
     dim: usize,
     context_dim: usize,
     max_log_scale: f64,
@@ -90,7 +147,7 @@ pub struct ConditionalDiagNormal<B: Backend> {
 impl<B: Backend> ConditionalDiagNormal<B> {
     /// `(μ(c), ln σ(c))`, each `[n, dim]`.
     pub fn parameters(&self, context: &Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let out = self.net.forward(context.clone());
+        let out = self.net.forward(context.clone()) + self.linear.forward(context.clone());
         let loc = out.clone().narrow(1, 0, self.dim);
         let log_scale = soft_clamp(out.narrow(1, self.dim, self.dim), self.max_log_scale);
         (loc, log_scale)

@@ -222,6 +222,36 @@ on_backends! {
     conditional_base_and_flow_agree => conditional_flow_is_consistent;
 }
 
+/// Started at a regression, the conditional normal is `N(c W + b, I)`.
+#[test]
+fn conditional_base_starts_at_a_linear_regression() {
+    let _rng = seeded_ndarray();
+    let device = Default::default();
+    let (w, b) = ([0.5, -1.0, 2.0, 0.25, 0.0, 1.5], [0.3, -0.2]);
+    let base = ConditionalDiagNormalConfig::new(2, 3)
+        .init_linear::<NdAd>(&w, &b, &device)
+        .unwrap();
+    let c = standard_inputs::<NdAd>(4, 3, 31, &device);
+    let x = standard_inputs::<NdAd>(4, 2, 32, &device);
+    let (cs, xs) = (host(c.clone()), host(x.clone()));
+    for (i, got) in host(base.log_prob(x, Some(&c))).iter().enumerate() {
+        let expected: f64 = (0..2)
+            .map(|j| {
+                let mean = (0..3).map(|k| cs[i * 3 + k] * w[k * 2 + j]).sum::<f64>() + b[j];
+                -0.5 * (xs[i * 2 + j] - mean).powi(2) - 0.5 * LN_2PI
+            })
+            .sum();
+        assert!((got - expected).abs() < 1e-4, "{got} vs {expected}");
+    }
+    let config = ConditionalDiagNormalConfig::new(2, 3);
+    assert!(config.init_linear::<NdAd>(&w[..5], &b, &device).is_err());
+    assert!(
+        config
+            .init_linear::<NdAd>(&w, &[f64::NAN, 0.0], &device)
+            .is_err()
+    );
+}
+
 #[test]
 fn context_errors_are_typed() {
     let _rng = seeded_ndarray();
