@@ -159,7 +159,7 @@ pub fn write_curves(path: &Path, size: u32, charts: &[Curves]) -> Result<(), Str
             .flat_map(|(_, y)| y.iter().filter(finite))
             .copied()
             .fold(0.0, f64::max);
-        if !(x_lo < x_hi) {
+        if x_lo.partial_cmp(&x_hi) != Some(std::cmp::Ordering::Less) {
             return Err(format!("chart {:?} has no x range", chart.title));
         }
         let mut c = ChartBuilder::on(area)

@@ -369,7 +369,7 @@ fn cholesky(a: &mut [f64], d: usize) -> std::result::Result<(), usize> {
     for j in 0..d {
         let var = a[j * d + j];
         let pivot = var - (0..j).map(|k| a[j * d + k].powi(2)).sum::<f64>();
-        if !(pivot > 1e-10 * var.max(f64::MIN_POSITIVE)) {
+        if pivot.is_nan() || pivot <= 1e-10 * var.max(f64::MIN_POSITIVE) {
             return Err(j);
         }
         let root = pivot.sqrt();
