@@ -75,6 +75,88 @@ pub enum Elementwise {
         /// The forget-gate bias `β` (the paper initialises the gate towards keeping `y`).
         forget_bias: f64,
     },
+    /// The affine maps of zuko and nflows, written (as they are) in the density direction:
+    /// inverse `x = y·σ(ŝ) + m`, `ln|dx/dy| = ln σ`; forward `y = (x − m)/σ`. Parameter 0
+    /// is the shift `m`, 1 the raw scale `ŝ`. For models imported from those libraries
+    /// ([`crate::import`]).
+    ScaleShift {
+        /// How the scale comes from `ŝ`.
+        scale: Scale,
+    },
+    /// zuko's monotonic rational-quadratic spline (`MonotonicRQSTransform`), whose density
+    /// direction is the spline's forward formula: the raw parameters soft-clamped
+    /// (`v/(1 + 2|v|/c)` for widths and heights, `v/(1 + |v|/c)` for the derivatives,
+    /// `c = ln 1000`), sizes `softmax` with no minimum, interior derivatives `exp`; then
+    /// inverse = the spline [`crate::rq_spline`], forward = its inverse. For models imported
+    /// from zuko ([`crate::import`]).
+    ZukoSpline {
+        /// Number of bins `K ≥ 2`.
+        bins: usize,
+        /// Half-width `B` of the interval `[−B, B]` (zuko: 5).
+        bound: f64,
+    },
+}
+
+/// The scale `σ(ŝ)` of [`Elementwise::ScaleShift`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Scale {
+    /// zuko's `MonotonicAffineTransform`: `σ = exp(ŝ / (1 + |ŝ|/c))`, `c = −ln(slope)`.
+    RationalExp {
+        /// The bound `c` of `ln σ` (zuko: `−ln 10⁻³`).
+        bound: f64,
+    },
+    /// nflows' `MaskedAffineAutoregressiveTransform`: `σ = softplus(ŝ) + ε`.
+    SoftplusPlus {
+        /// The floor `ε` of the scale (nflows: `10⁻³`).
+        epsilon: f64,
+    },
+}
+
+impl Scale {
+    /// `ln σ(ŝ)`, element-wise.
+    fn log_scale<B: Backend>(&self, raw: Tensor<B, 2>) -> Tensor<B, 2> {
+        match *self {
+            Scale::RationalExp { bound } => {
+                raw.clone() / raw.abs().div_scalar(bound).add_scalar(1.0)
+            }
+            Scale::SoftplusPlus { epsilon } => softplus(raw).add_scalar(epsilon).log(),
+        }
+    }
+}
+
+/// zuko's spline constants: `c = −ln(slope)`, `slope = 10⁻³`.
+const ZUKO_SLOPE_BOUND: f64 = 6.907_755_278_982_137;
+
+/// The minimum sizes that stand in for zuko's none: every `m ≤ 10⁻⁹` gives the same `f32`
+/// spline, and [`RqSpline::validate`] wants them positive.
+const NO_MINIMUM: f64 = 1e-12;
+
+/// The [`RqSpline`] of a zuko spline.
+fn zuko_spline(bins: usize, bound: f64) -> RqSpline {
+    RqSpline {
+        bins,
+        bound,
+        min_bin_width: NO_MINIMUM,
+        min_bin_height: NO_MINIMUM,
+        min_derivative: NO_MINIMUM,
+    }
+}
+
+/// zuko's raw spline parameters `[m, 3K − 1, d]` in flow-core's parametrization: widths and
+/// heights soft-clamped (a softmax takes them as they are), derivatives `δ = exp(d')` turned
+/// into the `δ̂` with `m_δ + softplus(δ̂ + c₀) = δ`, `c₀ = ln(e^{1−m_δ} − 1)`.
+fn zuko_params<B: Backend>(params: Tensor<B, 3>, bins: usize) -> Tensor<B, 3> {
+    let c = ZUKO_SLOPE_BOUND;
+    let sizes = params.clone().narrow(1, 0, 2 * bins);
+    let sizes = sizes.clone() / sizes.abs().mul_scalar(2.0 / c).add_scalar(1.0);
+    let d = params.narrow(1, 2 * bins, bins - 1);
+    let delta = (d.clone() / d.abs().div_scalar(c).add_scalar(1.0))
+        .exp()
+        .sub_scalar(NO_MINIMUM);
+    // softplus⁻¹(v) = v + ln(1 − e^{−v}), stable for the δ ∈ (10⁻³, 10³) zuko allows.
+    let inverse_softplus = delta.clone() + delta.neg().exp().neg().log1p();
+    let shift = ((1.0 - NO_MINIMUM).exp() - 1.0).ln();
+    Tensor::cat(vec![sizes, inverse_softplus.sub_scalar(shift)], 1)
 }
 
 impl Elementwise {
@@ -97,8 +179,11 @@ impl Elementwise {
     pub fn params_per_dim(&self) -> usize {
         match self {
             Elementwise::Additive => 1,
-            Elementwise::Affine { .. } | Elementwise::Gated { .. } => 2,
+            Elementwise::Affine { .. }
+            | Elementwise::Gated { .. }
+            | Elementwise::ScaleShift { .. } => 2,
             Elementwise::Spline(spec) => spec.params_per_dim(),
+            Elementwise::ZukoSpline { bins, .. } => 3 * bins - 1,
         }
     }
 
@@ -120,6 +205,13 @@ impl Elementwise {
                 FlowError::InvalidConfig(format!("forget_bias must be finite, got {forget_bias}")),
             ),
             Elementwise::Gated { .. } => Ok(()),
+            Elementwise::ScaleShift {
+                scale: Scale::RationalExp { bound: v } | Scale::SoftplusPlus { epsilon: v },
+            } if !(v.is_finite() && *v > 0.0) => Err(FlowError::InvalidConfig(format!(
+                "the scale's constant must be finite and > 0, got {v}"
+            ))),
+            Elementwise::ScaleShift { .. } => Ok(()),
+            Elementwise::ZukoSpline { bins, bound } => zuko_spline(*bins, *bound).validate(),
         }
     }
 
@@ -157,6 +249,14 @@ impl Elementwise {
                 let keep = sigmoid(a.neg()) * param(&params, 0);
                 ((x - keep) * neg_log_gate.exp(), ladj)
             }
+            Elementwise::ScaleShift { scale } => {
+                let log_scale = scale.log_scale(param(&params, 1));
+                affine_inverse(x, param(&params, 0), log_scale)
+            }
+            Elementwise::ZukoSpline { bins, bound } => {
+                Elementwise::Spline(zuko_spline(*bins, *bound))
+                    .inverse(x, zuko_params(params, *bins))
+            }
         }
     }
 
@@ -191,6 +291,14 @@ impl Elementwise {
                 let ladj = sum_rows(softplus(a.clone().neg()).expand([n, d])).neg();
                 let m = param(&params, 0);
                 (sigmoid(a.clone()) * y + sigmoid(a.neg()) * m, ladj)
+            }
+            Elementwise::ScaleShift { scale } => {
+                let log_scale = scale.log_scale(param(&params, 1));
+                affine(y, param(&params, 0), log_scale)
+            }
+            Elementwise::ZukoSpline { bins, bound } => {
+                Elementwise::Spline(zuko_spline(*bins, *bound))
+                    .forward(y, zuko_params(params, *bins))
             }
         }
     }

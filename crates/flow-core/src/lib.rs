@@ -23,7 +23,8 @@
 //!   [`Layer`] holds any invertible layer, for stacks chosen at run time;
 //! - [`Distribution`]s: [`StandardNormal`], [`DiagNormal`], [`GaussianMixture`] and the
 //!   conditional [`ConditionalDiagNormal`]; [`Base`] holds any of them;
-//! - [`store`]: models as safetensors files (tensor names, strict loading);
+//! - [`store`]: models as safetensors files (tensor names, strict loading); [`import`]:
+//!   zuko and nflows state dicts as flow-core flows;
 //! - `testing` (feature `testing`): the verification harness every layer passes;
 //! - [`kernels`]: where the math reaches its fast paths (the `flow-kernels` crate: fused
 //!   CPU kernels on `ndarray` and `flex`, CubeCL kernels on the unfused `wgpu` and `cuda`
@@ -65,6 +66,7 @@ pub mod elementwise;
 pub mod error;
 pub mod flow;
 pub mod householder;
+pub mod import;
 pub mod kernels;
 pub mod layer;
 pub mod lu;
@@ -104,7 +106,7 @@ pub use distribution::{
     Base, ConditionalDiagNormal, ConditionalDiagNormalConfig, DiagNormal, DiagNormalConfig,
     Distribution, GaussianMixture, GaussianMixtureConfig, StandardNormal,
 };
-pub use elementwise::{Elementwise, affine, affine_inverse};
+pub use elementwise::{Elementwise, Scale, affine, affine_inverse};
 pub use error::{FlowError, Result};
 pub use flow::{Flow, first_non_finite_row};
 pub use householder::{Householder, HouseholderConfig, householder, householder_stack};

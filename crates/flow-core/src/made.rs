@@ -238,6 +238,16 @@ impl<B: Backend> Made<B> {
         self.context_dim
     }
 
+    /// The masks of its layers, first to output, each row-major `[d_in, d_out]` (1 where the
+    /// connection exists).
+    pub fn masks(&self) -> Vec<&[f32]> {
+        self.layers
+            .iter()
+            .chain([&self.out])
+            .map(|l| &*l.mask_values)
+            .collect()
+    }
+
     /// `x: [n, D]` (and `context: [n, C]` if conditional) → parameter-major `[n, P·D]`.
     ///
     /// # Panics

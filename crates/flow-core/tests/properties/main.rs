@@ -11,5 +11,6 @@ mod distributions;
 mod dropout;
 mod flow;
 mod harness_can_fail;
+mod import;
 mod layers;
 mod store;
