@@ -11,12 +11,13 @@
 //!   [`Elementwise::ZukoSpline`] (bound 5); the base `DiagNormal(loc, scale)` a
 //!   [`DiagNormal`].
 //! - **nflows** 0.14 `MaskedAutoregressiveFlow(features, hidden_features, num_layers,
-//!   num_blocks_per_layer, use_residual_blocks=False)`: each `ReversePermutation` (or any
-//!   stored permutation) a [`Permutation`], each `MaskedAffineAutoregressiveTransform` a
-//!   [`MaskedAutoregressive`] with [`Elementwise::ScaleShift`] (`Scale::SoftplusPlus`,
-//!   `ε = 10⁻³`); standard normal base. nflows' default residual MADE blocks
-//!   (`use_residual_blocks=True`), batch norm and random masks are refused, naming the
-//!   tensor that shows them.
+//!   num_blocks_per_layer)`: each `ReversePermutation` (or any stored permutation) a
+//!   [`Permutation`], each `MaskedAffineAutoregressiveTransform` a
+//!   [`ResidualAutoregressive`] (the default residual MADE blocks) or, with
+//!   `use_residual_blocks=False`, a [`MaskedAutoregressive`], both with
+//!   [`Elementwise::ScaleShift`] (`Scale::SoftplusPlus`, `ε = 10⁻³`); standard normal base.
+//!   Batch norm, random masks and a context are refused, naming the tensor that shows
+//!   them.
 //!
 //! The libraries list their steps data → noise; a flow-core stack is noise → data, so the
 //! layers come in reverse order, and each library step is the layer's `inverse`. Masked
@@ -36,7 +37,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::{
     Base, DiagNormalConfig, Elementwise, Flow, Layer, MadeConfig, MaskedAutoregressiveConfig,
-    Order, Permutation, Scale, StandardNormal,
+    Order, Permutation, ResidualAutoregressive, ResidualMadeConfig, Scale, StandardNormal,
     error::{FlowError, Result},
 };
 
@@ -195,27 +196,19 @@ struct OutputLayout<'s> {
     source: &'s [usize],
 }
 
-/// Checks the library's masks against flow-core's MADE for `order`, and writes the masked,
-/// transposed (and, for the last layer, reordered) weights under `prefix`.
-#[allow(clippy::too_many_arguments)]
-fn made_weights<B: Backend>(
-    device: &B::Device,
+/// Checks the library's masks against flow-core's (`masks`, row-major `[in, out]`) and
+/// writes the masked, transposed (and, for the last layer, reordered) weights under the
+/// names `ours` (one per layer).
+fn made_weights(
     layers: &[Torch],
     dim: usize,
-    order: Order,
+    masks: &[&[f32]],
+    ours: &[String],
     layout: &OutputLayout,
     names: &[String],
-    prefix: &str,
     out: &mut Weights,
 ) -> Result<()> {
     let params = layout.source.len();
-    let hidden = layers[0].d_out;
-    let ours = MadeConfig::new(dim, params)
-        .with_hidden(hidden)
-        .with_n_hidden(layers.len() - 1)
-        .with_order(order)
-        .init::<B>(device)?;
-    let masks = ours.masks();
     let last = layers.len() - 1;
     for (l, layer) in layers.iter().enumerate() {
         let (d_in, d_out) = (layer.d_in, layer.d_out);
@@ -228,6 +221,9 @@ fn made_weights<B: Backend>(
                 o
             }
         };
+        if masks[l].len() != d_in * d_out {
+            return Err(error(format!("{}: unexpected layer size", names[l])));
+        }
         let mut weight = vec![0.0f32; d_in * d_out];
         for i in 0..d_in {
             for o in 0..d_out {
@@ -235,8 +231,8 @@ fn made_weights<B: Backend>(
                 let allowed = layer.mask[r * d_in + i];
                 if allowed != (masks[l][i * d_out + o] != 0.0) {
                     return Err(error(format!(
-                        "{}: the mask is not that of a MADE in the {order:?} order (random \
-                         masks, other orders or fewer passes than features are not supported)",
+                        "{}: the mask is not a MADE's in the expected order (random masks, \
+                         other orders or fewer passes than features are not supported)",
                         names[l]
                     )));
                 }
@@ -246,15 +242,18 @@ fn made_weights<B: Backend>(
             }
         }
         let bias: Vec<f32> = (0..d_out).map(|o| layer.bias[row(o)]).collect();
-        let name = if l == last {
-            format!("{prefix}.out")
-        } else {
-            format!("{prefix}.layers.{l}")
-        };
-        out.push(format!("{name}.weight"), vec![d_in, d_out], &weight);
-        out.push(format!("{name}.bias"), vec![d_out], &bias);
+        out.push(format!("{}.weight", ours[l]), vec![d_in, d_out], &weight);
+        out.push(format!("{}.bias", ours[l]), vec![d_out], &bias);
     }
     Ok(())
+}
+
+/// Our names of a plain MADE's layers under `prefix`: `layers.{l}`, then `out`.
+fn plain_names(prefix: &str, layers: usize) -> Vec<String> {
+    (0..layers - 1)
+        .map(|l| format!("{prefix}.layers.{l}"))
+        .chain([format!("{prefix}.out")])
+        .collect()
 }
 
 /// Reads one masked layer `{name}.weight/.bias/.mask` of `[out, in]`.
@@ -361,14 +360,19 @@ pub fn zuko<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Imported<B>>
         let k = steps - 1 - t;
         let prefix = format!("transform.{k}.Autoregressive.made");
         let layout = OutputLayout { source: &source };
-        made_weights::<B>(
-            device,
+        let made = MadeConfig::new(dim, params)
+            .with_hidden(hidden)
+            .with_n_hidden(layers.len() - 1)
+            .with_order(order)
+            .init::<B>(device)?;
+        let ours = plain_names(&prefix, layers.len());
+        made_weights(
             &layers,
             dim,
-            order,
+            &made.masks(),
+            &ours,
             &layout,
             &names,
-            &prefix,
             &mut weights,
         )?;
         plan.push((kind, hidden, layers.len() - 1, order));
@@ -413,7 +417,7 @@ pub fn nflows<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Imported<B
         ));
     }
     // Data → noise: (permutation, MADE) pairs.
-    let mut steps: Vec<(Vec<usize>, Vec<Torch>, Vec<String>)> = Vec::new();
+    let mut steps: Vec<NflowsStep> = Vec::new();
     let mut dim = 0;
     while dict.has(&format!("{}._permutation", at(2 * steps.len()))) {
         let s = steps.len();
@@ -432,28 +436,31 @@ pub fn nflows<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Imported<B
             }
         }
         let net = format!("{}.autoregressive_net", at(2 * s + 1));
-        if dict.has(&format!("{net}.blocks.0.linear_layers.0.weight")) {
-            return Err(error(format!(
-                "{net}.blocks.0.linear_layers: residual MADE blocks (nflows' default, \
-                 use_residual_blocks=True) are not supported; train with \
-                 use_residual_blocks=False"
-            )));
-        }
-        let mut layers = vec![torch_layer(&dict, &format!("{net}.initial_layer"), dim)?];
+        let residual = dict.has(&format!("{net}.blocks.0.linear_layers.0.weight"));
         let mut names = vec![format!("{net}.initial_layer")];
-        while dict.has(&format!("{net}.blocks.{}.linear.weight", layers.len() - 1)) {
-            let name = format!("{net}.blocks.{}.linear", layers.len() - 1);
-            let d_in = layers.last().expect("one layer").d_out;
-            layers.push(torch_layer(&dict, &name, d_in)?);
-            names.push(name);
+        let mut b = 0;
+        loop {
+            let block = if residual {
+                vec![
+                    format!("{net}.blocks.{b}.linear_layers.0"),
+                    format!("{net}.blocks.{b}.linear_layers.1"),
+                ]
+            } else {
+                vec![format!("{net}.blocks.{b}.linear")]
+            };
+            if !dict.has(&format!("{}.weight", block[0])) {
+                break;
+            }
+            names.extend(block);
+            b += 1;
         }
-        let name = format!("{net}.final_layer");
-        let d_in = layers.last().expect("one layer").d_out;
-        layers.push(torch_layer(&dict, &name, d_in)?);
-        names.push(name);
-        for n in &names {
+        names.push(format!("{net}.final_layer"));
+        let mut layers: Vec<Torch> = Vec::new();
+        for name in &names {
+            let d_in = layers.last().map_or(dim, |l| l.d_out);
+            layers.push(torch_layer(&dict, name, d_in)?);
             // The degrees are implied by the masks, which are checked.
-            dict.integers(&format!("{n}.degrees"))?;
+            dict.integers(&format!("{name}.degrees"))?;
         }
         let outputs = layers.last().expect("final").d_out;
         if outputs != 2 * dim {
@@ -461,52 +468,98 @@ pub fn nflows<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Imported<B
                 "{net}.final_layer.weight: {outputs} outputs, expected 2 per feature (affine)"
             )));
         }
-        steps.push((perm.iter().map(|&p| p as usize).collect(), layers, names));
+        let perm = perm.iter().map(|&p| p as usize).collect();
+        steps.push(NflowsStep {
+            perm,
+            layers,
+            names,
+            blocks: b,
+            residual,
+        });
     }
     dict.finish()?;
-    // Our stack (noise → data) is the steps reversed, each as [MADE, permutation]: step
-    // s's MADE sits at index 2·(S − 1 − s).
-    let mut weights = Weights::default();
-    let mut plan = Vec::new();
-    for (s, (_, layers, names)) in steps.iter().enumerate() {
-        let prefix = format!(
-            "transform.{}.Autoregressive.made",
-            2 * (steps.len() - 1 - s)
-        );
-        // nflows: per feature [raw scale, shift]; ScaleShift wants [shift, raw scale].
-        let layout = OutputLayout { source: &[1, 0] };
-        made_weights::<B>(
-            device,
-            layers,
-            dim,
-            Order::Natural,
-            &layout,
-            names,
-            &prefix,
-            &mut weights,
-        )?;
-        plan.push((hidden_width(layers, &names[0])?, layers.len() - 1));
-    }
     let kind = Elementwise::ScaleShift {
         scale: Scale::SoftplusPlus { epsilon: 1e-3 },
     };
-    let mut layers: Vec<Layer<B>> = Vec::new();
-    for ((perm, _, _), (hidden, n_hidden)) in steps.into_iter().zip(plan).rev() {
-        layers.push(
+    // Our stack (noise → data) is the steps reversed, each as [MADE, permutation]: step
+    // s's MADE sits at index 2·(S − 1 − s).
+    let mut weights = Weights::default();
+    let mut made_layers: Vec<Layer<B>> = Vec::new();
+    for (s, step) in steps.iter().enumerate() {
+        let k = 2 * (steps.len() - 1 - s);
+        let hidden = hidden_width(&step.layers, &step.names[0])?;
+        // nflows: per feature [raw scale, shift]; ScaleShift wants [shift, raw scale].
+        let layout = OutputLayout { source: &[1, 0] };
+        let layer: Layer<B> = if step.residual {
+            let made = ResidualMadeConfig::new(dim, 2, hidden, step.blocks).init::<B>(device)?;
+            let prefix = format!("transform.{k}.ResidualAutoregressive.made");
+            let ours: Vec<String> = [format!("{prefix}.initial")]
+                .into_iter()
+                .chain((0..step.blocks).flat_map(|b| {
+                    [
+                        format!("{prefix}.blocks.{b}.first"),
+                        format!("{prefix}.blocks.{b}.second"),
+                    ]
+                }))
+                .chain([format!("{prefix}.out")])
+                .collect();
+            let masks = made.masks();
+            made_weights(
+                &step.layers,
+                dim,
+                &masks,
+                &ours,
+                &layout,
+                &step.names,
+                &mut weights,
+            )?;
+            ResidualAutoregressive::new(made, kind)?.into()
+        } else {
+            let n_hidden = step.layers.len() - 1;
+            let made = MadeConfig::new(dim, 2)
+                .with_hidden(hidden)
+                .with_n_hidden(n_hidden)
+                .init::<B>(device)?;
+            let prefix = format!("transform.{k}.Autoregressive.made");
+            let ours = plain_names(&prefix, step.layers.len());
+            let masks = made.masks();
+            made_weights(
+                &step.layers,
+                dim,
+                &masks,
+                &ours,
+                &layout,
+                &step.names,
+                &mut weights,
+            )?;
             MaskedAutoregressiveConfig::new(dim, kind)
                 .with_hidden(hidden)
                 .with_n_hidden(n_hidden)
                 .init::<B>(device)?
-                .into(),
-        );
+                .into()
+        };
+        made_layers.push(layer);
+    }
+    let mut layers: Vec<Layer<B>> = Vec::new();
+    for (step, made) in steps.iter().zip(made_layers).rev() {
+        layers.push(made);
         // nflows computes z_i = x_perm[i] (data → noise): our inverse gathers with
         // argsort(order), so order = argsort(perm).
         let mut order = vec![0; dim];
-        for (i, &p) in perm.iter().enumerate() {
+        for (i, &p) in step.perm.iter().enumerate() {
             order[p] = i;
         }
         layers.push(Permutation::from_order(&order, device)?.into());
     }
     let base: Base<B> = StandardNormal::new(dim)?.into();
     weights.load(Flow::new(base, layers)?)
+}
+
+/// One `(permutation, MADE)` step of an nflows MAF, as read.
+struct NflowsStep {
+    perm: Vec<usize>,
+    layers: Vec<Torch>,
+    names: Vec<String>,
+    blocks: usize,
+    residual: bool,
 }

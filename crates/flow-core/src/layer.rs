@@ -13,6 +13,7 @@ use crate::{
     coupling::Coupling,
     lu::LuLinear,
     permutation::Permutation,
+    residual::ResidualAutoregressive,
     transform::{Inverse, Invertible, Transform},
 };
 
@@ -42,6 +43,8 @@ pub enum Layer<B: Backend> {
     Autoregressive(MaskedAutoregressive<B>),
     /// Inverse autoregressive (IAF): sampling in one pass.
     InverseAutoregressive(Inverse<B, MaskedAutoregressive<B>>),
+    /// Masked autoregressive on a residual MADE (nflows' default, for imported models).
+    ResidualAutoregressive(ResidualAutoregressive<B>),
     /// LU-decomposed linear map.
     Lu(LuLinear<B>),
     /// Batch normalization.
@@ -58,6 +61,7 @@ macro_rules! each {
             Layer::Coupling($layer) => $body,
             Layer::Autoregressive($layer) => $body,
             Layer::InverseAutoregressive($layer) => $body,
+            Layer::ResidualAutoregressive($layer) => $body,
             Layer::Lu($layer) => $body,
             Layer::BatchNorm($layer) => $body,
             Layer::ActNorm($layer) => $body,
@@ -118,6 +122,7 @@ from!(
     Coupling(Coupling<B>),
     Autoregressive(MaskedAutoregressive<B>),
     InverseAutoregressive(Inverse<B, MaskedAutoregressive<B>>),
+    ResidualAutoregressive(ResidualAutoregressive<B>),
     Lu(LuLinear<B>),
     BatchNorm(BatchNorm<B>),
     ActNorm(ActNorm<B>),

@@ -75,7 +75,7 @@ pub struct MaskedLinear<B: Backend> {
 impl<B: Backend> MaskedLinear<B> {
     /// A layer with burn's default initialisation (or zeros) and the mask
     /// `allowed(input, output)`.
-    fn new(
+    pub(crate) fn new(
         d_in: usize,
         d_out: usize,
         allowed: impl Fn(usize, usize) -> bool,
@@ -113,6 +113,11 @@ impl<B: Backend> MaskedLinear<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let (w, b) = self.masked();
         x.matmul(w) + b.unsqueeze()
+    }
+
+    /// The mask's values, row-major `[d_in, d_out]`.
+    pub(crate) fn mask_values(&self) -> &[f32] {
+        &self.mask_values
     }
 
     /// The masked weight `W ⊙ M: [d_in, d_out]` and the bias `[d_out]`.

@@ -8,7 +8,8 @@ use crate::common;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use flow_core::{
-    Elementwise, FlowError, MaskedAutoregressiveConfig, Scale, import,
+    Elementwise, FlowError, MaskedAutoregressiveConfig, ResidualAutoregressive, ResidualMadeConfig,
+    Scale, import,
     testing::{check_invertible, randomize, standard_inputs},
 };
 
@@ -67,6 +68,7 @@ fn zuko_and_nflows_models_match_their_libraries() {
     for (name, nflows) in [
         ("zuko-maf", false),
         ("zuko-nsf", false),
+        ("nflows-maf", true),
         ("nflows-maf-ff", true),
     ] {
         let (bytes, json) = fixture(name);
@@ -119,6 +121,16 @@ fn imported_maps_check<B: AutodiffBackend>(device: &B::Device) {
         };
         check_invertible(&layer, x, None, tol).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
     }
+    // nflows' residual MADE under its affine map.
+    let made = ResidualMadeConfig::new(3, 2, 12, 2)
+        .init::<B>(device)
+        .unwrap();
+    let kind = Elementwise::ScaleShift {
+        scale: Scale::SoftplusPlus { epsilon: 1e-3 },
+    };
+    let layer = randomize(ResidualAutoregressive::new(made, kind).unwrap(), 0.3);
+    let x = standard_inputs::<B>(16, 3, 8, device);
+    check_invertible(&layer, x, None, TOL).unwrap_or_else(|e| panic!("residual: {e}"));
 }
 
 on_backends! {
@@ -168,10 +180,14 @@ fn state_dicts_that_do_not_fit_are_named() {
         &device,
     ));
     assert!(m.contains("base.scale"), "{m}");
-    // nflows' default residual MADE, and a zuko file given to the nflows reader.
+    // A residual block's layer missing, and a zuko file given to the nflows reader.
     let (residual, _) = fixture("nflows-maf");
-    let m = message(import::nflows::<Nd>(&residual, &device));
-    assert!(m.contains("residual") && m.contains("linear_layers"), "{m}");
+    let gone = "_transform._transforms.1.autoregressive_net.blocks.1.linear_layers.1.mask";
+    let m = message(import::nflows::<Nd>(
+        &edit(&residual, Some(gone), None),
+        &device,
+    ));
+    assert!(m.contains(gone), "{m}");
     let m = message(import::nflows::<Nd>(&zuko, &device));
     assert!(m.contains("not an nflows"), "{m}");
     let m = message(import::zuko::<Nd>(b"not a file", &device));
