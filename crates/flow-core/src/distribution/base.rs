@@ -6,7 +6,12 @@ use burn::{
     tensor::{Tensor, backend::Backend},
 };
 
-use super::{ConditionalDiagNormal, DiagNormal, Distribution, GaussianMixture, StandardNormal};
+use super::{
+    conditional::ConditionalDiagNormal,
+    mixture::GaussianMixture,
+    normal::{DiagNormal, StandardNormal},
+    traits::Distribution,
+};
 
 /// Any flow-core base distribution; a [`Distribution`] and a module like each of them.
 ///

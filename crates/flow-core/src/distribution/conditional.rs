@@ -8,7 +8,10 @@ use burn::{
     tensor::{Tensor, TensorData, backend::Backend},
 };
 
-use super::{Distribution, diag_log_prob, diag_sample};
+use super::{
+    normal::{diag_log_prob, diag_sample},
+    traits::Distribution,
+};
 use crate::{error::FlowError, nets::Mlp, ops::soft_clamp};
 
 /// Configuration of a [`ConditionalDiagNormal`].

@@ -7,7 +7,7 @@ use burn::{
     tensor::{Distribution as Sampler, Int, Tensor, activation::log_softmax, backend::Backend},
 };
 
-use super::Distribution;
+use super::traits::Distribution;
 use crate::{
     error::FlowError,
     ops::{HALF_LN_2PI, logsumexp},
