@@ -173,7 +173,11 @@ fn conditional_flow_is_consistent<B: AutodiffBackend>(device: &B::Device) {
                 -0.5 * z * z - ls[i * 2 + j] - 0.5 * LN_2PI
             })
             .sum();
-        assert!((got - expected).abs() < 1e-4, "{got} vs {expected}");
+        // f32: relative beyond 1 (randomized networks give log-densities in the hundreds).
+        assert!(
+            (got - expected).abs() < 1e-4 * expected.abs().max(1.0),
+            "{got} vs {expected}"
+        );
     }
     let maf = randomize(
         MaskedAutoregressiveConfig::new(2, Elementwise::affine())
