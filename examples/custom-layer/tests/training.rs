@@ -40,3 +40,25 @@ fn a_saved_flow_loads_back() {
     got.into_data()
         .assert_approx_eq::<f32>(&expected.into_data(), Default::default());
 }
+
+/// The example program runs as a user runs it, and refuses a bad flag in one line.
+#[test]
+fn the_program_runs() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_custom-layer"))
+            .args(args)
+            .output()
+            .expect("the program runs")
+    };
+    let out = run(&["--steps", "30"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("30 Adam steps"), "{stdout}");
+    let out = run(&["--steps", "many"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a number of steps"));
+}
