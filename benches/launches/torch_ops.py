@@ -2,9 +2,9 @@
 """Count the operators PyTorch eager runs per training step (and per log_prob batch) for
 the four peer benchmarks in shared/peer/, on the CPU, with torch.profiler.
 
-Run from the repository root (/work/main), ~1 min:
+Run from the repository root, with a venv holding the versions below (~1 min):
 
-    /work/pyenv/bin/python benches/launches/torch_ops.py \
+    python benches/launches/torch_ops.py \
         [--peer ../shared/peer] [--steps 5] [--out benches/launches/torch-ops.json] [--md FILE]
 
 Versions used for the checked-in torch-ops.json: Python 3.11, torch 2.15.0+cu132 (CPU only),

@@ -285,7 +285,7 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--no-adamw", action="store_true")
     p.add_argument("--json", type=Path, default=Path(__file__).with_name("results-zuko.json"))
-    p.add_argument("--md", type=Path, default=Path("/work/tables-results.md"))
+    p.add_argument("--md", type=Path, default=Path("runs/tables-results.md"))
     args = p.parse_args()
 
     torch.set_num_threads(1)
