@@ -312,6 +312,7 @@ def main() -> None:
     for name in args.tables:
         results["tables"][name] = run_table(name, args.seeds, variants)
         args.json.write_text(json.dumps(results, indent=1) + "\n")
+    args.md.parent.mkdir(parents=True, exist_ok=True)
     args.md.write_text(markdown(results))
     print(markdown(results))
 
