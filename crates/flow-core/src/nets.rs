@@ -89,15 +89,11 @@ pub(crate) fn dropout_active<B: Backend>(p: f64, device: &B::Device) -> bool {
     p > 0.0 && B::ad_enabled(device)
 }
 
-/// Inverted dropout: each entry zeroed with probability `p`, the rest scaled by
-/// `1/(1 − p)`, so the expectation is unchanged.
+/// burn's (inverted) dropout with probability `p` on `h` (active only where gradients are
+/// recorded; the module is built per call so that models store only `p`, keeping their
+/// records as they were).
 pub(crate) fn dropout<B: Backend, const D: usize>(h: Tensor<B, D>, p: f64) -> Tensor<B, D> {
-    let keep = Tensor::<B, D>::random(
-        h.shape(),
-        burn::tensor::Distribution::Bernoulli(1.0 - p),
-        &h.device(),
-    );
-    h * keep.div_scalar(1.0 - p)
+    burn::nn::DropoutConfig::new(p).init().forward(h)
 }
 
 /// `x: [n, d_0]` through ReLU layers given as `(W_l: [d_l, d_{l+1}], b_l: [d_{l+1}])`:
