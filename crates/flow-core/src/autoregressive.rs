@@ -96,6 +96,11 @@ pub struct MaskedAutoregressive<B: Backend> {
 }
 
 impl<B: Backend> MaskedAutoregressive<B> {
+    /// The conditioner.
+    pub fn made(&self) -> &Made<B> {
+        &self.made
+    }
+
     /// Parameters `[n, P, D]` of every feature, from the data side `y`.
     fn params(&self, y: Tensor<B, 2>, context: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
         let [n, d] = y.dims();

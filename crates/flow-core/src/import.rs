@@ -36,8 +36,8 @@ use burn::tensor::backend::Backend;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::{
-    Base, DiagNormalConfig, Elementwise, Flow, Layer, MadeConfig, MaskedAutoregressiveConfig,
-    Order, Permutation, ResidualAutoregressive, ResidualMadeConfig, Scale, StandardNormal,
+    Base, DiagNormalConfig, Elementwise, Flow, Layer, MaskedAutoregressiveConfig, Order,
+    Permutation, ResidualAutoregressive, ResidualMadeConfig, Scale, StandardNormal,
     error::{FlowError, Result},
 };
 
@@ -299,7 +299,8 @@ pub fn zuko<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Imported<B>>
         .take_while(|&t| dict.has(&format!("{}.order", at(t))))
         .count();
     let mut weights = Weights::default();
-    let mut plan = Vec::new();
+    // In the libraries' order (data → noise); our stack is the reverse.
+    let mut built: Vec<Layer<B>> = Vec::new();
     let mut dim = 0;
     for t in 0..steps {
         let order_name = format!("{}.order", at(t));
@@ -360,22 +361,15 @@ pub fn zuko<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Imported<B>>
         let k = steps - 1 - t;
         let prefix = format!("transform.{k}.Autoregressive.made");
         let layout = OutputLayout { source: &source };
-        let made = MadeConfig::new(dim, params)
+        let layer = MaskedAutoregressiveConfig::new(dim, kind)
             .with_hidden(hidden)
             .with_n_hidden(layers.len() - 1)
             .with_order(order)
             .init::<B>(device)?;
         let ours = plain_names(&prefix, layers.len());
-        made_weights(
-            &layers,
-            dim,
-            &made.masks(),
-            &ours,
-            &layout,
-            &names,
-            &mut weights,
-        )?;
-        plan.push((kind, hidden, layers.len() - 1, order));
+        let masks = layer.made().masks();
+        made_weights(&layers, dim, &masks, &ours, &layout, &names, &mut weights)?;
+        built.push(Layer::from(layer));
     }
     let loc = dict.floats_shaped("base.loc", &[dim])?;
     let scale = dict.floats_shaped("base.scale", &[dim])?;
@@ -388,18 +382,7 @@ pub fn zuko<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Imported<B>>
     weights.push("base.Diagonal.loc".into(), vec![1, dim], &loc);
     weights.push("base.Diagonal.log_scale".into(), vec![1, dim], &log_scale);
     dict.finish()?;
-    let layers = plan
-        .into_iter()
-        .rev()
-        .map(|(kind, hidden, n_hidden, order)| {
-            Ok(MaskedAutoregressiveConfig::new(dim, kind)
-                .with_hidden(hidden)
-                .with_n_hidden(n_hidden)
-                .with_order(order)
-                .init::<B>(device)?
-                .into())
-        })
-        .collect::<Result<Vec<Layer<B>>>>()?;
+    let layers: Vec<Layer<B>> = built.into_iter().rev().collect();
     let base: Base<B> = DiagNormalConfig::new(dim).init(device)?.into();
     weights.load(Flow::new(base, layers)?)
 }
@@ -490,6 +473,17 @@ pub fn nflows<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Imported<B
         let hidden = hidden_width(&step.layers, &step.names[0])?;
         // nflows: per feature [raw scale, shift]; ScaleShift wants [shift, raw scale].
         let layout = OutputLayout { source: &[1, 0] };
+        let mut write = |masks: &[&[f32]], ours: &[String]| {
+            made_weights(
+                &step.layers,
+                dim,
+                masks,
+                ours,
+                &layout,
+                &step.names,
+                &mut weights,
+            )
+        };
         let layer: Layer<B> = if step.residual {
             let made = ResidualMadeConfig::new(dim, 2, hidden, step.blocks).init::<B>(device)?;
             let prefix = format!("transform.{k}.ResidualAutoregressive.made");
@@ -503,40 +497,19 @@ pub fn nflows<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Imported<B
                 }))
                 .chain([format!("{prefix}.out")])
                 .collect();
-            let masks = made.masks();
-            made_weights(
-                &step.layers,
-                dim,
-                &masks,
-                &ours,
-                &layout,
-                &step.names,
-                &mut weights,
-            )?;
+            write(&made.masks(), &ours)?;
             ResidualAutoregressive::new(made, kind)?.into()
         } else {
-            let n_hidden = step.layers.len() - 1;
-            let made = MadeConfig::new(dim, 2)
+            let layer = MaskedAutoregressiveConfig::new(dim, kind)
                 .with_hidden(hidden)
-                .with_n_hidden(n_hidden)
+                .with_n_hidden(step.layers.len() - 1)
                 .init::<B>(device)?;
             let prefix = format!("transform.{k}.Autoregressive.made");
-            let ours = plain_names(&prefix, step.layers.len());
-            let masks = made.masks();
-            made_weights(
-                &step.layers,
-                dim,
-                &masks,
-                &ours,
-                &layout,
-                &step.names,
-                &mut weights,
+            write(
+                &layer.made().masks(),
+                &plain_names(&prefix, step.layers.len()),
             )?;
-            MaskedAutoregressiveConfig::new(dim, kind)
-                .with_hidden(hidden)
-                .with_n_hidden(n_hidden)
-                .init::<B>(device)?
-                .into()
+            layer.into()
         };
         made_layers.push(layer);
     }
