@@ -151,22 +151,13 @@ impl Standardizer {
 
     /// Standardized copy of `table`.
     pub fn apply(&self, table: &Table) -> Table {
-        let d = table.dim;
-        Table {
-            values: table
-                .values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (v - self.mean[i % d]) / self.std[i % d])
-                .collect(),
-            dim: d,
-        }
+        self.apply_columns(table, &(0..table.dim).collect::<Vec<_>>())
     }
 
     /// `ln|det|` of the standardization, `−Σ ln σ_j`: add it to a log-density of
     /// standardized data to get the log-density in the original units.
     pub fn log_det(&self) -> f64 {
-        -self.std.iter().map(|s| s.ln()).sum::<f64>()
+        self.log_det_of(&(0..self.std.len()).collect::<Vec<_>>())
     }
 
     /// [`Standardizer::log_det`] of the columns `cols` only (the modelled columns of a
@@ -176,30 +167,31 @@ impl Standardizer {
     }
 
     /// Standardized copy of `table`, whose columns are the columns `cols` of the data this
-    /// standardization was fitted to (`table.dim == cols.len()`).
+    /// standardization was fitted to (`table.dim == cols.len()`): `z = (x − μ)/σ`.
     pub fn apply_columns(&self, table: &Table, cols: &[usize]) -> Table {
-        let d = table.dim;
-        Table {
-            values: table
-                .values
-                .iter()
-                .enumerate()
-                .map(|(i, x)| (x - self.mean[cols[i % d]]) / self.std[cols[i % d]])
-                .collect(),
-            dim: d,
-        }
+        self.map_columns(table, cols, |x, mean, std| (x - mean) / std)
     }
 
     /// The original units of standardized columns `cols` of `table` (`table.dim ==
     /// cols.len()`): `x = z σ + μ`.
     pub fn restore(&self, table: &Table, cols: &[usize]) -> Table {
+        self.map_columns(table, cols, |z, mean, std| z * std + mean)
+    }
+
+    /// `f(value, μ, σ)` of every value of `table`, whose columns are the columns `cols`.
+    fn map_columns(
+        &self,
+        table: &Table,
+        cols: &[usize],
+        f: impl Fn(f64, f64, f64) -> f64,
+    ) -> Table {
         let d = table.dim;
         Table {
             values: table
                 .values
                 .iter()
                 .enumerate()
-                .map(|(i, z)| z * self.std[cols[i % d]] + self.mean[cols[i % d]])
+                .map(|(i, &v)| f(v, self.mean[cols[i % d]], self.std[cols[i % d]]))
                 .collect(),
             dim: d,
         }
