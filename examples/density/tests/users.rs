@@ -162,7 +162,11 @@ fn every_family_fits_a_conditional_density() {
         assert!(ok, "{family}: {err}");
         assert_eq!(summary(&out)["context"], serde_json::json!([2]), "{family}");
         // Contexts from an NPY file (one column), samples to NPY.
-        std::fs::write(&contexts, npy_column(&[0.5, 1.5])).unwrap();
+        let column = density::data::Table {
+            values: vec![0.5, 1.5],
+            dim: 1,
+        };
+        std::fs::write(&contexts, density::data::write_npy(&column)).unwrap();
         let samples = dir.join(format!("{family}.npy"));
         let (ok, stdout, err) = density(&[
             "sample",
@@ -182,21 +186,6 @@ fn every_family_fits_a_conditional_density() {
         let bytes = std::fs::read(&samples).unwrap();
         assert!(bytes.starts_with(b"\x93NUMPY") && bytes.len() == 128 + 6 * 3 * 8);
     }
-}
-
-/// A one-column `<f8` NPY array.
-fn npy_column(values: &[f64]) -> Vec<u8> {
-    let header = format!(
-        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({}, 1), }}",
-        values.len()
-    );
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in values {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    bytes
 }
 
 /// Context columns that do not fit the data are one-line errors.

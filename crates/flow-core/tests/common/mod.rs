@@ -46,6 +46,24 @@ pub fn test_seed() -> u64 {
         .unwrap_or(0)
 }
 
+/// `∫ exp(log_density)` over `[lo, hi]²` by the midpoint rule on an `n × n` grid
+/// (`log_density` takes the cell centres, `[n², 2]`, and returns one value per row).
+pub fn grid_mass<B: Backend>(
+    lo: f64,
+    hi: f64,
+    n: usize,
+    device: &B::Device,
+    log_density: impl Fn(Tensor<B, 2>) -> Vec<f64>,
+) -> f64 {
+    let h = (hi - lo) / n as f64;
+    let centre = |i: usize| (lo + (i as f64 + 0.5) * h) as f32;
+    let pts: Vec<f32> = (0..n * n)
+        .flat_map(|k| [centre(k / n), centre(k % n)])
+        .collect();
+    let x = Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(pts, [n * n, 2]), device);
+    log_density(x).iter().map(|l| l.exp() * h * h).sum()
+}
+
 /// Seeds ndarray's random number generator (one per process, shared by `f32` and `f64`)
 /// and holds it for the rest of the test: initialisations and `randomize` draw the same
 /// numbers on every run however the test harness schedules its threads.

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use common::*;
 use flow_core::{
     ConditionalDiagNormalConfig, Distribution, Elementwise, Flow, FlowError, GaussianMixtureConfig,
@@ -56,22 +56,7 @@ fn mixture_integrates_to_one<B: AutodiffBackend>(device: &B::Device) {
         GaussianMixtureConfig::new(2, 3).init::<B>(device).unwrap(),
         0.3,
     );
-    let (lo, hi, n) = (-9.0f64, 9.0f64, 360usize);
-    let h = (hi - lo) / n as f64;
-    let pts: Vec<f32> = (0..n * n)
-        .flat_map(|k| {
-            let (i, j) = (k / n, k % n);
-            [
-                (lo + (i as f64 + 0.5) * h) as f32,
-                (lo + (j as f64 + 0.5) * h) as f32,
-            ]
-        })
-        .collect();
-    let x = Tensor::<B, 2>::from_data(TensorData::new(pts, [n * n, 2]), device);
-    let mass: f64 = host(mog.log_prob(x, None))
-        .iter()
-        .map(|l| l.exp() * h * h)
-        .sum();
+    let mass = grid_mass::<B>(-9.0, 9.0, 360, device, |x| host(mog.log_prob(x, None)));
     assert!((mass - 1.0).abs() < 2e-3, "mass {mass}");
 }
 

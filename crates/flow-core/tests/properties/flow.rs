@@ -39,20 +39,10 @@ fn density_integrates_to_one<B: AutodiffBackend>(device: &B::Device) {
         realnvp::<B>(2, 4, 0.15, device),
     )
     .unwrap();
-    let (lo, hi, n) = (-6.0f64, 6.0f64, 300usize);
-    let h = (hi - lo) / n as f64;
-    let pts: Vec<f32> = (0..n * n)
-        .flat_map(|k| {
-            let (i, j) = (k / n, k % n);
-            [
-                (lo + (i as f64 + 0.5) * h) as f32,
-                (lo + (j as f64 + 0.5) * h) as f32,
-            ]
-        })
-        .collect();
-    let x = Tensor::<B, 2>::from_data(TensorData::new(pts, [n * n, 2]), device);
-    let lp = host(flow.log_prob(x, None).unwrap());
-    let mass: f64 = lp.iter().map(|l| l.exp() * h * h).sum();
+    let (lo, hi) = (-6.0f64, 6.0f64);
+    let mass = grid_mass::<B>(lo, hi, 300, device, |x| {
+        host(flow.log_prob(x, None).unwrap())
+    });
     let samples = host(flow.sample(40_000, None, device).unwrap().reshape([80_000]));
     let inside = samples
         .chunks_exact(2)

@@ -108,29 +108,18 @@ fn files_that_do_not_fit_are_named() {
     );
     // Fewer layers in the model than in the file: unexpected tensors.
     let device = Default::default();
-    let short: Model = Flow::new(
-        GaussianMixtureConfig::new(3, 2)
-            .init(&device)
-            .unwrap()
-            .into(),
-        vec![Permutation::reverse(3, &device).unwrap().into()],
-    )
-    .unwrap();
-    let e = store::from_safetensors(short, small.clone()).unwrap_err();
+    let short = || -> Model {
+        let base = GaussianMixtureConfig::new(3, 2).init(&device).unwrap();
+        let layers = vec![Permutation::reverse(3, &device).unwrap().into()];
+        Flow::new(base.into(), layers).unwrap()
+    };
+    let e = store::from_safetensors(short(), small.clone()).unwrap_err();
     assert!(
         matches!(&e, FlowError::Weights(m) if m.contains("does not")),
         "{e}"
     );
     // More tensors in the model than in the file: missing.
-    let short: Model = Flow::new(
-        GaussianMixtureConfig::new(3, 2)
-            .init(&device)
-            .unwrap()
-            .into(),
-        vec![Permutation::reverse(3, &device).unwrap().into()],
-    )
-    .unwrap();
-    let short_bytes = store::to_safetensors(&short, &[]).unwrap();
+    let short_bytes = store::to_safetensors(&short(), &[]).unwrap();
     let e = store::from_safetensors(model(8, 1), short_bytes).unwrap_err();
     assert!(
         matches!(&e, FlowError::Weights(m) if m.contains("missing")),
