@@ -223,6 +223,17 @@ def make_train_step(model_call, params, batches, opt_kwargs, lr):
     return step
 
 
+def density_bench(bench, variant, model, train, test, batch):
+    """A density peer's step: cycle through the pre-generated batches `train` ([B, batch,
+    D]), loss -mean log_prob; log_prob of the whole `test` set."""
+    it = iter(range(10 ** 9))
+    return dict(bench=bench, variant=variant, batch=batch, lr=1e-3,
+                params=list(model.module.parameters()),
+                batches=lambda: train[next(it) % train.shape[0]],
+                loss=lambda x: -model.log_prob(x).mean(),
+                logprob=lambda: model.log_prob(test), logprob_batch=test.shape[0])
+
+
 def setup_realnvp(variant, peer):
     import datasets
     import flows_lib
@@ -231,12 +242,7 @@ def setup_realnvp(variant, peer):
     train = torch.from_numpy(np.stack([datasets.make_moons(batch, 0.05, rng) for _ in range(16)]))
     test = torch.from_numpy(datasets.make_moons(10000, 0.05, np.random.default_rng(4321)))
     model = flows_lib.realnvp(variant, 2, 8, (256, 256))
-    it = iter(range(10 ** 9))
-    return dict(bench="realnvp-moons", variant=variant, batch=batch, lr=1e-3,
-                params=list(model.module.parameters()),
-                batches=lambda: train[next(it) % train.shape[0]],
-                loss=lambda x: -model.log_prob(x).mean(),
-                logprob=lambda: model.log_prob(test), logprob_batch=test.shape[0])
+    return density_bench("realnvp-moons", variant, model, train, test, batch)
 
 
 def setup_nsf(variant, peer):
@@ -248,12 +254,7 @@ def setup_nsf(variant, peer):
     train = torch.from_numpy(mog.sample(16 * batch, rng)).reshape(16, batch, mog.D)
     test = torch.from_numpy(mog.sample(10000, np.random.default_rng(4321)))
     model = flows_lib.nsf(variant, mog.D, 4, (128, 128), 8)
-    it = iter(range(10 ** 9))
-    return dict(bench="nsf-mog", variant=variant, batch=batch, lr=1e-3,
-                params=list(model.module.parameters()),
-                batches=lambda: train[next(it) % train.shape[0]],
-                loss=lambda x: -model.log_prob(x).mean(),
-                logprob=lambda: model.log_prob(test), logprob_batch=test.shape[0])
+    return density_bench("nsf-mog", variant, model, train, test, batch)
 
 
 def setup_maf(variant, peer):
