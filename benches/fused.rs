@@ -21,7 +21,12 @@ mod gpu {
         },
         rq_spline, rq_spline_inverse,
     };
-    use flow_programs::{Inner, Train};
+    // The unfused backend: the one the kernels run on (burn-fusion's takes the references).
+    #[cfg(feature = "cuda")]
+    use flow_programs::CudaInner as Inner;
+    #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+    use flow_programs::WgpuInner as Inner;
+    type Train = burn::backend::Autodiff<Inner>;
 
     type Kernel<B> = fn([Tensor<B, 2>; 4]) -> (Tensor<B, 2>, Tensor<B, 1>);
 

@@ -5,7 +5,7 @@
 //!   (feature `ndarray`), and `Autodiff` of either;
 //! - CubeCL (feature `cubecl`): burn's unfused [`WgpuInner`] (feature `wgpu`) and
 //!   [`CudaInner`] (feature `cuda`), and `Autodiff` of either. burn's fusion-wrapped
-//!   `burn::backend::Wgpu` / `Cuda` take the references (their own fuser merges element-wise
+//!   [`WgpuFused`] / [`CudaFused`] take the references (their own fuser merges element-wise
 //!   chains into fewer kernels).
 
 use burn::tensor::backend::Backend;
@@ -14,6 +14,11 @@ use burn::tensor::backend::Backend;
 #[cfg(feature = "wgpu")]
 pub type WgpuInner =
     burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+
+/// burn's fused wgpu backend (f32): [`WgpuInner`] under burn-fusion, which records each
+/// thread's ops lazily and compiles chains of element-wise ops into single kernels.
+#[cfg(feature = "wgpu")]
+pub type WgpuFused = burn::backend::Wgpu<f32, i32, u32>;
 
 /// The Vulkan (Metal on macOS) adapter burn's wgpu backend would open, by name, or why
 /// there is none: asked of wgpu directly, so that a machine without a GPU driver gets an
@@ -90,6 +95,10 @@ fn ready<F: Future>(future: F) -> F::Output {
 /// burn's unfused CUDA backend (f32), the one with CubeCL kernels.
 #[cfg(feature = "cuda")]
 pub type CudaInner = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+
+/// burn's fused CUDA backend (f32): [`CudaInner`] under burn-fusion.
+#[cfg(feature = "cuda")]
+pub type CudaFused = burn::backend::Cuda<f32, i32>;
 
 /// `x` as type `U`, which the caller has checked is `T` itself (`TypeId` equality): how an
 /// op takes a generic backend's tensors as their concrete type without copying. `None`

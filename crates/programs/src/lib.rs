@@ -19,7 +19,9 @@
 //! - at run time, [`Choice`]: any backend the build has (a program's `--backend` flag),
 //!   handed to a [`Program`] generic over the backend.
 //!
-//! The CubeCL choices (`wgpu`, `cuda`) have fused GPU kernels (`flow_kernels`).
+//! The GPU choices come twice: `wgpu` and `cuda` are burn's fused backends (burn-fusion
+//! compiles chains of element-wise ops into single kernels); `wgpu-unfused` and
+//! `cuda-unfused` are the plain `CubeBackend`s, on which flow-kernels' CubeCL kernels run.
 //!
 //! ```
 //! use burn::tensor::{Tensor, backend::Backend};
@@ -45,19 +47,18 @@
 
 #![warn(missing_docs)]
 
-/// The inference backend chosen by features.
+/// The inference backend chosen by features: burn's fused wgpu backend ([`WgpuFused`]).
 ///
-/// For `wgpu` this is the unfused `CubeBackend`, not `burn::backend::Wgpu`: burn 0.21's
-/// fusion layer loses tensor handles when a tensor is used from a second thread
-/// ("Should have handle for tensor", tracel-ai/burn#4328, #4347), and burn-train reads
-/// tensors from its checkpointer and metric threads. Seen here: `train-vae` on wgpu
-/// aborted within a few epochs with fusion, and runs clean without it.
+/// burn 0.21's fusion loses tensor handles ("Should have handle for tensor",
+/// tracel-ai/burn#4347) when a tensor is used or dropped on a second thread while its own
+/// thread still has ops queued on it; the programs keep every tensor op on their training
+/// thread (docs/architecture.md, "Threads and burn-fusion"). The unfused backend, which runs
+/// flow-kernels' CubeCL kernels, is [`Choice::WgpuUnfused`].
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-pub type Inner = WgpuInner;
-/// The inference backend chosen by features: burn's unfused CUDA `CubeBackend` (same
-/// reason as for `wgpu`).
+pub type Inner = WgpuFused;
+/// The inference backend chosen by features: burn's fused CUDA backend ([`CudaFused`]).
 #[cfg(feature = "cuda")]
-pub type Inner = CudaInner;
+pub type Inner = CudaFused;
 /// The inference backend chosen by features.
 #[cfg(all(feature = "flex", not(any(feature = "wgpu", feature = "cuda"))))]
 pub type Inner = burn::backend::Flex;
@@ -88,9 +89,9 @@ pub fn device() -> burn::tensor::Device<Inner> {
 }
 
 #[cfg(feature = "cuda")]
-pub use flow_kernels::backends::CudaInner;
+pub use flow_kernels::backends::{CudaFused, CudaInner};
 #[cfg(feature = "wgpu")]
-pub use flow_kernels::backends::WgpuInner;
+pub use flow_kernels::backends::{WgpuFused, WgpuInner};
 pub mod adamax;
 pub mod files;
 pub mod interrupt;
@@ -139,12 +140,20 @@ pub enum Choice {
     /// burn's `Flex` (CPU, pure Rust).
     #[cfg(feature = "flex")]
     Flex,
-    /// burn's unfused wgpu `CubeBackend` ([`WgpuInner`]).
+    /// burn's fused wgpu backend ([`WgpuFused`]): element-wise chains compiled into
+    /// single kernels.
     #[cfg(feature = "wgpu")]
     Wgpu,
-    /// burn's unfused CUDA `CubeBackend` ([`CudaInner`]).
+    /// burn's unfused wgpu `CubeBackend` ([`WgpuInner`]), with flow-kernels' CubeCL
+    /// kernels (planar, splines).
+    #[cfg(feature = "wgpu")]
+    WgpuUnfused,
+    /// burn's fused CUDA backend ([`CudaFused`]).
     #[cfg(feature = "cuda")]
     Cuda,
+    /// burn's unfused CUDA `CubeBackend` ([`CudaInner`]), with flow-kernels' kernels.
+    #[cfg(feature = "cuda")]
+    CudaUnfused,
 }
 
 /// Code generic over the backend, run on a [`Choice`] made at run time
@@ -163,8 +172,12 @@ impl Choice {
         vec![
             #[cfg(feature = "cuda")]
             Choice::Cuda,
+            #[cfg(feature = "cuda")]
+            Choice::CudaUnfused,
             #[cfg(feature = "wgpu")]
             Choice::Wgpu,
+            #[cfg(feature = "wgpu")]
+            Choice::WgpuUnfused,
             #[cfg(feature = "flex")]
             Choice::Flex,
             #[cfg(feature = "ndarray")]
@@ -181,8 +194,12 @@ impl Choice {
             Choice::Flex => "flex",
             #[cfg(feature = "wgpu")]
             Choice::Wgpu => "wgpu",
+            #[cfg(feature = "wgpu")]
+            Choice::WgpuUnfused => "wgpu-unfused",
             #[cfg(feature = "cuda")]
             Choice::Cuda => "cuda",
+            #[cfg(feature = "cuda")]
+            Choice::CudaUnfused => "cuda-unfused",
         }
     }
 
@@ -192,9 +209,9 @@ impl Choice {
     pub fn ready(self) -> Result<(), String> {
         match self {
             #[cfg(feature = "wgpu")]
-            Choice::Wgpu => flow_kernels::backends::wgpu_adapter()
+            Choice::Wgpu | Choice::WgpuUnfused => flow_kernels::backends::wgpu_adapter()
                 .map(|_| ())
-                .map_err(|why| format!("--backend wgpu: {why}")),
+                .map_err(|why| format!("--backend {self}: {why}")),
             _ => Ok(()),
         }
     }
@@ -207,7 +224,7 @@ impl Choice {
             .into_iter()
             .filter(|c| match c {
                 #[cfg(feature = "wgpu")]
-                Choice::Wgpu => flow_kernels::backends::wgpu_for_tests(),
+                Choice::Wgpu | Choice::WgpuUnfused => flow_kernels::backends::wgpu_for_tests(),
                 _ => true,
             })
             .collect()
@@ -221,9 +238,13 @@ impl Choice {
             #[cfg(feature = "flex")]
             Choice::Flex => program.run::<burn::backend::Flex>(self.name()),
             #[cfg(feature = "wgpu")]
-            Choice::Wgpu => program.run::<WgpuInner>(self.name()),
+            Choice::Wgpu => program.run::<WgpuFused>(self.name()),
+            #[cfg(feature = "wgpu")]
+            Choice::WgpuUnfused => program.run::<WgpuInner>(self.name()),
             #[cfg(feature = "cuda")]
-            Choice::Cuda => program.run::<CudaInner>(self.name()),
+            Choice::Cuda => program.run::<CudaFused>(self.name()),
+            #[cfg(feature = "cuda")]
+            Choice::CudaUnfused => program.run::<CudaInner>(self.name()),
         }
     }
 }

@@ -28,6 +28,7 @@ use flow_programs::files::{frame, unframe};
 
 use crate::{
     error::{FirstFailure, VaeError},
+    handoff::Handoff,
     model::{ModelConfig, Vae},
 };
 
@@ -36,13 +37,15 @@ use crate::{
 #[derive(Debug, Default, Clone)]
 pub struct CheckpointRecorder {
     failure: FirstFailure,
+    handoff: Handoff,
 }
 
 impl CheckpointRecorder {
     /// A recorder that also keeps its first write failure in `failure` (burn-train runs
-    /// it on threads whose errors only stop the loop).
-    pub fn reporting_to(failure: FirstFailure) -> Self {
-        Self { failure }
+    /// it on threads whose errors only stop the loop) and reports each file it finishes,
+    /// written or not, to `handoff`.
+    pub fn reporting_to(failure: FirstFailure, handoff: Handoff) -> Self {
+        Self { failure, handoff }
     }
 }
 
@@ -97,6 +100,7 @@ impl<B: Backend> Recorder<B> for CheckpointRecorder {
             .and_then(|payload| {
                 crate::report::write_atomic(&path, &frame(&payload)).map_err(|e| e.to_string())
             });
+        self.handoff.written();
         written.map_err(|reason| {
             self.failure.set(reason.clone());
             RecorderError::Unknown(reason)

@@ -9,7 +9,8 @@
 //!   importance-weighted bound; [`arch`]: the MLP or the gated convolutional networks;
 //! - [`training`]: burn-train `Learner` integration (exact resume, divergence, metrics);
 //! - [`history`]: the per-epoch records of a run;
-//! - [`checkpoint`]: atomic checkpoint files and shape-checked loading;
+//! - [`checkpoint`]: atomic checkpoint files and shape-checked loading; [`handoff`]: the
+//!   checkpointer threads kept off the device while the training thread runs;
 //! - [`config`], [`app`], [`report`]: the command line, the commands, the outputs.
 
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod handoff;
 pub mod history;
 pub mod model;
 pub mod posterior;

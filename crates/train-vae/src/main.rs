@@ -30,7 +30,9 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// The backend to run on: one this build has (`ndarray`, `flex`, `wgpu`, `cuda`, by
-    /// cargo feature); default the build's preferred one (GPU over CPU, flex over ndarray).
+    /// cargo feature; `wgpu` and `cuda` are burn's fused backends, `wgpu-unfused` and
+    /// `cuda-unfused` the plain ones with flow-kernels' GPU kernels); default the build's
+    /// preferred one (GPU over CPU, flex over ndarray).
     #[arg(long, global = true, default_value_t = Choice::default())]
     backend: Choice,
     /// `train` flags, when no subcommand is given.

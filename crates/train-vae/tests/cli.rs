@@ -290,10 +290,29 @@ fn bad_input_gets_a_one_line_error() {
 
 #[test]
 fn a_resumed_run_continues_the_uninterrupted_one() {
-    let (a, b) = (temp("straight"), temp("resumed"));
-    ok(&train(&a, &["--epochs", "3", "--seed", "9"]));
-    ok(&train(&b, &["--epochs", "2", "--seed", "9"]));
-    ok(&run(&["--resume", b.to_str().unwrap(), "--epochs", "3"]));
+    resumed_run_continues_on(cpu());
+}
+
+/// On burn's fused backend, whose tensors burn-train's checkpointer threads read
+/// (`train_vae::handoff`).
+#[test]
+fn a_resumed_run_continues_the_uninterrupted_one_on_fused_wgpu() {
+    if let Some(backend) = fused_gpu() {
+        resumed_run_continues_on(backend);
+    }
+}
+
+fn resumed_run_continues_on(backend: &str) {
+    let (a, b) = (
+        temp(&format!("straight-{backend}")),
+        temp(&format!("resumed-{backend}")),
+    );
+    ok(&train_on(backend, &a, &["--epochs", "3", "--seed", "9"]));
+    ok(&train_on(backend, &b, &["--epochs", "2", "--seed", "9"]));
+    ok(&run_on(
+        backend,
+        &["--resume", b.to_str().unwrap(), "--epochs", "3"],
+    ));
     let (ha, hb) = (
         history::read_history(&a).unwrap(),
         history::read_history(&b).unwrap(),
@@ -315,8 +334,8 @@ fn a_resumed_run_continues_the_uninterrupted_one() {
         }
     }
     // A different seed gives different numbers (the comparison above can fail).
-    let c = temp("other-seed");
-    ok(&train(&c, &["--epochs", "1", "--seed", "10"]));
+    let c = temp(&format!("other-seed-{backend}"));
+    ok(&train_on(backend, &c, &["--epochs", "1", "--seed", "10"]));
     let hc = history::read_history(&c).unwrap();
     assert!((hc[0].train_neg_elbo - ha[0].train_neg_elbo).abs() > 1e-3);
     for d in [a, b, c] {
@@ -369,7 +388,20 @@ fn divergence_stops_with_the_last_good_checkpoint() {
 
 #[test]
 fn sigkill_never_leaves_a_corrupt_checkpoint() {
-    let dir = temp("kill");
+    sigkill_rounds_on(cpu());
+}
+
+/// On burn's fused backend: one checkpoint per step, so burn-train's checkpointer threads
+/// read the model and optimizer state all the time (`train_vae::handoff`).
+#[test]
+fn sigkill_never_leaves_a_corrupt_checkpoint_on_fused_wgpu() {
+    if let Some(backend) = fused_gpu() {
+        sigkill_rounds_on(backend);
+    }
+}
+
+fn sigkill_rounds_on(backend: &str) {
+    let dir = temp(&format!("kill-{backend}"));
     // One step per epoch and a wide model: checkpoints are written all the time.
     let args = |resume: bool| -> Vec<String> {
         let mut a: Vec<String> = if resume {
@@ -402,7 +434,7 @@ fn sigkill_never_leaves_a_corrupt_checkpoint() {
             .collect()
         };
         a.extend(["--epochs".into(), "100000".into()]);
-        a.extend(["--backend".into(), cpu().into()]);
+        a.extend(["--backend".into(), backend.into()]);
         a
     };
     let device = Default::default();
@@ -471,11 +503,14 @@ fn sigkill_never_leaves_a_corrupt_checkpoint() {
         let _ = std::fs::remove_file(dir.with_extension(format!("round{round}.log")));
     }
     // And the run still resumes and finishes.
-    ok(&run(&[
-        "--resume",
-        dir.to_str().unwrap(),
-        "--epochs",
-        &(seen_epochs + 1).to_string(),
-    ]));
+    ok(&run_on(
+        backend,
+        &[
+            "--resume",
+            dir.to_str().unwrap(),
+            "--epochs",
+            &(seen_epochs + 1).to_string(),
+        ],
+    ));
     std::fs::remove_dir_all(&dir).unwrap();
 }

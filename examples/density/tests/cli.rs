@@ -322,6 +322,10 @@ fn degenerate_data_is_refused_or_flagged() {
 
 /// Starts a long fit into `out` and waits until it has saved a model.
 fn long_fit(csv: &Path, out: &Path) -> Running {
+    long_fit_on(cpu(), csv, out)
+}
+
+fn long_fit_on(backend: &str, csv: &Path, out: &Path) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_density"))
         .args([
             "--data",
@@ -333,7 +337,7 @@ fn long_fit(csv: &Path, out: &Path) -> Running {
         ])
         .args(["--hidden", "16", "--batch", "32", "--steps", "100000000"])
         .args(["--eval-every", "5", "--patience", "0"])
-        .args(["--out-dir", out.to_str().unwrap(), "--backend", cpu()])
+        .args(["--out-dir", out.to_str().unwrap(), "--backend", backend])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -387,7 +391,19 @@ fn ctrl_c_ends_the_fit_with_the_best_model_saved() {
 /// behind always evaluates. `KILL_ROUNDS=200` for a campaign.
 #[test]
 fn sigkill_never_leaves_an_unloadable_model() {
-    let dir = tmp("kill");
+    sigkill_rounds_on(cpu());
+}
+
+/// The same on burn's fused wgpu backend, where the fit trains when the build has it.
+#[test]
+fn sigkill_never_leaves_an_unloadable_model_on_fused_wgpu() {
+    if let Some(wgpu) = Choice::testable().into_iter().find(|c| c.name() == "wgpu") {
+        sigkill_rounds_on(wgpu.name());
+    }
+}
+
+fn sigkill_rounds_on(backend: &str) {
+    let dir = tmp(&format!("kill-{backend}"));
     let csv = dir.join("three.csv");
     write_csv(&csv, 200, 3);
     let rounds: u64 = std::env::var("KILL_ROUNDS")
@@ -396,7 +412,7 @@ fn sigkill_never_leaves_an_unloadable_model() {
         .unwrap_or(3);
     for round in 0..rounds {
         let out = dir.join(format!("run{round}"));
-        let child = long_fit(&csv, &out);
+        let child = long_fit_on(backend, &csv, &out);
         std::thread::sleep(std::time::Duration::from_millis(37 * round % 120));
         drop(child); // SIGKILL
         let (ok, stdout, err) = density(&[

@@ -32,7 +32,7 @@ mod strategies;
 pub use loader::{EpochTimes, MnistLoader, epoch_seed};
 pub use metric::{DIVERGED, NoMetricLog, StatMetric};
 pub use renderer::LineRenderer;
-pub use step::{Stat, Sums, Tally, VaeBatch, VaeOutput, VaeStats};
+pub use step::{Stat, Sums, Tally, VaeBatch, VaeStats};
 pub use strategies::{EpochLog, LastAndBest};
 
 use std::{path::Path, sync::Arc};
@@ -45,6 +45,7 @@ use crate::{
     checkpoint::{self, CheckpointRecorder},
     config::{Optimizer, TrainConfig},
     error::{FirstFailure, VaeError},
+    handoff::Handoff,
     history::{EpochRecord, best, read_history},
     model::Vae,
     report,
@@ -208,26 +209,41 @@ impl<B: AutodiffBackend> Run<'_, B> {
         );
 
         let failure = FirstFailure::default();
+        let handoff = {
+            let device = device.clone();
+            Handoff::new(move || {
+                // A device that cannot finish its queue fails the next op too, with the
+                // error that says why.
+                let _ = B::sync(&device);
+            })
+        };
         let mut training =
             SupervisedTraining::new(run, Arc::new(train_loader), Arc::new(valid_loader))
                 .with_application_logger(None)
                 .with_metric_logger(NoMetricLog)
                 .renderer(LineRenderer::new())
-                .with_file_checkpointer(CheckpointRecorder::reporting_to(failure.clone()))
+                .with_file_checkpointer(CheckpointRecorder::reporting_to(
+                    failure.clone(),
+                    handoff.clone(),
+                ))
                 .with_checkpointing_strategy(LastAndBest::new(
                     &history,
                     tally.clone(),
                     valid_images,
+                    handoff.clone(),
                 ))
-                .early_stopping(EpochLog::new(
-                    run,
-                    history,
-                    config.patience,
-                    times,
-                    tally.clone(),
-                    (train_images, valid_images),
-                    failure.clone(),
-                ))
+                .early_stopping(
+                    EpochLog::new(
+                        run,
+                        history,
+                        config.patience,
+                        times,
+                        tally.clone(),
+                        (train_images, valid_images),
+                        failure.clone(),
+                    )
+                    .after_checkpoint(handoff),
+                )
                 .num_epochs(config.epochs);
         let interrupter = training.interrupter();
         training = training

@@ -20,13 +20,6 @@ pub struct VaeBatch<B: Backend> {
     pub beta: f64,
 }
 
-/// What a step reports: `[loss, neg_elbo, recon, kl]` batch means, on the device.
-#[derive(Debug)]
-pub struct VaeOutput<B: Backend> {
-    stats: Tensor<B, 1>,
-    n: usize,
-}
-
 /// A step's report on the host (what metrics read).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VaeStats {
@@ -42,23 +35,14 @@ pub struct VaeStats {
     pub kl: f64,
 }
 
-impl<B: Backend> ItemLazy for VaeOutput<B> {
+/// Already on the host: the step reads its statistics on the training thread, so no
+/// tensor reaches burn-train's metric thread (burn-fusion 0.21 loses tensor handles used
+/// across threads; docs/architecture.md, "Threads and burn-fusion").
+impl ItemLazy for VaeStats {
     type ItemSync = VaeStats;
 
     fn sync(self) -> VaeStats {
-        let v: Vec<f64> = self
-            .stats
-            .into_data()
-            .convert::<f64>()
-            .into_vec()
-            .unwrap_or_else(|_| vec![f64::NAN; 4]);
-        VaeStats {
-            n: self.n,
-            loss: v[0],
-            neg_elbo: v[1],
-            recon: v[2],
-            kl: v[3],
-        }
+        self
     }
 }
 
@@ -138,37 +122,53 @@ impl Tally {
     }
 }
 
-fn output<B: Backend>(model: &Vae<B>, batch: VaeBatch<B>) -> (Tensor<B, 1>, VaeOutput<B>) {
-    let n = batch.x.dims()[0];
+/// The loss to minimize and the step's statistics `[loss, neg_elbo, recon, kl]` (batch
+/// means, detached).
+fn output<B: Backend>(model: &Vae<B>, batch: VaeBatch<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let terms = model.terms(batch.x);
     let recon = terms.recon.mean();
     let kl = terms.kl.mean();
     let loss = recon.clone() + kl.clone().mul_scalar(batch.beta);
     let stats = Tensor::cat(vec![loss.clone(), recon.clone() + kl.clone(), recon, kl], 0);
-    (loss, VaeOutput { stats, n })
+    (loss, stats.detach())
+}
+
+/// The statistics of a batch of `n` images, read to the host in one transfer.
+fn read<B: Backend>(stats: Tensor<B, 1>, n: usize) -> VaeStats {
+    let v: Vec<f64> = stats
+        .into_data()
+        .convert::<f64>()
+        .into_vec()
+        .unwrap_or_else(|_| vec![f64::NAN; 4]);
+    VaeStats {
+        n,
+        loss: v[0],
+        neg_elbo: v[1],
+        recon: v[2],
+        kl: v[3],
+    }
 }
 
 impl<B: AutodiffBackend> TrainStep for Vae<B> {
     type Input = VaeBatch<B>;
-    type Output = VaeOutput<B>;
+    type Output = VaeStats;
 
-    fn step(&self, batch: VaeBatch<B>) -> TrainOutput<VaeOutput<B>> {
-        let (loss, out) = output(self, batch);
+    fn step(&self, batch: VaeBatch<B>) -> TrainOutput<VaeStats> {
+        let n = batch.x.dims()[0];
+        let (loss, stats) = output(self, batch);
+        // Read after the backward pass is queued, so that burn-fusion sees the whole step.
         let grads = loss.backward();
-        let out = VaeOutput {
-            stats: out.stats.detach(),
-            n: out.n,
-        };
-        TrainOutput::new(self, grads, out)
+        TrainOutput::new(self, grads, read(stats, n))
     }
 }
 
 impl<B: Backend> InferenceStep for Vae<B> {
     type Input = VaeBatch<B>;
-    type Output = VaeOutput<B>;
+    type Output = VaeStats;
 
-    fn step(&self, batch: VaeBatch<B>) -> VaeOutput<B> {
-        output(self, VaeBatch { beta: 1.0, ..batch }).1
+    fn step(&self, batch: VaeBatch<B>) -> VaeStats {
+        let n = batch.x.dims()[0];
+        read(output(self, VaeBatch { beta: 1.0, ..batch }).1, n)
     }
 }
 

@@ -11,6 +11,7 @@ use burn_train::{
 use super::loader::EpochTimes;
 use super::step::{Stat, Sums, Tally};
 use crate::error::FirstFailure;
+use crate::handoff::Handoff;
 use crate::history::{EpochRecord, best};
 use crate::report;
 
@@ -27,6 +28,7 @@ pub struct EpochLog {
     tally: Tally,
     images: (usize, usize),
     failure: FirstFailure,
+    handoff: Handoff,
 }
 
 impl EpochLog {
@@ -50,7 +52,15 @@ impl EpochLog {
             tally,
             images,
             failure,
+            handoff: Handoff::default(),
         }
+    }
+
+    /// Waits for the epoch's checkpoint files through `handoff` before anything else, so
+    /// that the training thread queues no op while burn-train's checkpointer threads hold
+    /// its tensors (see [`Handoff`]).
+    pub fn after_checkpoint(self, handoff: Handoff) -> Self {
+        Self { handoff, ..self }
     }
 
     fn record(&self, epoch: usize) -> EpochRecord {
@@ -80,6 +90,10 @@ impl EpochLog {
 
 impl EarlyStoppingStrategy for EpochLog {
     fn should_stop(&mut self, epoch: usize, _: &EventStoreClient) -> bool {
+        if let Err(e) = self.handoff.wait() {
+            self.failure.set(e);
+            return true;
+        }
         let r = self.record(epoch);
         tracing::info!(
             epoch,
@@ -127,11 +141,17 @@ pub struct LastAndBest {
     best: Option<(usize, f64)>,
     tally: Tally,
     valid_images: usize,
+    handoff: Handoff,
 }
 
 impl LastAndBest {
-    /// State after `history` (empty for a new run).
-    pub fn new(history: &[EpochRecord], tally: Tally, valid_images: usize) -> Self {
+    /// State after `history` (empty for a new run); every save goes through `handoff`.
+    pub fn new(
+        history: &[EpochRecord],
+        tally: Tally,
+        valid_images: usize,
+        handoff: Handoff,
+    ) -> Self {
         Self {
             recent: history
                 .iter()
@@ -143,6 +163,7 @@ impl LastAndBest {
             best: best(history).map(|r| (r.epoch, r.valid_neg_elbo)),
             tally,
             valid_images,
+            handoff,
         }
     }
 }
@@ -163,6 +184,7 @@ impl CheckpointingStrategy for LastAndBest {
             self.best = Some((epoch, v));
         }
         let best = self.best.map(|b| b.0);
+        self.handoff.before_save();
         let mut actions = vec![CheckpointingAction::Save];
         drop.sort_unstable();
         drop.dedup();

@@ -46,6 +46,15 @@ pub fn cpu() -> &'static str {
     Choice::available().last().expect("a backend").name()
 }
 
+/// burn's fused wgpu backend where this build has it and an adapter exists: the backend
+/// whose tensors must never be used from two threads at once (burn-fusion 0.21).
+pub fn fused_gpu() -> Option<&'static str> {
+    Choice::testable()
+        .into_iter()
+        .map(Choice::name)
+        .find(|n| *n == "wgpu")
+}
+
 /// Runs the binary on the CPU backend.
 pub fn run(args: &[&str]) -> Output {
     run_on(cpu(), args)
@@ -61,10 +70,14 @@ pub fn run_on(backend: &str, args: &[&str]) -> Output {
 }
 
 pub fn train(dir: &Path, extra: &[&str]) -> Output {
+    train_on(cpu(), dir, extra)
+}
+
+pub fn train_on(backend: &str, dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["--out-dir", dir.to_str().unwrap()];
     args.extend_from_slice(TINY);
     args.extend_from_slice(extra);
-    run(&args)
+    run_on(backend, &args)
 }
 
 pub fn ok(out: &Output) -> String {
