@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use burn::{
+    backend::Autodiff,
     module::{AutodiffModule, Module},
     optim::{GradientsParams, Optimizer},
     tensor::{Distribution, Tensor, TensorData, backend::Backend},
@@ -20,7 +21,7 @@ use burn::{
 use clap::{CommandFactory, Parser, Subcommand};
 use density::data::{Table, Toy, mnist_logit};
 use flow_core::{Flow, Invertible, StandardNormal};
-use flow_programs::{FusedAdamConfig, Inner, Train};
+use flow_programs::{Choice, FusedAdamConfig, Program};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde_json::{Value, json};
 use tracing::info;
@@ -38,6 +39,10 @@ struct Cli {
     /// Seed of the data stream and of the backend's initialization.
     #[arg(long, global = true, default_value_t = 0)]
     seed: u64,
+    /// The backend: one this build has (`ndarray`, `flex`, `wgpu`, `wgpu-unfused`, `cuda`,
+    /// `cuda-unfused`, by cargo feature); default the build's preferred one.
+    #[arg(long, global = true, default_value_t = Choice::default())]
+    backend: Choice,
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,6 +58,10 @@ enum Bench {
         throughput_epochs: usize,
         #[arg(long, default_value_t = 128)]
         batch: usize,
+        /// Training images per epoch (the first of the 9,000; fewer make short runs, such as
+        /// the launch counts of benches/launches).
+        #[arg(long, default_value_t = 9000)]
+        train_images: usize,
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
         /// Posterior samples per validation image for the IW bound (0: no evaluation).
@@ -77,6 +86,11 @@ enum Bench {
         test_n: usize,
         #[arg(long, default_value_t = 4321)]
         test_seed: u64,
+        /// `log_prob` passes over the test set, untimed and without sampling, instead of
+        /// the peers' timed throughput loops (0): a run whose work is fixed, as the launch
+        /// counts of benches/launches need.
+        #[arg(long, default_value_t = 0)]
+        logprob_passes: usize,
     },
     /// c. MAF (5 MADE layers) on dequantized logit-space MNIST.
     MafMnist {
@@ -127,6 +141,11 @@ enum Bench {
         test_n: usize,
         #[arg(long, default_value_t = 4321)]
         test_seed: u64,
+        /// `log_prob` passes over the test set, untimed and without sampling, instead of
+        /// the peers' timed throughput loops (0): a run whose work is fixed, as the launch
+        /// counts of benches/launches need.
+        #[arg(long, default_value_t = 0)]
+        logprob_passes: usize,
     },
 }
 
@@ -149,6 +168,7 @@ impl Bench {
                 epochs,
                 throughput_epochs,
                 batch,
+                train_images,
                 ..
             } => positive(&[
                 ("--throughput-epochs", throughput_epochs),
@@ -163,8 +183,13 @@ impl Bench {
                 })
             })
             .or_else(|| {
-                (batch > 9000)
-                    .then(|| format!("--batch ({batch}) must be at most 9000, the training images"))
+                (train_images > 9000)
+                    .then(|| format!("--train-images ({train_images}) must be at most 9000"))
+            })
+            .or_else(|| {
+                (batch > train_images).then(|| {
+                    format!("--batch ({batch}) must be at most --train-images ({train_images})")
+                })
             }),
             Bench::RealnvpMoons {
                 steps,
@@ -209,7 +234,7 @@ fn sync<B: Backend>() {
     B::sync(&Default::default()).expect("the device finishes its queue");
 }
 
-fn host(t: Tensor<Inner, 1>) -> Vec<f64> {
+fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f64> {
     t.into_data()
         .convert::<f64>()
         .into_vec()
@@ -236,22 +261,22 @@ fn adam() -> FusedAdamConfig {
 /// `steps` Adam steps on `loss(model, step)`, timing steps `warmup..steps` (the peers'
 /// window). Losses are read from the device every 100 steps, and once at the end.
 /// Returns the model, steps/s over the window, the whole loop's seconds and the losses.
-fn train<M: AutodiffModule<Train>>(
+fn train<B: Backend, M: AutodiffModule<Autodiff<B>>>(
     mut model: M,
     run: (usize, usize),
     lr: f64,
-    mut loss: impl FnMut(&M, usize) -> Tensor<Train, 1>,
+    mut loss: impl FnMut(&M, usize) -> Tensor<Autodiff<B>, 1>,
 ) -> (M, f64, f64, Vec<f64>) {
     let (steps, warmup) = run;
     assert!(warmup < steps, "--warmup-steps must be below --steps");
-    let mut optim = adam().init::<Train, M>();
+    let mut optim = adam().init::<Autodiff<B>, M>();
     let mut pending = Vec::new();
     let mut losses = Vec::new();
     let all = Instant::now();
     let mut timed = all;
     for step in 0..steps {
         if step == warmup {
-            sync::<Train>();
+            sync::<Autodiff<B>>();
             timed = Instant::now();
         }
         let l = loss(&model, step);
@@ -294,54 +319,65 @@ fn throughput(items: usize, mut f: impl FnMut()) -> f64 {
 
 /// Parameter counts per top-level module of a flow (one entry per layer; a coupling's
 /// reversal has none).
-fn flow_params<T: Module<Train>>(flow: &Flow<Train, StandardNormal, Vec<T>>) -> Value {
+fn flow_params<B: Backend, T: Module<Autodiff<B>>>(
+    flow: &Flow<Autodiff<B>, StandardNormal, Vec<T>>,
+) -> Value {
     let per: Vec<usize> = flow.transform.iter().map(Module::num_params).collect();
     json!(per)
 }
 
 /// The density benchmarks' shared second half: test log-likelihood, then `log_prob` and
-/// `sample` throughput on the whole test set, as `realnvp_moons.py` and `nsf_mog.py`.
-fn evaluate_density<T: Invertible<Inner>>(
-    model: &Flow<Inner, StandardNormal, T>,
-    test: Tensor<Inner, 2>,
+/// `sample` throughput on the whole test set, as `realnvp_moons.py` and `nsf_mog.py`; or,
+/// with `passes` > 0, that many untimed `log_prob` passes (throughputs NaN).
+fn evaluate_density<B: Backend, T: Invertible<B>>(
+    model: &Flow<B, StandardNormal, T>,
+    test: Tensor<B, 2>,
+    passes: usize,
 ) -> (f64, f64, f64) {
     let n = test.dims()[0];
     let device = Default::default();
     let test_ll = mean(&host(
         model.log_prob(test.clone(), None).expect("valid input"),
     ));
+    if passes > 0 {
+        for _ in 1..passes {
+            let _ = model.log_prob(test.clone(), None).expect("valid input");
+        }
+        sync::<B>();
+        return (test_ll, f64::NAN, f64::NAN);
+    }
     let log_prob = throughput(n, || {
         let _ = model.log_prob(test.clone(), None).expect("valid input");
-        sync::<Inner>();
+        sync::<B>();
     });
     let sample = throughput(n, || {
         let _ = model.sample(n, None, &device).expect("n ≥ 1");
-        sync::<Inner>();
+        sync::<B>();
     });
     (test_ll, log_prob, sample)
 }
 
-fn density_bench(
+fn density_bench<B: Backend>(
     name: &str,
     toy: Toy,
     run: (usize, usize, usize),
     lr: f64,
-    test: (usize, u64),
+    test: (usize, u64, usize),
     seed: u64,
 ) -> Value {
     let (steps, warmup, batch) = run;
     let mut rng = StdRng::seed_from_u64(seed);
     // Fresh batches for every step, drawn before the timed loop (as the peers).
-    let batches: Vec<Tensor<Train, 2>> = (0..steps)
+    let batches: Vec<Tensor<Autodiff<B>, 2>> = (0..steps)
         .map(|_| table(&toy.sample(batch, &mut rng)))
         .collect();
     let test_table = toy.sample(test.0, &mut StdRng::seed_from_u64(test.1));
-    Train::seed(&Default::default(), seed);
+    <Autodiff<B> as Backend>::seed(&Default::default(), seed);
     let device = Default::default();
     let model = if toy == Toy::Mog8 {
-        flow_benches::nsf_mog::<Train>(&device)
+        flow_benches::nsf_mog::<Autodiff<B>>(&device)
     } else {
-        flow_benches::realnvp_moons::<Train>(&device)
+        flow_benches::realnvp_moons::<Autodiff<B>>(&device)
     };
     let layers = flow_params(&model);
     let params = model.num_params();
@@ -352,7 +388,7 @@ fn density_bench(
             .mean()
             .neg()
     });
-    let (test_ll, log_prob, sample) = evaluate_density(&model.valid(), table(&test_table));
+    let (test_ll, log_prob, sample) = evaluate_density(&model.valid(), table(&test_table), test.2);
     info!(steps_per_s, test_ll, log_prob, sample, "done");
     let mut out = json!({
         "bench": name, "params": params, "params_per_layer": layers,
@@ -383,13 +419,13 @@ const MATMUL_SHAPES: [(&str, usize, usize, usize, bool); 9] = [
     ("nsf hid 512x128@128x128", 512, 128, 128, false),
 ];
 
-fn matmul(repeats: usize, min_time: f64) -> Value {
+fn matmul<B: Backend>(repeats: usize, min_time: f64) -> Value {
     let device = Default::default();
     let rows: Vec<Value> = MATMUL_SHAPES
         .iter()
         .map(|&(label, m, k, n, transposed)| {
             let normal = |shape: [usize; 2]| {
-                Tensor::<Inner, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+                Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device)
             };
             let a = if transposed {
                 normal([k, m])
@@ -404,7 +440,7 @@ fn matmul(repeats: usize, min_time: f64) -> Value {
                     a.clone()
                 };
                 let _ = a.matmul(b.clone());
-                sync::<Inner>();
+                sync::<B>();
             };
             product();
             let mut rates: Vec<f64> = (0..repeats)
@@ -451,7 +487,7 @@ fn to_logit<B: Backend>(pixels: Tensor<B, 2>) -> Tensor<B, 2> {
     s.clone().log() - s.neg().log1p()
 }
 
-fn maf_mnist(
+fn maf_mnist<B: Backend>(
     run: (usize, usize, usize),
     lr: f64,
     batches: (usize, usize, usize),
@@ -462,10 +498,10 @@ fn maf_mnist(
     let images = train_vae::data::embedded_images().expect("the embedded MNIST subset");
     let (train_px, val_px) = images.pixels.split_at(9000 * 784);
     let (val, val_log_det) = mnist_logit(val_px, 784, &mut StdRng::seed_from_u64(val_seed));
-    let val = table::<Inner>(&val);
+    let val = table::<B>(&val);
     let mut rng = StdRng::seed_from_u64(seed);
-    Train::seed(&Default::default(), seed);
-    let model = flow_benches::maf_mnist::<Train>(&Default::default());
+    <Autodiff<B> as Backend>::seed(&Default::default(), seed);
+    let model = flow_benches::maf_mnist::<Autodiff<B>>(&Default::default());
     let params = model.num_params();
     let layers = flow_params(&model);
     info!(bench = "maf-mnist", params, "model built");
@@ -476,7 +512,7 @@ fn maf_mnist(
         if i == 0 {
             order.shuffle(&mut rng);
         }
-        let x = to_logit(gather::<Train>(
+        let x = to_logit(gather::<Autodiff<B>>(
             train_px,
             &order[i * batch..(i + 1) * batch],
         ));
@@ -486,7 +522,7 @@ fn maf_mnist(
     let (lp_batch, lp_passes, sample_batch) = batches;
     let n = val.dims()[0];
     let log_prob_all = || {
-        let parts: Vec<Tensor<Inner, 1>> = (0..n)
+        let parts: Vec<Tensor<B, 1>> = (0..n)
             .step_by(lp_batch)
             .map(|i| {
                 model
@@ -497,13 +533,13 @@ fn maf_mnist(
         Tensor::cat(parts, 0)
     };
     let _ = log_prob_all();
-    sync::<Inner>();
+    sync::<B>();
     let mut rates = Vec::new();
     let mut lp = None;
     for _ in 0..lp_passes.max(1) {
         let t = Instant::now();
         lp = Some(log_prob_all());
-        sync::<Inner>();
+        sync::<B>();
         rates.push(n as f64 / t.elapsed().as_secs_f64());
     }
     rates.sort_by(f64::total_cmp);
@@ -513,10 +549,10 @@ fn maf_mnist(
     let val_bpd = -(val_ll + mean(&val_log_det)) / (784.0 * std::f64::consts::LN_2);
     let device = Default::default();
     let _ = model.sample(2, None, &device).expect("n ≥ 1");
-    sync::<Inner>();
+    sync::<B>();
     let t = Instant::now();
     let s = model.sample(sample_batch, None, &device).expect("n ≥ 1");
-    sync::<Inner>();
+    sync::<B>();
     let sample_time = t.elapsed().as_secs_f64();
     assert_eq!(s.dims(), [sample_batch, 784]);
     info!(
@@ -540,11 +576,9 @@ fn maf_mnist(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn vae_planar(
-    epochs: usize,
-    throughput_epochs: usize,
-    batch: usize,
+fn vae_planar<B: Backend>(
+    (epochs, throughput_epochs): (usize, usize),
+    (batch, train_images): (usize, usize),
     lr: f64,
     iw_samples: usize,
     val_seed: u64,
@@ -558,9 +592,9 @@ fn vae_planar(
     let train_p = images.slice(0..9000).intensities();
     let val = images.slice(9000..10_000).binarize(val_seed);
     let device = Default::default();
-    Train::seed(&device, seed);
+    <Autodiff<B> as Backend>::seed(&device, seed);
     let config = ModelConfig::default();
-    let mut model: Vae<Train> = config.init(&device).expect("the default model");
+    let mut model: Vae<Autodiff<B>> = config.init(&device).expect("the default model");
     let mut breakdown = serde_json::Map::new();
     for (name, shape) in model.param_shapes() {
         let part = name.split('.').next().unwrap_or(&name).to_string();
@@ -570,10 +604,10 @@ fn vae_planar(
     }
     let params = model.num_params();
     info!(bench = "vae-planar", params, "model built");
-    let mut optim = adam().init::<Train, Vae<Train>>();
+    let mut optim = adam().init::<Autodiff<B>, Vae<Autodiff<B>>>();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut order: Vec<usize> = (0..9000).collect();
-    let per_epoch = 9000 / batch;
+    let mut order: Vec<usize> = (0..train_images).collect();
+    let per_epoch = train_images / batch;
     let (mut epoch_times, mut epoch_losses) = (Vec::new(), Vec::new());
     for epoch in 1..=epochs {
         let t = Instant::now();
@@ -584,7 +618,7 @@ fn vae_planar(
             // Dynamic binarization, fresh for every batch: x ~ Bernoulli(p), as train-vae's
             // loader draws it.
             let x = train_vae::data::binarize_rows(&train_p, 784, rows, &mut rng);
-            let x = Tensor::<Train, 2>::from_data(TensorData::new(x, [batch, 784]), &device);
+            let x = Tensor::<Autodiff<B>, 2>::from_data(TensorData::new(x, [batch, 784]), &device);
             let terms = model.terms(x);
             let loss = (terms.recon + terms.kl).mean();
             pending.push(loss.clone().detach().inner());
@@ -607,12 +641,13 @@ fn vae_planar(
     let mut out = json!({
         "bench": "vae-planar", "params": params, "param_breakdown": breakdown,
         "batch": batch, "epochs": epochs, "throughput_epochs": throughput_epochs,
+        "train_images": train_images,
         "train_images_per_s": images_per_s, "epoch_times_s": epoch_times,
         "train_neg_elbo_per_epoch": epoch_losses,
     });
     if iw_samples > 0 {
         let model = model.valid();
-        let x = Tensor::<Inner, 2>::from_data(TensorData::new(val, [1000, 784]), &device);
+        let x = Tensor::<B, 2>::from_data(TensorData::new(val, [1000, 784]), &device);
         let t = Instant::now();
         let (elbo, nll) = model.importance_weighted(x, iw_samples, 10_000);
         out["val_elbo"] = json!(mean(&host(elbo)));
@@ -658,78 +693,14 @@ fn main() {
     let load_start = load_average();
     let seed = cli.seed;
     let bench = cli.bench;
-    // The benchmark runs on one of the pool's threads, so that the serial tensor ops and
-    // the parallel kernels share the `--threads` threads: a main thread outside the pool
-    // would hand every parallel region to a (possibly sleeping) worker and wait. On the CPU
-    // backends the other threads poll for work meanwhile instead of sleeping between the
-    // parallel regions, as the OpenMP threads behind the peers' PyTorch operators spin
-    // between theirs.
-    let mut out = flow_programs::with_hot_workers_on::<Inner, _>(move || match bench {
-        Bench::VaePlanar {
-            epochs,
-            throughput_epochs,
-            batch,
-            lr,
-            iw_samples,
-            val_seed,
-        } => vae_planar(
-            epochs,
-            throughput_epochs,
-            batch,
-            lr,
-            iw_samples,
-            val_seed,
-            seed,
-        ),
-        Bench::RealnvpMoons {
-            steps,
-            warmup_steps,
-            batch,
-            lr,
-            test_n,
-            test_seed,
-        } => density_bench(
-            "realnvp-moons",
-            Toy::PeerMoons,
-            (steps, warmup_steps, batch),
-            lr,
-            (test_n, test_seed),
-            seed,
-        ),
-        Bench::MafMnist {
-            steps,
-            warmup_steps,
-            batch,
-            lr,
-            logprob_batch,
-            logprob_passes,
-            sample_batch,
-            val_seed,
-        } => maf_mnist(
-            (steps, warmup_steps, batch),
-            lr,
-            (logprob_batch, logprob_passes, sample_batch),
-            val_seed,
-            seed,
-        ),
-        Bench::Matmul { repeats, min_time } => matmul(repeats, min_time),
-        Bench::NsfMog {
-            steps,
-            warmup_steps,
-            batch,
-            lr,
-            test_n,
-            test_seed,
-        } => density_bench(
-            "nsf-mog",
-            Toy::Mog8,
-            (steps, warmup_steps, batch),
-            lr,
-            (test_n, test_seed),
-            seed,
-        ),
-    });
-    out["variant"] = json!(format!("flow-rs/{}", flow_programs::NAME));
+    let backend = cli.backend;
+    if let Err(why) = backend.ready() {
+        Cli::command()
+            .error(clap::error::ErrorKind::ValueValidation, why)
+            .exit();
+    }
+    let mut out = backend.run(Ports { bench, seed });
+    out["variant"] = json!(format!("flow-rs/{backend}"));
     out["threads"] = json!(cli.threads);
     out["seed"] = json!(seed);
     out["argv"] = json!(std::env::args().skip(1).collect::<Vec<_>>());
@@ -737,6 +708,93 @@ fn main() {
     out["loadavg_1m_at_start"] = json!(load_start);
     out["loadavg_1m_at_end"] = json!(load_average());
     println!("{out}");
+}
+
+/// A benchmark run on the backend chosen at run time.
+struct Ports {
+    bench: Bench,
+    seed: u64,
+}
+
+impl Program for Ports {
+    type Output = Value;
+
+    fn run<B: Backend>(self, _name: &'static str) -> Value {
+        let Ports { bench, seed } = self;
+        // The benchmark runs on one of the pool's threads, so that the serial tensor ops
+        // and the parallel kernels share the `--threads` threads: a main thread outside the
+        // pool would hand every parallel region to a (possibly sleeping) worker and wait. On
+        // the CPU backends the other threads poll for work meanwhile instead of sleeping
+        // between the parallel regions, as the OpenMP threads behind the peers' PyTorch
+        // operators spin between theirs.
+        flow_programs::with_hot_workers_on::<B, _>(move || match bench {
+            Bench::VaePlanar {
+                epochs,
+                throughput_epochs,
+                batch,
+                train_images,
+                lr,
+                iw_samples,
+                val_seed,
+            } => vae_planar::<B>(
+                (epochs, throughput_epochs),
+                (batch, train_images),
+                lr,
+                iw_samples,
+                val_seed,
+                seed,
+            ),
+            Bench::RealnvpMoons {
+                steps,
+                warmup_steps,
+                batch,
+                lr,
+                test_n,
+                test_seed,
+                logprob_passes,
+            } => density_bench::<B>(
+                "realnvp-moons",
+                Toy::PeerMoons,
+                (steps, warmup_steps, batch),
+                lr,
+                (test_n, test_seed, logprob_passes),
+                seed,
+            ),
+            Bench::MafMnist {
+                steps,
+                warmup_steps,
+                batch,
+                lr,
+                logprob_batch,
+                logprob_passes,
+                sample_batch,
+                val_seed,
+            } => maf_mnist::<B>(
+                (steps, warmup_steps, batch),
+                lr,
+                (logprob_batch, logprob_passes, sample_batch),
+                val_seed,
+                seed,
+            ),
+            Bench::Matmul { repeats, min_time } => matmul::<B>(repeats, min_time),
+            Bench::NsfMog {
+                steps,
+                warmup_steps,
+                batch,
+                lr,
+                test_n,
+                test_seed,
+                logprob_passes,
+            } => density_bench::<B>(
+                "nsf-mog",
+                Toy::Mog8,
+                (steps, warmup_steps, batch),
+                lr,
+                (test_n, test_seed, logprob_passes),
+                seed,
+            ),
+        })
+    }
 }
 
 /// The 1-minute load average (`/proc/loadavg`), to spot a run shared with other work.

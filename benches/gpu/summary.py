@@ -1,5 +1,6 @@
-"""Prints the GPU run's table: flow-rs training throughput per backend against the fastest
-PyTorch peer variant on CUDA, as a ratio (> 1: flow-rs faster).
+"""Prints the GPU run's tables: flow-rs training throughput per backend against the fastest
+PyTorch peer variant (on CUDA; on the CPU with run.sh --quick), as a ratio (> 1: flow-rs
+faster), and the kernel launches per training step (benches/launches/count.py).
 
 usage: python3 benches/gpu/summary.py runs/gpu
 """
@@ -26,7 +27,8 @@ def main():
     ours = read(os.path.join(out, "ours.jsonl"))
     peers = read(os.path.join(out, "peer.jsonl"))
     gpu = next((p.get("gpu") for p in peers if p.get("gpu")), "unknown GPU")
-    print(f"GPU: {gpu}; peers on CUDA (torch {peers[0]['versions']['torch'] if peers else '?'})")
+    torch = peers[0]["versions"]["torch"] if peers else "none run"
+    print(f"GPU: {gpu}; peers: torch {torch}")
     print()
     print("| benchmark | training | flow-rs backend | flow-rs | fastest peer | peer | ratio |")
     print("|---|---|---|---|---|---|---|")
@@ -39,6 +41,17 @@ def main():
             ratio = o[key] / best[peer_key]
             print(f"| {bench} | {unit} | {o['backend']} | {o[key]:.1f} | "
                   f"{best['variant']} | {best[peer_key]:.1f} | {ratio:.2f}x |")
+    if not peers:
+        print()
+        for o in ours:
+            print(f"{o['bench']} on {o['backend']}: {o.get(METRICS[o['bench']][0])}")
+    launches = os.path.join(out, "launches.md")
+    if os.path.exists(launches):
+        print()
+        print("Kernel launches per training step (wgpu) and PyTorch eager's operators:")
+        print()
+        with open(launches) as f:
+            print(f.read())
 
 
 if __name__ == "__main__":

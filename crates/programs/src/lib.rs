@@ -10,6 +10,7 @@
 //! - [`FusedAdamConfig`], the optimizer the programs train with, and [`AdamaxConfig`] for
 //!   the protocols that ask for Adamax;
 //! - [`interrupt`]: Ctrl-C as a request to stop after the current step;
+//! - [`Devices`]: the `--devices` flag (several GPUs training together);
 //! - [`files::write_atomic`]: every file the programs write, atomically, with a
 //!   fault-injection hook (a full disk) for their tests.
 //!
@@ -93,10 +94,12 @@ pub use flow_kernels::backends::{CudaFused, CudaInner};
 #[cfg(feature = "wgpu")]
 pub use flow_kernels::backends::{WgpuFused, WgpuInner};
 pub mod adamax;
+pub mod devices;
 pub mod files;
 pub mod interrupt;
 
 pub use adamax::{Adamax, AdamaxConfig};
+pub use devices::Devices;
 pub use flow_kernels::{
     adam::{FusedAdam, FusedAdamConfig},
     workers::with_hot_workers_on,
@@ -201,6 +204,21 @@ impl Choice {
             #[cfg(feature = "cuda")]
             Choice::CudaUnfused => "cuda-unfused",
         }
+    }
+
+    /// Whether this is a GPU backend (wgpu or CUDA, fused or not).
+    pub fn is_gpu(self) -> bool {
+        !matches!(self.name(), "ndarray" | "flex")
+    }
+
+    /// Whether this is one of burn's fused (burn-fusion) backends.
+    pub fn is_fused(self) -> bool {
+        matches!(self.name(), "wgpu" | "cuda")
+    }
+
+    /// Whether this is a CUDA backend.
+    pub fn is_cuda(self) -> bool {
+        self.name().starts_with("cuda")
     }
 
     /// Whether this backend can run on this machine: for `wgpu`, that a GPU adapter

@@ -197,12 +197,14 @@ pub fn lock_run(run: &Path) -> Result<std::fs::File, VaeError> {
     })
 }
 
-/// `train-vae train`: trains, evaluates the best checkpoint, draws the pictures.
+/// `train-vae train`: trains on `devices` (data-parallel on several), evaluates the best
+/// checkpoint on the first, draws the pictures.
 pub fn train_command<B: AutodiffBackend>(
     args: &TrainArgs,
     backend: &str,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<RunSummary, VaeError> {
+    let device = &devices[0];
     let mut config = args.resolve()?;
     let run = config
         .out_dir
@@ -255,7 +257,7 @@ pub fn train_command<B: AutodiffBackend>(
         train: train.intensities(),
         valid: valid.binarize(config.val_seed),
     };
-    let trained = training::train::<B>(&config, &data, &run, resume, device)?;
+    let trained = training::train::<B>(&config, &data, &run, resume, devices)?;
 
     let inner = device.clone();
     let best = checkpoint::file(&run, "model", trained.best_epoch);

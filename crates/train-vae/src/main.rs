@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use burn::{backend::Autodiff, tensor::backend::Backend};
 use clap::{Parser, Subcommand};
-use flow_programs::{Choice, Program};
+use flow_programs::{Choice, Devices, Program};
 use train_vae::{
     VaeError,
     app::{self, EvalArgs, SampleArgs},
@@ -35,6 +35,13 @@ struct Cli {
     /// preferred one (GPU over CPU, flex over ndarray).
     #[arg(long, global = true, default_value_t = Choice::default())]
     backend: Choice,
+    /// The devices to train on: GPU indices (`0,1`), `all`, or `default`; wgpu also takes
+    /// `cpu`, `integrated:N`, `virtual:N`. Several devices train data-parallel (each
+    /// computes its share of every batch; the first holds the optimizer and checkpoints)
+    /// and need an unfused GPU backend (`--backend wgpu-unfused` or `cuda-unfused`).
+    /// A run may resume on another device count.
+    #[arg(long, global = true, default_value_t = Devices::default())]
+    devices: Devices,
     /// `train` flags, when no subcommand is given.
     #[command(flatten)]
     train: TrainArgs,
@@ -54,10 +61,17 @@ impl Program for Cli {
     type Output = Result<(), VaeError>;
 
     fn run<B: Backend>(self, name: &'static str) -> Self::Output {
-        let device = Default::default();
+        let devices =
+            self.devices
+                .resolve::<B>(self.backend)
+                .map_err(|reason| VaeError::Config {
+                    field: "devices".into(),
+                    reason,
+                })?;
+        let device = devices[0].clone();
         match self.command {
-            None => train::<B>(&self.train, name, &device),
-            Some(Command::Train(args)) => train::<B>(&args, name, &device),
+            None => train::<B>(&self.train, name, &devices),
+            Some(Command::Train(args)) => train::<B>(&args, name, &devices),
             Some(Command::Eval(args)) => {
                 let r = app::eval_command::<B>(&args, &device)?;
                 println!("checkpoint  {}", r.checkpoint.display());
@@ -81,11 +95,11 @@ impl Program for Cli {
     }
 }
 
-fn train<B: Backend>(args: &TrainArgs, name: &str, device: &B::Device) -> Result<(), VaeError> {
+fn train<B: Backend>(args: &TrainArgs, name: &str, devices: &[B::Device]) -> Result<(), VaeError> {
     // On the CPU backends the training loop runs on one of rayon's threads while the
     // others poll for work between the step's parallel regions instead of sleeping.
     let s = flow_programs::with_hot_workers_on::<B, _>(|| {
-        app::train_command::<Autodiff<B>>(args, name, device)
+        app::train_command::<Autodiff<B>>(args, name, devices)
     })?;
     println!();
     println!(

@@ -395,14 +395,27 @@ impl<B: Backend> Vae<B> {
         }
     }
 
-    /// One posterior sample per encoded row: `(z_K, ln q_K(z_K|x))`.
+    /// One posterior sample per encoded row: `(z_K, ln q_K(z_K|x))`, its noise drawn on
+    /// the device.
     pub fn sample_posterior(&self, enc: Encoded<B>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let n = enc.out.dims()[0];
+        let device = enc.out.device();
+        let eps = Tensor::random([n, self.latent], Distribution::Normal(0.0, 1.0), &device);
+        self.sample_posterior_with(enc, eps)
+    }
+
+    /// [`Vae::sample_posterior`] with the reparameterization's noise given:
+    /// `z₀ = μ + σ ⊙ ε`, `eps: [n, latent]` standard normal.
+    pub fn sample_posterior_with(
+        &self,
+        enc: Encoded<B>,
+        eps: Tensor<B, 2>,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
         let h = enc.out;
         let [n, cols] = h.dims();
         let d = self.latent;
         let mu = h.clone().slice([0..n, 0..d]);
         let log_var = h.clone().slice([0..n, d..2 * d]);
-        let eps = Tensor::<B, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &h.device());
         let z0 = mu + log_var.clone().mul_scalar(0.5).exp() * eps.clone();
         let log_q0 = sum_rows(log_var.mul_scalar(0.5) + eps.square().mul_scalar(0.5))
             .neg()
@@ -425,9 +438,23 @@ impl<B: Backend> Vae<B> {
         bernoulli_log_likelihood(x, logits)
     }
 
-    /// One-sample terms of the negative ELBO for images `x: [n, input]` (values in {0, 1}).
+    /// One-sample terms of the negative ELBO for images `x: [n, input]` (values in {0, 1}),
+    /// the posterior's noise drawn on the device.
     pub fn terms(&self, x: Tensor<B, 2>) -> Terms<B> {
-        let (z, log_q) = self.sample_posterior(self.encode(x.clone()));
+        let [n, _] = x.dims();
+        let eps = Tensor::random(
+            [n, self.latent],
+            Distribution::Normal(0.0, 1.0),
+            &x.device(),
+        );
+        self.terms_with(x, eps)
+    }
+
+    /// [`Vae::terms`] with the posterior's noise given (`eps: [n, latent]`): what training
+    /// uses, its noise drawn with the batch, so that a batch split across devices is the
+    /// same computation as the whole batch on one.
+    pub fn terms_with(&self, x: Tensor<B, 2>, eps: Tensor<B, 2>) -> Terms<B> {
+        let (z, log_q) = self.sample_posterior_with(self.encode(x.clone()), eps);
         let log_prior = std_normal_log_prob(z.clone());
         let recon = Self::log_likelihood(x, self.decode(z)).neg();
         Terms {

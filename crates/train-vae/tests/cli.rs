@@ -176,6 +176,14 @@ fn bad_input_gets_a_one_line_error() {
         "n-flows",
     );
     fails_with(&["--lr", "-0.001", "--out-dir", &out], "--lr");
+    // Several devices on the CPU backend; a device listed twice, an unknown name (clap's
+    // usage errors).
+    fails_with(&["--devices", "0,1", "--out-dir", &out], "one device");
+    for (devices, why) in [("0,0", "twice"), ("gpu:1", "a device is")] {
+        let run = run(&["--devices", devices, "--out-dir", &out]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && stderr.contains(why), "{stderr}");
+    }
     fails_with(&["--epochs", "0", "--out-dir", &out], "--epochs");
     fails_with(&["--n-valid", "10000", "--out-dir", &out], "n-valid");
     fails_with(

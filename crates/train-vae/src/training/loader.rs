@@ -12,7 +12,8 @@ use burn::{
     data::dataloader::{DataLoader, DataLoaderIterator, Progress},
     tensor::{Tensor, TensorData, backend::Backend},
 };
-use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand_distr::StandardNormal;
 
 use super::step::VaeBatch;
 use crate::data::binarize_rows;
@@ -40,14 +41,22 @@ pub type EpochTimes = Arc<Mutex<Vec<(usize, f64, usize)>>>;
 
 /// Batches of binarized MNIST whose random draws depend only on `(seed, epoch)`.
 ///
-/// Each `iter()` is one epoch: it reseeds the backend (so the ε of every step is
-/// reproducible), shuffles with an epoch-seeded permutation, and (for training) draws the
-/// binarization from an epoch-seeded stream.
+/// Each `iter()` is one epoch: it reseeds the backend, shuffles with an epoch-seeded
+/// permutation, and draws from an epoch-seeded stream (for training) the binarization and
+/// (always) the posterior's noise ε of every image.
+///
+/// On several devices burn-train splits the loader ([`DataLoader::slice`]); each part
+/// then yields its share of every batch (the first half of each batch's images, say),
+/// drawn from the same stream as the whole batch, so the devices together compute exactly
+/// the one-device step.
 #[derive(Clone)]
 pub struct MnistLoader<B: Backend> {
     pixels: Pixels,
     dim: usize,
+    latent: usize,
     rows: Arc<Vec<usize>>,
+    /// This loader's share of each batch: images `[len·start/of, len·end/of)`.
+    share: (usize, usize, usize),
     batch_size: usize,
     train: bool,
     seed: u64,
@@ -59,11 +68,12 @@ pub struct MnistLoader<B: Backend> {
 
 impl<B: Backend> MnistLoader<B> {
     /// Training loader: dynamic binarization of `probs` (`n·dim` grey levels in [0, 1]),
-    /// shuffled, incomplete last batch dropped; the first `iter()` is epoch `first_epoch`.
+    /// shuffled, incomplete last batch dropped, noise for a `latent`-dimensional posterior;
+    /// the first `iter()` is epoch `first_epoch`.
     #[allow(clippy::too_many_arguments)]
     pub fn train(
         probs: Vec<f32>,
-        dim: usize,
+        (dim, latent): (usize, usize),
         batch_size: usize,
         seed: u64,
         warmup_epochs: usize,
@@ -75,7 +85,9 @@ impl<B: Backend> MnistLoader<B> {
         Self {
             pixels: Pixels::Dynamic(Arc::new(probs)),
             dim,
+            latent,
             rows: Arc::new((0..n).collect()),
+            share: (0, 1, 1),
             batch_size,
             train: true,
             seed,
@@ -86,10 +98,11 @@ impl<B: Backend> MnistLoader<B> {
         }
     }
 
-    /// Validation loader: fixed `bits`, in order, every image used.
+    /// Validation loader: fixed `bits`, in order, every image used, the same noise every
+    /// epoch.
     pub fn valid(
         bits: Vec<f32>,
-        dim: usize,
+        (dim, latent): (usize, usize),
         batch_size: usize,
         seed: u64,
         device: B::Device,
@@ -98,7 +111,9 @@ impl<B: Backend> MnistLoader<B> {
         Self {
             pixels: Pixels::Fixed(Arc::new(bits)),
             dim,
+            latent,
             rows: Arc::new((0..n).collect()),
+            share: (0, 1, 1),
             batch_size,
             train: false,
             seed,
@@ -133,7 +148,8 @@ impl<B: Backend> Iterator for EpochIter<B> {
     fn next(&mut self) -> Option<VaeBatch<B>> {
         let l = &self.loader;
         if self.batch >= l.batches() {
-            if l.train && self.batch == l.batches() {
+            // One record per epoch: the part holding the start of every batch writes it.
+            if l.train && self.batch == l.batches() && l.share.0 == 0 {
                 let images = l.batches() * l.batch_size;
                 let secs = self.started.elapsed().as_secs_f64();
                 if let Ok(mut t) = l.times.lock() {
@@ -154,6 +170,14 @@ impl<B: Backend> Iterator for EpochIter<B> {
                 .copied()
                 .collect(),
         };
+        let mut eps: Vec<f32> = Vec::with_capacity(rows.len() * l.latent);
+        eps.extend((0..rows.len() * l.latent).map(|_| self.rng.sample::<f32, _>(StandardNormal)));
+        // This loader's share of the batch, from the whole batch's draws.
+        let (start, end, of) = l.share;
+        let (lo, hi) = (rows.len() * start / of, rows.len() * end / of);
+        let x = x[lo * d..hi * d].to_vec();
+        let eps = eps[lo * l.latent..hi * l.latent].to_vec();
+        let weight = (hi - lo) as f64 / rows.len() as f64;
         let beta = if l.train && l.warmup_epochs > 0 {
             let t = (self.epoch - 1) as f64 + self.batch as f64 / l.batches() as f64;
             (t / l.warmup_epochs as f64).min(1.0)
@@ -161,8 +185,14 @@ impl<B: Backend> Iterator for EpochIter<B> {
             1.0
         };
         self.batch += 1;
-        let x = Tensor::from_data(TensorData::new(x, [rows.len(), d]), &l.device);
-        Some(VaeBatch { x, beta })
+        let x = Tensor::from_data(TensorData::new(x, [hi - lo, d]), &l.device);
+        let eps = Tensor::from_data(TensorData::new(eps, [hi - lo, l.latent]), &l.device);
+        Some(VaeBatch {
+            x,
+            eps,
+            beta,
+            weight,
+        })
     }
 }
 
@@ -210,9 +240,15 @@ impl<B: Backend> DataLoader<B, VaeBatch<B>> for MnistLoader<B> {
         })
     }
 
+    /// Items `[start, end)` of `num_items()` become that fraction of every batch (of this
+    /// loader's share), with its own epoch count: burn-train gives each device one part.
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, VaeBatch<B>>> {
+        let n = self.rows.len().max(1);
+        let end = end.min(n);
+        let (a, b, of) = self.share;
         Arc::new(Self {
-            rows: Arc::new(self.rows[start..end.min(self.rows.len())].to_vec()),
+            share: (a * n + (b - a) * start, a * n + (b - a) * end, of * n),
+            next_epoch: Arc::new(AtomicUsize::new(self.next_epoch.load(Ordering::SeqCst))),
             ..self.clone()
         })
     }

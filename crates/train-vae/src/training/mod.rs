@@ -38,7 +38,7 @@ pub use strategies::{EpochLog, LastAndBest};
 use std::{path::Path, sync::Arc};
 
 use burn::tensor::backend::AutodiffBackend;
-use burn_train::{Learner, SupervisedTraining};
+use burn_train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use flow_programs::{AdamaxConfig, FusedAdamConfig};
 
 use crate::{
@@ -73,14 +73,18 @@ pub struct Trained {
     pub best_epoch: usize,
 }
 
-/// Trains (or resumes) the run in `run`, which must hold `config.toml`. Returns the history.
+/// Trains (or resumes) the run in `run`, which must hold `config.toml`, on `devices` (the
+/// first is the main device: the optimizer, validation and checkpoints; on several, each
+/// device computes its share of every batch and burn-train sums their gradients there).
+/// Returns the history.
 pub fn train<B: AutodiffBackend>(
     config: &TrainConfig,
     data: &RunData,
     run: &Path,
     resume: bool,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<Trained, VaeError> {
+    let device = &devices[0];
     let (history, start) = if resume {
         resume_point::<B>(run)?
     } else {
@@ -106,7 +110,7 @@ pub fn train<B: AutodiffBackend>(
         dir: run,
         history,
         start,
-        device,
+        devices,
     };
     match config.optimizer {
         // Adam fused into one pass per parameter on the CPU backends
@@ -165,7 +169,7 @@ struct Run<'a, B: AutodiffBackend> {
     dir: &'a Path,
     history: Vec<EpochRecord>,
     start: Option<usize>,
-    device: &'a B::Device,
+    devices: &'a [B::Device],
 }
 
 impl<B: AutodiffBackend> Run<'_, B> {
@@ -180,8 +184,9 @@ impl<B: AutodiffBackend> Run<'_, B> {
             dir: run,
             history,
             start,
-            device,
+            devices,
         } = self;
+        let device = &devices[0];
         let first_epoch = start.map_or(1, |e| e + 1);
         let learner = Learner::new(model, optim, config.lr);
 
@@ -192,7 +197,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         let valid_images = data.valid.len() / data.dim;
         let train_loader = MnistLoader::<B>::train(
             data.train.clone(),
-            data.dim,
+            (data.dim, config.model.latent),
             config.batch_size,
             config.seed,
             config.warmup_epochs,
@@ -202,7 +207,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         );
         let valid_loader = MnistLoader::<B::InnerBackend>::valid(
             data.valid.clone(),
-            data.dim,
+            (data.dim, config.model.latent),
             config.batch_size.max(500),
             config.seed,
             device.clone(),
@@ -219,6 +224,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         };
         let mut training =
             SupervisedTraining::new(run, Arc::new(train_loader), Arc::new(valid_loader))
+                .with_training_strategy(strategy(devices).into())
                 .with_application_logger(None)
                 .with_metric_logger(NoMetricLog)
                 .renderer(LineRenderer::new())
@@ -306,6 +312,17 @@ impl<B: AutodiffBackend> Run<'_, B> {
             return Err(VaeError::Diverged { epoch, last_good });
         }
         finish(history, run)
+    }
+}
+
+/// burn-train's execution strategy for `devices`: one device, or data-parallel over
+/// several (`flow_programs::Devices` lets several through on CUDA alone), each computing
+/// its share of every batch ([`MnistLoader`]'s slices), their gradients summed on the
+/// first, which steps the optimizer (docs/scaling.md).
+fn strategy<B: AutodiffBackend>(devices: &[B::Device]) -> ExecutionStrategy<B> {
+    match devices {
+        [one] => ExecutionStrategy::single(one.clone()),
+        many => ExecutionStrategy::multi(many.to_vec(), MultiDeviceOptim::OptimMainDevice),
     }
 }
 

@@ -11,13 +11,19 @@ use burn_train::{InferenceStep, ItemLazy, TrainOutput, TrainStep, metric::Adapto
 
 use crate::model::Vae;
 
-/// A batch: binarized images and the KL weight β of this step.
+/// A batch: binarized images, the posterior's noise, the KL weight β of this step, and the
+/// share of the step's images it holds.
 #[derive(Debug, Clone)]
 pub struct VaeBatch<B: Backend> {
     /// `[n, pixels]`, values in {0, 1}.
     pub x: Tensor<B, 2>,
+    /// `[n, latent]` standard normal noise of the reparameterization.
+    pub eps: Tensor<B, 2>,
     /// KL weight (1 outside warm-up and in validation).
     pub beta: f64,
+    /// `n` over the images of the whole step: 1 on one device; on several, each device's
+    /// share, so that the gradients burn-train sums over devices are the whole batch's.
+    pub weight: f64,
 }
 
 /// A step's report on the host (what metrics read).
@@ -122,15 +128,15 @@ impl Tally {
     }
 }
 
-/// The loss to minimize and the step's statistics `[loss, neg_elbo, recon, kl]` (batch
-/// means, detached).
+/// The loss to minimize (the batch's share of the step's mean) and the batch's statistics
+/// `[loss, neg_elbo, recon, kl]` (its means, detached).
 fn output<B: Backend>(model: &Vae<B>, batch: VaeBatch<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let terms = model.terms(batch.x);
+    let terms = model.terms_with(batch.x, batch.eps);
     let recon = terms.recon.mean();
     let kl = terms.kl.mean();
     let loss = recon.clone() + kl.clone().mul_scalar(batch.beta);
     let stats = Tensor::cat(vec![loss.clone(), recon.clone() + kl.clone(), recon, kl], 0);
-    (loss, stats.detach())
+    (loss.mul_scalar(batch.weight), stats.detach())
 }
 
 /// The statistics of a batch of `n` images, read to the host in one transfer.
