@@ -20,9 +20,10 @@
 # --quick: the dev profile (the build the tests use), BACKENDS=wgpu, tiny sizes, the peers on
 # the CPU (skipped when PY has no torch), the launch count of one model, no criterion run.
 #
-# Every program trains on one device (`--devices` is not wired yet: see docs/scaling.md).
+# Every program runs on DEVICES (default GPU 0; --quick: the adapter wgpu picks alone); a
+# machine with several GPUs can set DEVICES=0,1 for train-vae on cuda (docs/scaling.md).
 #
-# Environment: PY (python, default python3), OUT (runs/gpu), BACKENDS ("wgpu cuda"),
+# Environment: PY (python, default python3), OUT (runs/gpu), BACKENDS ("wgpu cuda"), DEVICES,
 # SKIP_BENCH=1 (no criterion run), DATA (MNIST idx file for the peers; default: the one
 # train-vae embeds).
 set -euo pipefail
@@ -36,10 +37,12 @@ if [[ -n "$QUICK" ]]; then
   SKIP_BENCH=1
   PROFILE=(); TARGET=target/debug
   PEER_DEVICE=cpu
+  DEVICES=${DEVICES:-default}
 else
   BACKENDS=${BACKENDS:-"wgpu cuda"}
   PROFILE=(--release); TARGET=target/release
   PEER_DEVICE=cuda
+  DEVICES=${DEVICES:-0}
 fi
 DATA=${DATA:-$(ls crates/train-vae/data/*idx3-ubyte.gz | head -1)}
 PEER=benches/gpu/peer
@@ -82,15 +85,18 @@ for be in $BACKENDS; do
   # burn's fused backend (burn-fusion) and the plain one with flow-kernels' GPU kernels.
   for variant in "$be" "$be-unfused"; do
     stamp "vae-planar ($variant)"
-    "$bin/train-vae" --backend "$variant" "${VAE[@]}" --warmup-epochs 0 --patience 0 \
+    # Several devices only where burn 0.21 can run them (CUDA, unfused); one elsewhere.
+    devices=$DEVICES
+    [[ "$variant" == cuda-unfused ]] || devices=${DEVICES%%,*}
+    "$bin/train-vae" --backend "$variant" --devices "$devices" "${VAE[@]}" --warmup-epochs 0 --patience 0 \
       --out-dir "$OUT/$variant-vae" > /dev/null
     record vae-planar "$variant" "$OUT/$variant-vae/summary.json"
     stamp "maf-mnist ($variant)"
-    "$bin/density" --backend "$variant" --data mnist --flow maf --layers 5 --hidden 512 \
+    "$bin/density" --backend "$variant" --devices "${DEVICES%%,*}" --data mnist --flow maf --layers 5 --hidden 512 \
       --batch 128 --lr 1e-4 "${MAF[@]}" --patience 0 --out-dir "$OUT/$variant-maf" > /dev/null
     record maf-mnist "$variant" "$OUT/$variant-maf/summary.json"
     stamp "nsf-mog ($variant)"
-    "$bin/density" --backend "$variant" --data mog8 --flow nsf --layers 4 --hidden 128 \
+    "$bin/density" --backend "$variant" --devices "${DEVICES%%,*}" --data mog8 --flow nsf --layers 4 --hidden 128 \
       --bins 8 --bound 5 --batch 512 "${NSF[@]}" --patience 0 --out-dir "$OUT/$variant-nsf" \
       > /dev/null
     record nsf-mog "$variant" "$OUT/$variant-nsf/summary.json"

@@ -45,7 +45,7 @@ fn save_grid(path: &Path, res: usize, panels: Vec<Panel>) -> Result<()> {
 /// Data histogram, learned density and model samples, on a square window that holds the
 /// test data.
 pub fn joint<B: Backend>(model: &Model<B>, data: &Dataset, look: &Look, path: &Path) -> Result<()> {
-    let device = Default::default();
+    let device = crate::evaluate::device_of(model);
     let window = window_of(&data.test.values, look.resolution);
     let cells = window.res * window.res;
     let mut data_hist = vec![0.0; cells];
@@ -81,7 +81,7 @@ pub fn joint<B: Backend>(model: &Model<B>, data: &Dataset, look: &Look, path: &P
 
 /// `p(y | c)` at the points `(c, y)` (standardized units), evaluated in chunks.
 fn conditional_density<B: Backend>(model: &Model<B>, points: &[f32]) -> Result<Vec<f64>> {
-    let device = Default::default();
+    let device = crate::evaluate::device_of(model);
     let mut out = Vec::with_capacity(points.len() / 2);
     for chunk in points.chunks(2 * CHUNK) {
         let m = chunk.len() / 2;

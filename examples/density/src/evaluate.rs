@@ -45,9 +45,17 @@ pub fn batch<B: Backend>(
     (tensor(&y, device), c.map(|c| tensor(&c, device)))
 }
 
+/// The device `model`'s parameters live on.
+pub fn device_of<B: Backend>(model: &Model<B>) -> B::Device {
+    burn::module::Module::devices(model)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
 /// Mean `ln p(y | c)` of the rows of `t` (standardized units, every column).
 pub fn mean_log_prob<B: Backend>(model: &Model<B>, t: &Table, layout: &Layout) -> Result<f64> {
-    let device = Default::default();
+    let device = device_of(model);
     let mut total = 0.0;
     for start in (0..t.rows()).step_by(CHUNK) {
         let end = t.rows().min(start + CHUNK);
@@ -72,8 +80,8 @@ pub struct EvalArgs {
 
 /// Mean log-likelihood per row of `args.data` in its units: `ln p(x)`, or `ln p(y | c)`
 /// for a conditional model.
-pub fn eval<B: Backend>(args: &EvalArgs) -> Result<f64> {
-    let device = Default::default();
+pub fn eval<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<f64> {
+    let device = device.clone();
     let loaded = model::load::<B>(&args.model, &device)?;
     let table = read_table(&args.data)?;
     let layout = &loaded.layout;
@@ -122,8 +130,8 @@ pub struct SampleArgs {
 }
 
 /// Draws the samples of `args` and writes them; returns the number of rows written.
-pub fn sample<B: Backend>(args: &SampleArgs) -> Result<usize> {
-    let device = Default::default();
+pub fn sample<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<usize> {
+    let device = device.clone();
     let format = match args.out.extension().and_then(|e| e.to_str()) {
         Some(e @ ("csv" | "npy")) => e.to_string(),
         _ => {
@@ -252,7 +260,7 @@ pub struct ExportArgs {
 }
 
 /// Writes the model of `args` in its format; returns the number of tensors written.
-pub fn export<B: Backend>(args: &ExportArgs) -> Result<usize> {
+pub fn export<B: Backend>(args: &ExportArgs, device: &B::Device) -> Result<usize> {
     match args.format {
         Format::Safetensors => {
             if args.out.extension().is_none_or(|e| e != "safetensors") {
@@ -262,7 +270,7 @@ pub fn export<B: Backend>(args: &ExportArgs) -> Result<usize> {
                     args.out.display()
                 )));
             }
-            model::export_safetensors::<B>(&args.model, &args.out, &Default::default())
+            model::export_safetensors::<B>(&args.model, &args.out, device)
         }
     }
 }

@@ -146,9 +146,14 @@ impl<B: Backend> ModuleMapper<B> for Decay {
     }
 }
 
-/// Fits the flow of `args`; writes the best model, metrics, summary and (2-D) PNGs.
-pub fn fit<B: Backend>(args: &FitArgs, backend: &'static str) -> Result<Summary> {
-    let device = Default::default();
+/// Fits the flow of `args` on `device`; writes the best model, metrics, summary and (2-D)
+/// PNGs.
+pub fn fit<B: Backend>(
+    args: &FitArgs,
+    backend: &'static str,
+    device: &B::Device,
+) -> Result<Summary> {
+    let device = device.clone();
     if args.flow.batchnorm && args.batch < 2 {
         return Err(other(
             "--batchnorm needs --batch 2 or more: a batch of one row has no variance",

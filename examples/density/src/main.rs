@@ -30,9 +30,9 @@ use std::process::ExitCode;
 
 use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand};
-use flow_programs::{Choice, Program};
+use flow_programs::{Choice, Devices, Program};
 
-use error::Result;
+use error::{Result, other};
 use evaluate::{EvalArgs, ExportArgs, SampleArgs};
 use fit::{FitArgs, Summary};
 
@@ -50,6 +50,11 @@ struct Cli {
     /// preferred one (GPU over CPU, flex over ndarray).
     #[arg(long, global = true, default_value_t = Choice::default())]
     backend: Choice,
+    /// The device to run on: a GPU index (`0`, `1`, …) or `default`; wgpu also takes
+    /// `cpu`, `integrated:N`, `virtual:N`. One: density trains on one thread, on one
+    /// device (data-parallel training is train-vae's, through burn-train).
+    #[arg(long, global = true, default_value_t = Devices::default())]
+    devices: Devices,
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,28 +106,37 @@ impl Program for Cli {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, backend: &'static str) -> Result<()> {
+        let devices = self.devices.resolve::<B>(self.backend).map_err(other)?;
+        let [device] = devices.as_slice() else {
+            return Err(other(format!(
+                "--devices {}: density trains on one thread, on one device; data-parallel \
+                 training over several is train-vae's (burn-train's multi-device strategy)",
+                self.devices
+            )));
+        };
         match &self.command {
-            Some(Command::Eval(e)) => evaluate::eval::<B>(e).map(|ll| {
+            Some(Command::Eval(e)) => evaluate::eval::<B>(e, device).map(|ll| {
                 println!(
                     "mean log-likelihood {ll:.4} nats per row ({})",
                     e.data.display()
                 );
             }),
-            Some(Command::Export(x)) => evaluate::export::<B>(x).map(|n| {
+            Some(Command::Export(x)) => evaluate::export::<B>(x, device).map(|n| {
                 println!("wrote {n} tensors to {}", x.out.display());
             }),
-            Some(Command::Sample(s)) => evaluate::sample::<B>(s).map(|rows| {
+            Some(Command::Sample(s)) => evaluate::sample::<B>(s, device).map(|rows| {
                 println!("wrote {rows} samples to {}", s.out.display());
             }),
             // On the CPU backends on one of rayon's threads while the others poll for work
             // between the step's parallel regions instead of sleeping.
             Some(Command::Fit(f)) => {
-                flow_programs::with_hot_workers_on::<B, _>(|| fit::fit::<B>(f, backend)).map(report)
-            }
-            None => {
-                flow_programs::with_hot_workers_on::<B, _>(|| fit::fit::<B>(&self.fit, backend))
+                flow_programs::with_hot_workers_on::<B, _>(|| fit::fit::<B>(f, backend, device))
                     .map(report)
             }
+            None => flow_programs::with_hot_workers_on::<B, _>(|| {
+                fit::fit::<B>(&self.fit, backend, device)
+            })
+            .map(report),
         }
     }
 }

@@ -46,6 +46,14 @@ fn bad_tables_get_one_line_errors() {
         &["--data", "8gaussians"],
         "backend `tpu` is not in this build",
     );
+    assert_fails(&["--data", "8gaussians", "--devices", "0,1"], "one device");
+    for choice in Choice::testable().into_iter().filter(|c| c.is_gpu()) {
+        assert_fails_on(
+            choice.name(),
+            &["--data", "8gaussians", "--devices", "default,cpu"],
+            "cuda-unfused",
+        );
+    }
 }
 
 /// Fit a table, save, evaluate the saved model, and reject a table of another width: on
