@@ -59,7 +59,7 @@ fn loader(device: &burn::tensor::Device<Ad>) -> MnistLoader<Ad> {
         3,
         1,
         Arc::default(),
-        device.clone(),
+        *device,
     )
 }
 
