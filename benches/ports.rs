@@ -721,6 +721,11 @@ impl Program for Ports {
 
     fn run<B: Backend>(self, _name: &'static str) -> Value {
         let Ports { bench, seed } = self;
+        let toy = match bench {
+            Bench::RealnvpMoons { .. } => Some(("realnvp-moons", Toy::PeerMoons)),
+            Bench::NsfMog { .. } => Some(("nsf-mog", Toy::Mog8)),
+            _ => None,
+        };
         // The benchmark runs on one of the pool's threads, so that the serial tensor ops
         // and the parallel kernels share the `--threads` threads: a main thread outside the
         // pool would hand every parallel region to a (possibly sleeping) worker and wait. On
@@ -752,14 +757,26 @@ impl Program for Ports {
                 test_n,
                 test_seed,
                 logprob_passes,
-            } => density_bench::<B>(
-                "realnvp-moons",
-                Toy::PeerMoons,
-                (steps, warmup_steps, batch),
+            }
+            | Bench::NsfMog {
+                steps,
+                warmup_steps,
+                batch,
                 lr,
-                (test_n, test_seed, logprob_passes),
-                seed,
-            ),
+                test_n,
+                test_seed,
+                logprob_passes,
+            } => {
+                let (name, toy) = toy.expect("a density benchmark");
+                density_bench::<B>(
+                    name,
+                    toy,
+                    (steps, warmup_steps, batch),
+                    lr,
+                    (test_n, test_seed, logprob_passes),
+                    seed,
+                )
+            }
             Bench::MafMnist {
                 steps,
                 warmup_steps,
@@ -777,22 +794,6 @@ impl Program for Ports {
                 seed,
             ),
             Bench::Matmul { repeats, min_time } => matmul::<B>(repeats, min_time),
-            Bench::NsfMog {
-                steps,
-                warmup_steps,
-                batch,
-                lr,
-                test_n,
-                test_seed,
-                logprob_passes,
-            } => density_bench::<B>(
-                "nsf-mog",
-                Toy::Mog8,
-                (steps, warmup_steps, batch),
-                lr,
-                (test_n, test_seed, logprob_passes),
-                seed,
-            ),
         })
     }
 }

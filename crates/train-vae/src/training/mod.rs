@@ -85,6 +85,16 @@ pub fn train<B: AutodiffBackend>(
     devices: &[B::Device],
 ) -> Result<Trained, VaeError> {
     let device = &devices[0];
+    if devices.len() > config.batch_size {
+        return Err(VaeError::Config {
+            field: "devices".into(),
+            reason: format!(
+                "{} devices share each batch of {} images: give each device one at least",
+                devices.len(),
+                config.batch_size
+            ),
+        });
+    }
     let (history, start) = if resume {
         resume_point::<B>(run)?
     } else {
