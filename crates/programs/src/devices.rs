@@ -12,7 +12,7 @@
 
 use burn::tensor::backend::{Backend, Device as _, DeviceId};
 
-use crate::Choice;
+use crate::choice::Choice;
 
 /// A parsed `--devices` value, not yet checked against a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,13 +215,16 @@ mod tests {
         ] {
             let d: Devices = spec.parse().unwrap();
             assert_eq!(
-                d.resolve::<crate::WgpuInner>(Choice::WgpuUnfused).unwrap(),
+                d.resolve::<flow_kernels::backends::WgpuInner>(Choice::WgpuUnfused)
+                    .unwrap(),
                 [device]
             );
         }
         let two: Devices = "default,cpu".parse().unwrap();
         for choice in [Choice::Wgpu, Choice::WgpuUnfused] {
-            let err = two.resolve::<crate::WgpuInner>(choice).unwrap_err();
+            let err = two
+                .resolve::<flow_kernels::backends::WgpuInner>(choice)
+                .unwrap_err();
             assert!(err.contains("cuda-unfused"), "{err}");
         }
     }
