@@ -5,7 +5,8 @@
 # threads read the model and optimizer state 300 times), and a density fit that saves its
 # model every 5 steps, both on the fused wgpu backend. Fails on the first run that fails.
 #
-#   scripts/fusion_soak.sh [RUNS]        # default 20; BIN_DIR (target/debug), OUT (/tmp/soak)
+#   scripts/fusion_soak.sh [RUNS]    # default 20; BIN_DIR (target/debug), OUT (/tmp/fusion-soak)
+# Results: docs/architecture.md, "Threads and burn-fusion".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-20}
