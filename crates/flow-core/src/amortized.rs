@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{FlowError, Result},
     householder::householder_stack,
-    ops::zero_ladj,
+    ops::{tile_rows, zero_ladj},
     planar::planar_stack,
     radial::radial,
     sylvester::{SylvesterQ, sylvester_stack},
@@ -118,6 +118,41 @@ impl<B: Backend> Amortized<B> {
     pub fn steps(&self) -> usize {
         self.steps
     }
+
+    /// [`Transform::forward`] on `z: [t·n, d]` whose row `r` takes the parameters of row
+    /// `r mod n` of `theta: [n, K·P]` (`t = tiles`): several samples per data point (an
+    /// importance-weighted bound) without repeating the per-data-point preparation (for
+    /// O-SNF steps, the orthogonalization of every `Q`).
+    ///
+    /// # Panics
+    /// As [`Transform::forward`], or when `z`'s rows are not `tiles` times `theta`'s.
+    pub fn forward_tiled(
+        &self,
+        z: Tensor<B, 2>,
+        theta: Tensor<B, 2>,
+        tiles: usize,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (rows, n) = (theta.dims()[0], z.dims()[0]);
+        assert!(
+            tiles >= 1 && rows * tiles == n,
+            "forward_tiled: {tiles} tiles of a context with {rows} rows for z with {n} rows"
+        );
+        match self.step {
+            AmortizedStep::Sylvester(q) if tiles > 1 => {
+                self.check_context(&theta);
+                sylvester_stack(z, theta, self.steps, q)
+            }
+            _ => self.forward(z, Some(&tile_rows(theta, tiles))),
+        }
+    }
+
+    fn check_context(&self, theta: &Tensor<B, 2>) {
+        assert_eq!(
+            theta.dims()[1],
+            Transform::<B>::context_dim(self),
+            "an amortized flow's context holds every step's parameters"
+        );
+    }
 }
 
 impl<B: Backend> Transform<B> for Amortized<B> {
@@ -141,11 +176,7 @@ impl<B: Backend> Transform<B> for Amortized<B> {
             .expect("an amortized flow takes its parameters as the context")
             .clone();
         let [n, d] = z.dims();
-        assert_eq!(
-            theta.dims()[1],
-            Transform::<B>::context_dim(self),
-            "an amortized flow's context holds every step's parameters"
-        );
+        self.check_context(&theta);
         match self.step {
             AmortizedStep::Planar => planar_stack(z, theta, self.steps),
             AmortizedStep::Radial => {

@@ -29,6 +29,6 @@ pub(crate) use flow_kernels::{
     mlp::{relu_mlp, relu_mlp_masked},
     planar::{planar, planar_stack},
     spline::{rq_spline, rq_spline_params},
-    sylvester::{Basis, sylvester_stack},
+    sylvester::{Basis, orthogonalize, sylvester_stack},
 };
 pub use flow_kernels::{enabled, set_enabled, with_reference};

@@ -95,6 +95,7 @@ pub mod reference {
     pub use crate::spline::{
         rq_spline_inverse_reference as rq_spline_inverse, rq_spline_reference as rq_spline,
     };
+    pub use crate::sylvester::orthogonalize_reference as orthogonalize;
     pub use crate::sylvester::sylvester_stack_reference as sylvester_stack;
 }
 

@@ -95,6 +95,20 @@ pub fn std_normal_log_prob<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
         .sub_scalar(d as f64 * HALF_LN_2PI)
 }
 
+/// `x: [r, c]` repeated `times` times in blocks, `[times·r, c]` (row `i` is row `i mod r`),
+/// with the right gradient: the sum over the copies. burn 0.21's autodiff gets
+/// `repeat_dim`'s backward wrong for `r > 1` (it sums rows `i·times .. (i + 1)·times` of the
+/// incoming gradient, as if the copies were interleaved), so this broadcasts instead.
+pub fn tile_rows<B: Backend>(x: Tensor<B, 2>, times: usize) -> Tensor<B, 2> {
+    let [r, c] = x.dims();
+    if times == 1 {
+        return x;
+    }
+    x.unsqueeze::<3>()
+        .expand([times, r, c])
+        .reshape([times * r, c])
+}
+
 /// Zero log-determinant for a volume-preserving map: `[batch]` zeros on `like`'s device.
 pub fn zero_ladj<B: Backend>(like: &Tensor<B, 2>) -> Tensor<B, 1> {
     Tensor::zeros([like.dims()[0]], &like.device())
@@ -109,6 +123,21 @@ mod tests {
 
     fn values(t: Tensor<NdArray, 1>) -> Vec<f32> {
         t.into_data().into_vec().unwrap()
+    }
+
+    /// Tiled rows, and the gradient of each row is the sum over its copies (what burn
+    /// 0.21's `repeat_dim` gets wrong).
+    #[test]
+    fn tile_rows_repeats_in_blocks_with_the_summed_gradient() {
+        let device = Default::default();
+        let x = Tensor::<B, 2>::from_floats([[1.0], [2.0]], &device).require_grad();
+        let w = Tensor::<B, 2>::from_floats([[1.0], [10.0], [100.0], [1e3], [1e4], [1e5]], &device);
+        let y = tile_rows(x.clone(), 3);
+        let forward: Vec<f32> = y.clone().inner().into_data().into_vec().unwrap();
+        assert_eq!(forward, [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]);
+        let grads = (y * w).sum().backward();
+        let g: Vec<f32> = x.grad(&grads).unwrap().into_data().into_vec().unwrap();
+        assert_eq!(g, [10101.0, 101010.0]);
     }
 
     #[test]

@@ -34,7 +34,11 @@
 use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use crate::{householder::householder_stack, kernels, ops::sum_rows};
+use crate::{
+    householder::householder_stack,
+    kernels,
+    ops::{sum_rows, tile_rows},
+};
 
 /// Guards `ln|·|` when `1 + Rᵢᵢ R̃ᵢᵢ h'` rounds to zero in f32 (both diagonals saturated).
 const LADJ_EPS: f64 = flow_kernels::PLANAR_EPS;
@@ -109,13 +113,47 @@ impl SylvesterQ {
 /// Orthonormalizes the columns of every matrix in `q: [n, D, M]` (`M ≤ D`) by the iteration
 /// of the paper's code (Björck & Bowie 1971, Kovarik 1970):
 /// `Q ← Q / ‖Q‖_F`, then `Q ← Q (I + ½ (I − QᵀQ))` until every entry of `QᵀQ − I` is within
-/// [`ORTHOGONAL_TOLERANCE`] (checked every few iterations, on the largest entry over the
-/// batch: one number read back from the device per check) or
-/// [`ORTHOGONAL_MAX_ITERATIONS`] have run (then a warning through `tracing`). The
-/// Frobenius scaling puts every singular value in `(0, 1]`, where the iteration converges
-/// to the orthogonal polar factor of `q` (for `q` of full column rank). Differentiable
-/// (the gradient flows through the iterations).
+/// [`ORTHOGONAL_TOLERANCE`] or [`ORTHOGONAL_MAX_ITERATIONS`] have run (then a warning
+/// through `tracing`). The Frobenius scaling puts every singular value in `(0, 1]`, where
+/// the iteration converges to the orthogonal polar factor of `q` (for `q` of full column
+/// rank). Differentiable (the gradient flows through the iterations).
+///
+/// On the backends with a CPU kernel ([`crate::kernels`]: `flex`, `ndarray`) each matrix
+/// iterates until it has converged, in one pass forward and one backward; elsewhere the
+/// batch iterates together in tensor operations
+/// ([`crate::reference::orthogonalize`]), checking the largest entry over the batch every
+/// few iterations (one number read back from the device per check).
 pub fn orthogonalize<B: Backend>(q: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [n, d, m] = q.dims();
+    let fused = kernels::orthogonalize(
+        &q.clone().reshape([n, d * m]),
+        d,
+        m,
+        ORTHOGONAL_TOLERANCE,
+        ORTHOGONAL_MAX_ITERATIONS,
+    );
+    match fused {
+        Some((a, unconverged)) => {
+            if unconverged > 0 {
+                warn_unconverged(format!("{unconverged} of {n} matrices"));
+            }
+            a.reshape([n, d, m])
+        }
+        None => orthogonalize_reference(q),
+    }
+}
+
+fn warn_unconverged(which: String) {
+    tracing::warn!(
+        which,
+        "orthogonalization not converged after {ORTHOGONAL_MAX_ITERATIONS} iterations: \
+         a Q of deficient rank?"
+    );
+}
+
+/// [`orthogonalize`] as tensor operations, the whole batch iterating together: the
+/// reference for the CPU kernel and the path on every other backend.
+pub fn orthogonalize_reference<B: Backend>(q: Tensor<B, 3>) -> Tensor<B, 3> {
     let [_, _, m] = q.dims();
     let device = q.device();
     let eye = Tensor::<B, 2>::eye(m, &device).unsqueeze::<3>();
@@ -144,25 +182,24 @@ pub fn orthogonalize<B: Backend>(q: Tensor<B, 3>) -> Tensor<B, 3> {
             }
         }
     }
-    tracing::warn!(
-        residual,
-        "orthogonalization not converged after {ORTHOGONAL_MAX_ITERATIONS} iterations \
-         (largest |QᵀQ − I| entry above): a Q of deficient rank?"
-    );
+    warn_unconverged(format!("largest |QᵀQ − I| entry {residual:e}"));
     a
 }
 
 /// `K = steps` Sylvester steps of one kind, step `k` with the parameters in columns
-/// `[kP, (k + 1)P)` of `theta: [m, K·P]` (`m ∈ {1, n}`; layout in the
-/// [module docs](self)). Returns `(z_K: [n, D], Σ_k ln|det ∂z_k/∂z_{k−1}|: [n])`. For O-SNF
-/// the `K` matrices `Q` of a batch are orthonormalized together (one [`orthogonalize`], in
-/// tensor operations). On the backends with a fused kernel ([`crate::kernels`]: `flex`,
-/// `ndarray`) the `K` steps are then one pass forward and one backward; elsewhere they are
+/// `[kP, (k + 1)P)` of `theta: [r, K·P]` (layout in the [module docs](self)), `r` dividing
+/// `n`: row `i` of `z` takes parameter row `i mod r` (`r = n`: per row; `r = 1`: shared;
+/// otherwise `n/r` samples of each of `r` data points, in blocks, as in an
+/// importance-weighted bound). Returns `(z_K: [n, D], Σ_k ln|det ∂z_k/∂z_{k−1}|: [n])`. For
+/// O-SNF the `K` matrices `Q` of every parameter row are orthonormalized together (one
+/// [`orthogonalize`], in tensor operations, once per parameter row). On the backends with
+/// a fused kernel ([`crate::kernels`]: `flex`, `ndarray`) the `K` steps are then one pass
+/// forward and one backward, reading the parameter rows in place; elsewhere they are
 /// [`crate::reference::sylvester_stack`].
 ///
 /// # Panics
-/// When `theta` does not have `K·P` columns, its rows are neither 1 nor `n`, or `q` is
-/// invalid for `D` ([`SylvesterQ::validate`]).
+/// When `theta` does not have `K·P` columns, its rows do not divide `n`, or `q` is invalid
+/// for `D` ([`SylvesterQ::validate`]).
 ///
 /// ```
 /// use burn::{backend::NdArray, tensor::{Distribution, Tensor}};
@@ -181,23 +218,25 @@ pub fn sylvester_stack<B: Backend>(
     steps: usize,
     q: SylvesterQ,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    let (theta, columns) = prepare(&z, theta, steps, q);
-    let [n, d] = z.dims();
+    let (theta, columns) = prepare(&z, theta, steps, q, orthogonalize);
+    let ([n, d], rows) = (z.dims(), theta.dims()[0]);
     let basis = match q {
         SylvesterQ::Orthogonal { columns } => kernels::Basis::Columns(columns),
         SylvesterQ::Householder { reflections } => kernels::Basis::Reflections(reflections),
         SylvesterQ::Triangular => kernels::Basis::Alternating,
     };
-    // The kernel takes every step's Q of a row side by side: [n, K·D·M].
+    // The kernel takes every step's Q of a parameter row side by side: [rows, K·D·M].
     let flat = columns.as_ref().map(|all| {
         let [_, _, m] = all.dims();
         all.clone()
-            .reshape([steps, n, d * m])
+            .reshape([steps, rows, d * m])
             .swap_dims(0, 1)
-            .reshape([n, steps * d * m])
+            .reshape([rows, steps * d * m])
     });
-    kernels::sylvester_stack(&z, &theta, flat.as_ref(), steps, basis)
-        .unwrap_or_else(|| run_reference(z, theta, columns, steps, q))
+    kernels::sylvester_stack(&z, &theta, flat.as_ref(), steps, basis).unwrap_or_else(|| {
+        let (theta, columns) = spread(theta, columns, steps, n);
+        run_reference(z, theta, columns, steps, q)
+    })
 }
 
 /// [`sylvester_stack()`] as tensor operations: the reference for the fused kernel and the
@@ -208,46 +247,68 @@ pub fn sylvester_stack_reference<B: Backend>(
     steps: usize,
     q: SylvesterQ,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    let (theta, columns) = prepare(&z, theta, steps, q);
+    let n = z.dims()[0];
+    let (theta, columns) = prepare(&z, theta, steps, q, orthogonalize_reference);
+    let (theta, columns) = spread(theta, columns, steps, n);
     run_reference(z, theta, columns, steps, q)
 }
 
-/// Checks the shapes, broadcasts a shared parameter row to `n` rows, and for O-SNF
-/// orthonormalizes the `K` matrices of the batch together: `[K·n, D, M]`, step `k`'s rows
-/// at `k·n`.
+/// Checks the shapes (`theta`'s rows divide `z`'s) and, for O-SNF, orthonormalizes the `K`
+/// matrices of every parameter row together with `ortho`: `[K·r, D, M]` for `r` parameter
+/// rows, step `k`'s at `k·r`.
 fn prepare<B: Backend>(
     z: &Tensor<B, 2>,
     theta: Tensor<B, 2>,
     steps: usize,
     q: SylvesterQ,
+    ortho: fn(Tensor<B, 3>) -> Tensor<B, 3>,
 ) -> (Tensor<B, 2>, Option<Tensor<B, 3>>) {
     let ([n, d], [rows, cols]) = (z.dims(), theta.dims());
     let p = q.params_per_step(d);
     assert!(
-        q.validate(d).is_ok() && cols == steps * p && (rows == 1 || rows == n),
-        "sylvester_stack: {steps} steps of {q:?} on z: [{n}, {d}] need theta: [1 or {n}, {}], \
-         got [{rows}, {cols}]",
+        q.validate(d).is_ok() && cols == steps * p && rows >= 1 && n % rows == 0,
+        "sylvester_stack: {steps} steps of {q:?} on z: [{n}, {d}] need theta: [r, {}] with \
+         r dividing {n}, got [{rows}, {cols}]",
         steps * p
     );
-    let theta = if rows == n {
-        theta
-    } else {
-        theta.expand([n, cols])
-    };
     let columns = match q {
         SylvesterQ::Orthogonal { columns } => {
             let at = columns * columns + 2 * columns;
             let raw = (0..steps)
                 .map(|k| theta.clone().narrow(1, k * p + at, d * columns))
                 .collect();
-            Some(orthogonalize(Tensor::cat(raw, 0).reshape([
-                steps * n,
+            Some(ortho(Tensor::cat(raw, 0).reshape([
+                steps * rows,
                 d,
                 columns,
             ])))
         }
         _ => None,
     };
+    (theta, columns)
+}
+
+/// [`prepare`]'s parameters repeated to `n` rows (row `i` is parameter row `i mod r`), for
+/// the tensor-op reference.
+fn spread<B: Backend>(
+    theta: Tensor<B, 2>,
+    columns: Option<Tensor<B, 3>>,
+    steps: usize,
+    n: usize,
+) -> (Tensor<B, 2>, Option<Tensor<B, 3>>) {
+    let rows = theta.dims()[0];
+    if rows == n {
+        return (theta, columns);
+    }
+    let times = n / rows;
+    let columns = columns.map(|all| {
+        let [_, d, m] = all.dims();
+        // Step k's rows of every copy together: [K, times·r, D·M].
+        all.reshape([steps, 1, rows * d * m])
+            .expand([steps, times, rows * d * m])
+            .reshape([steps * n, d, m])
+    });
+    let theta = tile_rows(theta, times);
     (theta, columns)
 }
 

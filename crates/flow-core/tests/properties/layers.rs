@@ -75,6 +75,23 @@ fn amortized<B: AutodiffBackend>(device: &B::Device) {
                 "{step:?} dim {dim}: context column {c} gets no gradient"
             );
         }
+        // Three samples per row, parameters prepared once: the repeated context's result.
+        let theta = theta.detach();
+        let z = standard_inputs::<B>(3 * N, dim, 6, device);
+        let (tiled, tiled_ladj) = flow.forward_tiled(z.clone(), theta.clone(), 3);
+        let (whole, whole_ladj) = flow.forward(z, Some(&theta.repeat_dim(0, 3)));
+        let pairs = [
+            (host(tiled), host(whole)),
+            (host(tiled_ladj), host(whole_ladj)),
+        ];
+        for (got, want) in pairs {
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{step:?}: tiled {g} against repeated {w}"
+                );
+            }
+        }
     }
     assert!(Amortized::<B>::new(AmortizedStep::Planar, 0, 2).is_err());
     assert!(Amortized::<B>::new(AmortizedStep::Radial, 2, 0).is_err());

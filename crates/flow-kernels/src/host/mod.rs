@@ -48,9 +48,11 @@ impl Host {
         (self.0.shapes[0][0], self.0.shapes[0][1])
     }
 
-    /// The parameter row of data row `i`: parameters are per row, or one row shared.
+    /// The parameter row of data row `i`: parameters are per row, one row shared, or
+    /// tiled (`n/t` rows, data row `i` taking row `i mod n/t`: `t` samples of each data
+    /// point in `t` blocks).
     pub(crate) fn param_row(&self, i: usize) -> usize {
-        if self.0.shapes[1][0] == 1 { 0 } else { i }
+        i % self.0.shapes[1][0]
     }
 
     /// How many inputs there are.
@@ -161,14 +163,16 @@ fn backward<K: Kernel>(k: &K, x: &Host, g: &[f32]) -> Vec<Vec<f32>> {
                 );
             }
         });
-    if x.shape(1)[0] == 1 && n > 1 {
-        // Shared parameters: the sum of every row's gradient.
+    let rows = x.shape(1)[0];
+    if rows < n {
+        // Shared or tiled parameters: each row's gradient is the sum over the data rows
+        // that read it.
         for (grad, &c) in grads.iter_mut().zip(&widths).skip(1) {
-            let (first, rest) = grad.split_at_mut(c);
-            for row in rest.chunks_exact(c) {
-                first.iter_mut().zip(row).for_each(|(t, g)| *t += g);
+            let (first, rest) = grad.split_at_mut(rows * c);
+            for block in rest.chunks_exact(rows * c) {
+                first.iter_mut().zip(block).for_each(|(t, g)| *t += g);
             }
-            grad.truncate(c);
+            grad.truncate(rows * c);
         }
     }
     grads

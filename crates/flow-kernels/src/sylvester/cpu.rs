@@ -106,7 +106,7 @@ impl SylvesterStack {
     /// or the raw `Q`).
     fn params<'a>(&self, x: &'a Host, i: usize, k: usize) -> [&'a [f32]; 4] {
         let m = self.m;
-        let row = &x.input(1)[i * self.steps * self.p + k * self.p..][..self.p];
+        let row = &x.input(1)[x.param_row(i) * self.steps * self.p + k * self.p..][..self.p];
         let (a, rest) = row.split_at(m * m);
         let (dt, rest) = rest.split_at(m);
         let (b, rest) = rest.split_at(m);
@@ -116,7 +116,7 @@ impl SylvesterStack {
     /// Step `k`'s orthonormal `Q` (`d×M`, row-major) of row `i`.
     fn columns<'a>(&self, x: &'a Host, i: usize, k: usize) -> &'a [f32] {
         let dm = self.d * self.m;
-        &x.input(2)[i * self.steps * dm + k * dm..][..dm]
+        &x.input(2)[x.param_row(i) * self.steps * dm + k * dm..][..dm]
     }
 
     /// `out = Qᵀ z` (`M` values) for step `k`; `chain` holds the reflection chain's points.
@@ -441,7 +441,7 @@ pub(crate) fn sylvester_stack<B: Backend>(
     let ([n, d], [rows, cols]) = (z.dims(), theta.dims());
     let m = basis.columns(d);
     let p = basis.params_per_step(d);
-    if steps == 0 || m == 0 || m > d || rows != n || cols != steps * p {
+    if steps == 0 || m == 0 || m > d || rows == 0 || n % rows != 0 || cols != steps * p {
         return None;
     }
     let kernel = SylvesterStack {
@@ -452,7 +452,7 @@ pub(crate) fn sylvester_stack<B: Backend>(
         basis,
     };
     match (basis, q) {
-        (Basis::Columns(_), Some(q)) if q.dims() == [n, steps * d * m] => {
+        (Basis::Columns(_), Some(q)) if q.dims() == [rows, steps * d * m] => {
             dispatch([z, theta, q], kernel)
         }
         (Basis::Columns(_), _) => None,

@@ -7,17 +7,23 @@
 //!   the permutation it is, or as the orthonormalized matrix the caller passes; one pass
 //!   backward, which recomputes the row's intermediate points. The tensor-op reference
 //!   takes about 30 operations per step on `[n, M, M]` tensors, forward and backward.
+//! - CPU, O-SNF's orthogonalization ([`orthogonalize`]): each matrix's iteration in one pass,
+//!   stopping when that matrix has converged, and one pass backward through its iterates.
 
 mod basis;
 #[cfg(feature = "cpu")]
 mod cpu;
+#[cfg(feature = "cpu")]
+mod orthogonal;
 
 pub use basis::Basis;
 
 use burn::tensor::{Tensor, backend::Backend};
 
-/// `steps` Sylvester steps on `z: [n, d]` with per-row parameters `theta: [n, steps·P]`
-/// (and, for [`Basis::Columns`], the orthonormal `q: [n, steps·d·M]`):
+/// `steps` Sylvester steps on `z: [n, d]` with parameters `theta: [r, steps·P]` (and, for
+/// [`Basis::Columns`], the orthonormal `q: [r, steps·d·M]`), `r` dividing `n`: row `i`
+/// takes parameter row `i mod r` (`r = n`: per row; `r = 1`: shared; else `n/r` samples of
+/// each of `r` data points, in blocks):
 /// `(z_K [n, d], Σ_k ln|det J_k| [n])`, or `None` when `B` has no body, the shapes do not
 /// fit, or the kernels are off.
 pub fn sylvester_stack<B: Backend>(
@@ -32,5 +38,24 @@ pub fn sylvester_stack<B: Backend>(
         return Some(out);
     }
     let _ = (z, theta, q, steps, basis);
+    None
+}
+
+/// The orthonormalized `q: [n, d·m]` (row `i` a `d×m` matrix, row-major) by flow-core's
+/// `orthogonalize` iteration, each matrix iterated until every entry of `QᵀQ − I` is within
+/// `tolerance` or `max_iterations` have run, with the number of matrices that ran out; or
+/// `None` when `B` has no body, the shapes do not fit, or the kernels are off.
+pub fn orthogonalize<B: Backend>(
+    q: &Tensor<B, 2>,
+    d: usize,
+    m: usize,
+    tolerance: f64,
+    max_iterations: usize,
+) -> Option<(Tensor<B, 2>, usize)> {
+    #[cfg(feature = "cpu")]
+    if let Some(out) = orthogonal::orthogonalize(q, d, m, tolerance, max_iterations) {
+        return Some(out);
+    }
+    let _ = (q, d, m, tolerance, max_iterations);
     None
 }
