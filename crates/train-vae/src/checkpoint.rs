@@ -183,7 +183,7 @@ pub fn check_description(checkpoint_dir: &Path, config: &ModelConfig) -> Result<
 /// One line naming a model's shape.
 fn summary(m: &ModelConfig) -> String {
     format!(
-        "{:?} {} K={} latent {} M={} H={} IAF {}×{} {:?}",
+        "{:?} {} K={} latent {} M={} H={} IAF {}×{} {:?} β={}",
         m.arch,
         m.flow,
         m.flow_steps(),
@@ -192,7 +192,8 @@ fn summary(m: &ModelConfig) -> String {
         m.householder,
         m.iaf_hidden,
         m.iaf_layers,
-        m.iaf_update
+        m.iaf_update,
+        m.iaf_forget_bias
     )
 }
 

@@ -267,6 +267,10 @@ pub struct TrainArgs {
     /// `(z − t) e⁻ˢ` (`--flow iaf`).
     #[arg(long, value_enum)]
     pub iaf_update: Option<IafUpdate>,
+    /// Forget-gate bias β of the gated IAF update, `σ = sigmoid(s + β)` (`--flow iaf`;
+    /// default 1).
+    #[arg(long, allow_hyphen_values = true)]
+    pub iaf_forget_bias: Option<f64>,
     /// Orthonormal columns M of each O-SNF step (`--flow sylvester-o`, at most the latent
     /// dimension).
     #[arg(long)]
@@ -334,6 +338,7 @@ impl TrainArgs {
             iaf_hidden,
             iaf_layers,
             iaf_update,
+            iaf_forget_bias,
             ortho_vecs,
             householder
         );
@@ -386,6 +391,7 @@ fn keeps_identity(run: &TrainConfig, asked: &TrainConfig, dir: &Path) -> Result<
         "iaf-hidden": model.iaf_hidden,
         "iaf-layers": model.iaf_layers,
         "iaf-update": model.iaf_update,
+        "iaf-forget-bias": model.iaf_forget_bias,
         "ortho-vecs": model.ortho_vecs,
         "householder": model.householder,
     );

@@ -23,6 +23,7 @@ use flow_core::{
     nets::relu_linear,
     ops::{
         HALF_LN_2PI, bernoulli_log_likelihood, logaddexp, logsumexp, std_normal_log_prob, sum_rows,
+        tile_rows,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,9 @@ pub struct ModelConfig {
     /// affine).
     #[serde(default = "IafUpdate::affine")]
     pub iaf_update: IafUpdate,
+    /// The gated IAF update's forget-gate bias `β` (`σ = sigmoid(s + β)`; default 1).
+    #[serde(default = "default_iaf_forget_bias")]
+    pub iaf_forget_bias: f64,
     /// Orthonormal columns `M` of each O-SNF step's `Q` (`flow = sylvester-o`;
     /// `1 ≤ M ≤ latent`; default 16).
     #[serde(default = "default_ortho_vecs")]
@@ -90,6 +94,10 @@ fn default_iaf_hidden() -> usize {
     320
 }
 
+fn default_iaf_forget_bias() -> f64 {
+    1.0
+}
+
 fn default_iaf_layers() -> usize {
     1
 }
@@ -109,6 +117,7 @@ impl Default for ModelConfig {
             iaf_hidden: default_iaf_hidden(),
             iaf_layers: default_iaf_layers(),
             iaf_update: IafUpdate::Gated,
+            iaf_forget_bias: default_iaf_forget_bias(),
             ortho_vecs: default_ortho_vecs(),
             householder: default_householder(),
         }
@@ -215,6 +224,12 @@ impl ModelConfig {
                     ),
                 );
             }
+            if !self.iaf_forget_bias.is_finite() {
+                return bad(
+                    "iaf-forget-bias",
+                    format!("must be finite, got {}", self.iaf_forget_bias),
+                );
+            }
         }
         Ok(())
     }
@@ -259,6 +274,7 @@ impl ModelConfig {
                 self.iaf_hidden,
                 self.iaf_layers,
                 self.iaf_update,
+                self.iaf_forget_bias,
                 context,
                 device,
             )
@@ -351,17 +367,6 @@ pub struct Encoded<B: Backend> {
     pub hidden: Option<Tensor<B, 2>>,
 }
 
-impl<B: Backend> Encoded<B> {
-    /// Every row repeated `times` times, in blocks: row `r` of the result is row
-    /// `r mod n`.
-    fn repeat(&self, times: usize) -> Self {
-        Self {
-            out: self.out.clone().repeat_dim(0, times),
-            hidden: self.hidden.as_ref().map(|h| h.clone().repeat_dim(0, times)),
-        }
-    }
-}
-
 impl<B: Backend> Vae<B> {
     /// Latent dimension.
     pub fn latent(&self) -> usize {
@@ -411,24 +416,37 @@ impl<B: Backend> Vae<B> {
         enc: Encoded<B>,
         eps: Tensor<B, 2>,
     ) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        self.sample_tiled(enc, eps, 1)
+    }
+
+    /// `tiles` posterior samples of each of the `n` encoded rows, `eps: [tiles·n, latent]`:
+    /// row `r` of the result is a sample of row `r mod n`. Each row's flow parameters are
+    /// prepared once ([`flow_core::Amortized::forward_tiled`]).
+    fn sample_tiled(
+        &self,
+        enc: Encoded<B>,
+        eps: Tensor<B, 2>,
+        tiles: usize,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
         let h = enc.out;
         let [n, cols] = h.dims();
         let d = self.latent;
-        let mu = h.clone().slice([0..n, 0..d]);
-        let log_var = h.clone().slice([0..n, d..2 * d]);
+        let tile = |t: Tensor<B, 2>| tile_rows(t, tiles);
+        let mu = tile(h.clone().slice([0..n, 0..d]));
+        let log_var = tile(h.clone().slice([0..n, d..2 * d]));
         let z0 = mu + log_var.clone().mul_scalar(0.5).exp() * eps.clone();
         let log_q0 = sum_rows(log_var.mul_scalar(0.5) + eps.square().mul_scalar(0.5))
             .neg()
             .sub_scalar(d as f64 * HALF_LN_2PI);
         let (z, ladj) = match &self.amortized {
-            Some(flow) => flow.forward(z0, Some(&h.slice([0..n, 2 * d..cols]))),
+            Some(flow) => flow.forward_tiled(z0, h.slice([0..n, 2 * d..cols]), tiles),
             None if self.flow == FlowKind::Iaf => {
                 let context = enc
                     .hidden
                     .expect("IAF models keep the encoder's last hidden layer");
-                self.iaf.forward(z0, Some(&context))
+                self.iaf.forward(z0, Some(&tile(context)))
             }
-            None => (z0, Tensor::zeros([n], &h.device())),
+            None => (z0, Tensor::zeros([n * tiles], &h.device())),
         };
         (z, log_q0 - ladj)
     }
@@ -483,8 +501,13 @@ impl<B: Backend> Vae<B> {
         while done < samples {
             let s = per_pass.min(samples - done);
             // Row r of the tiled batch is image r mod n.
-            let (z, log_q) = self.sample_posterior(h.repeat(s));
-            let log_w = Self::log_likelihood(x.clone().repeat_dim(0, s), self.decode(z.clone()))
+            let eps = Tensor::random(
+                [s * n, self.latent],
+                Distribution::Normal(0.0, 1.0),
+                &x.device(),
+            );
+            let (z, log_q) = self.sample_tiled(h.clone(), eps, s);
+            let log_w = Self::log_likelihood(tile_rows(x.clone(), s), self.decode(z.clone()))
                 + std_normal_log_prob(z)
                 - log_q;
             let log_w = log_w.reshape([s, n]);

@@ -210,6 +210,17 @@ fn bad_input_gets_a_one_line_error() {
     );
     fails_with(
         &[
+            "--flow",
+            "iaf",
+            "--iaf-forget-bias",
+            "inf",
+            "--out-dir",
+            &out,
+        ],
+        "--iaf-forget-bias",
+    );
+    fails_with(
+        &[
             "--arch",
             "gated-conv",
             "--images",

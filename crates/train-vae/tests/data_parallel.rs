@@ -41,6 +41,7 @@ fn config() -> ModelConfig {
         iaf_hidden: 8,
         iaf_layers: 1,
         iaf_update: IafUpdate::Gated,
+        iaf_forget_bias: 1.0,
         ortho_vecs: 1,
         householder: 2,
     }

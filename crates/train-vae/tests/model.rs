@@ -37,6 +37,7 @@ fn tiny(flow: FlowKind, n_flows: usize) -> ModelConfig {
         // quadrature comparison would measure the estimator, not the density. Its
         // log-determinant is checked by flow-core's harness; the gradient test below runs it.
         iaf_update: IafUpdate::Affine,
+        iaf_forget_bias: 1.0,
         ortho_vecs: 1,
         householder: 2,
     }
@@ -201,6 +202,7 @@ fn the_elbo_gradient_reaches_every_parameter() {
             iaf_hidden: 8,
             iaf_layers: 1,
             iaf_update: IafUpdate::Gated,
+            iaf_forget_bias: 1.0,
             ortho_vecs: 2,
             householder: 2,
         };

@@ -5,10 +5,11 @@
 //! context, the encoder's last hidden layer `h(x)`:
 //!
 //! - step `k` ([`IafUpdate::Gated`], the default; the IAF paper's numerically stable
-//!   update): `z_k = σ ⊙ z_{k−1} + (1 − σ) ⊙ m`, `σ = sigmoid(s + 1)`, with `(m_j, s_j)`
+//!   update): `z_k = σ ⊙ z_{k−1} + (1 − σ) ⊙ m`, `σ = sigmoid(s + β)`, with `(m_j, s_j)`
 //!   depending only on the features before `j` in the step's order (and on `h`), so
-//!   `ln|det J_k| = Σ_j ln σ_j`; the forget-gate bias 1 starts every step close to keeping
-//!   `z` (`σ ≈ 0.73`);
+//!   `ln|det J_k| = Σ_j ln σ_j`; the forget-gate bias `β` (`--iaf-forget-bias`, default 1
+//!   as in the Sylvester paper's code) starts every step close to keeping `z`
+//!   (`σ(1) ≈ 0.73`, `σ(2) ≈ 0.88`);
 //! - [`IafUpdate::Affine`]: `z_k = (z_{k−1} − t) ⊙ exp(−s)`, `ln|det J_k| = −Σ_j s_j` (the
 //!   log-scale soft-clamped to ±3), which a new step starts as the identity;
 //! - either is `flow_core::Inverse<MaskedAutoregressive>`: the IAF samples and scores its
@@ -38,9 +39,9 @@ impl IafUpdate {
         IafUpdate::Affine
     }
 
-    fn elementwise(self) -> Elementwise {
+    fn elementwise(self, forget_bias: f64) -> Elementwise {
         match self {
-            IafUpdate::Gated => Elementwise::gated(),
+            IafUpdate::Gated => Elementwise::Gated { forget_bias },
             IafUpdate::Affine => Elementwise::affine(),
         }
     }
@@ -50,13 +51,16 @@ impl IafUpdate {
 pub type Step<B> = Inverse<B, MaskedAutoregressive<B>>;
 
 /// `n_flows` steps on a `latent`-dimensional `z`, each a MADE with `n_hidden` hidden layers
-/// of width `hidden`, conditioned on a context of width `context`, with the update `update`.
+/// of width `hidden`, conditioned on a context of width `context`, with the update `update`
+/// (the gated one with the forget-gate bias `forget_bias`).
+#[allow(clippy::too_many_arguments)]
 pub fn build<B: Backend>(
     n_flows: usize,
     latent: usize,
     hidden: usize,
     n_hidden: usize,
     update: IafUpdate,
+    forget_bias: f64,
     context: usize,
     device: &B::Device,
 ) -> flow_core::Result<Vec<Step<B>>> {
@@ -67,7 +71,7 @@ pub fn build<B: Backend>(
             } else {
                 Order::Reversed
             };
-            let maf = MaskedAutoregressiveConfig::new(latent, update.elementwise())
+            let maf = MaskedAutoregressiveConfig::new(latent, update.elementwise(forget_bias))
                 .with_hidden(hidden)
                 .with_n_hidden(n_hidden)
                 .with_context_dim(context)
