@@ -48,34 +48,34 @@ fn sylvester_stack_matches_reference() {
         let gy = Tensor::<B, 2>::from_data(TensorData::new(values(n * d, 1.0), [n, d]), &device);
         let gl = Tensor::<B, 1>::from_data(TensorData::new(values(n, 1.0), [n]), &device);
         let run = |fused: bool| -> Vec<Vec<f64>> {
-            let (y, l) = if fused {
-                let (basis, columns) = match q {
-                    SylvesterQ::Triangular => (Basis::Alternating, None),
-                    SylvesterQ::Householder { reflections } => {
-                        (Basis::Reflections(reflections), None)
-                    }
-                    SylvesterQ::Orthogonal { columns } => {
-                        let at = columns * columns + 2 * columns;
-                        let raw = (0..steps)
-                            .map(|k| theta.clone().narrow(1, k * p + at, d * columns))
-                            .collect();
-                        let all = flow_core::orthogonalize(Tensor::cat(raw, 0).reshape([
-                            steps * rows,
-                            d,
-                            columns,
-                        ]));
-                        let flat = all
-                            .reshape([steps, rows, d * columns])
-                            .swap_dims(0, 1)
-                            .reshape([rows, steps * d * columns]);
-                        (Basis::Columns(columns), Some(flat))
-                    }
+            let (y, l) =
+                if fused {
+                    let (basis, columns) =
+                        match q {
+                            SylvesterQ::Triangular => (Basis::Alternating, None),
+                            SylvesterQ::Householder { reflections } => {
+                                (Basis::Reflections(reflections), None)
+                            }
+                            SylvesterQ::Orthogonal { columns } => {
+                                let at = columns * columns + 2 * columns;
+                                let raw = (0..steps)
+                                    .map(|k| theta.clone().narrow(1, k * p + at, d * columns))
+                                    .collect();
+                                let all = flow_core::reference::orthogonalize(
+                                    Tensor::cat(raw, 0).reshape([steps * rows, d, columns]),
+                                );
+                                let flat = all
+                                    .reshape([steps, rows, d * columns])
+                                    .swap_dims(0, 1)
+                                    .reshape([rows, steps * d * columns]);
+                                (Basis::Columns(columns), Some(flat))
+                            }
+                        };
+                    sylvester_stack(&z, &theta, columns.as_ref(), steps, basis)
+                        .expect("ndarray has the CPU kernel")
+                } else {
+                    reference(z.clone(), theta.clone(), steps, q)
                 };
-                sylvester_stack(&z, &theta, columns.as_ref(), steps, basis)
-                    .expect("ndarray has the CPU kernel")
-            } else {
-                reference(z.clone(), theta.clone(), steps, q)
-            };
             let grads =
                 ((y.clone() * gy.clone()).sum() + (l.clone() * gl.clone()).sum()).backward();
             vec![
