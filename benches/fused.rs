@@ -6,7 +6,9 @@
 //! enqueue. Shapes: the planar step as train-vae uses it (batch 128 and 4096, latent 32,
 //! amortized parameters; a 10-step chain forward + backward), and a spline layer's
 //! element-wise transform (batch 1024, 8 features, 8 bins; forward, inverse, forward +
-//! backward).
+//! backward), and the Sylvester stack of train-vae's posteriors (16 steps on a latent of
+//! 32, amortized parameters, batch 128 and 1024; forward + backward; O-SNF with M = 16,
+//! H-SNF with H = 8).
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu {
@@ -14,12 +16,13 @@ mod gpu {
     use criterion::{BenchmarkId, Criterion};
     use flow_benches::{planar_inputs, spline_inputs};
     use flow_core::{
-        RqSpline, planar,
+        RqSpline, SylvesterQ, planar,
         reference::{
             planar as planar_reference, rq_spline as rq_spline_reference,
             rq_spline_inverse as rq_spline_inverse_reference,
+            sylvester_stack as sylvester_reference,
         },
-        rq_spline, rq_spline_inverse,
+        rq_spline, rq_spline_inverse, sylvester_stack,
     };
     // The unfused backend: the one the kernels run on (burn-fusion's takes the references).
     #[cfg(feature = "cuda")]
@@ -134,6 +137,50 @@ mod gpu {
         }
         group.finish();
     }
+
+    pub fn sylvester(c: &mut Criterion) {
+        use burn::tensor::Distribution;
+        let device = Default::default();
+        let (d, steps) = (32, 16);
+        let mut group = c.benchmark_group("sylvester16_train");
+        for (kind, q) in [
+            ("t", SylvesterQ::Triangular),
+            ("h", SylvesterQ::Householder { reflections: 8 }),
+            ("o", SylvesterQ::Orthogonal { columns: 16 }),
+        ] {
+            for n in [128, 1024] {
+                let z = Tensor::<Train, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &device);
+                let theta = Tensor::<Train, 2>::random(
+                    [n, steps * q.params_per_step(d)],
+                    Distribution::Normal(0.0, 0.1),
+                    &device,
+                )
+                .require_grad();
+                type Stack = fn(
+                    Tensor<Train, 2>,
+                    Tensor<Train, 2>,
+                    usize,
+                    SylvesterQ,
+                ) -> (Tensor<Train, 2>, Tensor<Train, 1>);
+                let kernels: [(&str, Stack); 2] = [
+                    ("fused", sylvester_stack),
+                    ("reference", sylvester_reference),
+                ];
+                for (name, f) in kernels {
+                    let id = BenchmarkId::new(format!("{kind}/{name}"), n);
+                    group.bench_function(id, |bench| {
+                        bench.iter(|| {
+                            let (y, l) = f(z.clone(), theta.clone(), steps, q);
+                            let grads = (y.sum() + l.sum()).backward();
+                            sync::<Train>(&device);
+                            grads
+                        })
+                    });
+                }
+            }
+        }
+        group.finish();
+    }
 }
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -143,7 +190,7 @@ criterion::criterion_group! {
         .sample_size(20)
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3));
-    targets = gpu::planar_step, gpu::spline
+    targets = gpu::planar_step, gpu::spline, gpu::sylvester
 }
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 criterion::criterion_main!(benches);

@@ -192,10 +192,10 @@ pub fn orthogonalize_reference<B: Backend>(q: Tensor<B, 3>) -> Tensor<B, 3> {
 /// otherwise `n/r` samples of each of `r` data points, in blocks, as in an
 /// importance-weighted bound). Returns `(z_K: [n, D], Σ_k ln|det ∂z_k/∂z_{k−1}|: [n])`. For
 /// O-SNF the `K` matrices `Q` of every parameter row are orthonormalized together (one
-/// [`orthogonalize`], in tensor operations, once per parameter row). On the backends with
-/// a fused kernel ([`crate::kernels`]: `flex`, `ndarray`) the `K` steps are then one pass
-/// forward and one backward, reading the parameter rows in place; elsewhere they are
-/// [`crate::reference::sylvester_stack`].
+/// [`orthogonalize`] call, once per parameter row). On the backends with a fused kernel
+/// ([`crate::kernels`]: `flex`, `ndarray`, and burn's unfused wgpu and CUDA backends) the
+/// `K` steps are then one pass (one launch) forward and one backward, reading the
+/// parameter rows in place; elsewhere they are [`crate::reference::sylvester_stack`].
 ///
 /// # Panics
 /// When `theta` does not have `K·P` columns, its rows do not divide `n`, or `q` is invalid

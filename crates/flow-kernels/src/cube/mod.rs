@@ -39,6 +39,14 @@ pub(crate) fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::Float
     t.into_primitive().tensor()
 }
 
+/// Splits a packed `[n, d + 1]` output into `(z', ladj)` (views, no copy).
+pub(crate) fn unpack<B: Backend>(packed: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let [n, d1] = packed.dims();
+    let d = d1 - 1;
+    let ladj = packed.clone().slice([0..n, d..d1]).reshape([n]);
+    (packed.slice([0..n, 0..d]), ladj)
+}
+
 /// [`crate::SOFTPLUS_LINEAR_ABOVE`] in the kernels' `f32`.
 pub(crate) const SOFTPLUS_ABOVE: f32 = crate::SOFTPLUS_LINEAR_ABOVE as f32;
 
@@ -66,8 +74,8 @@ pub(crate) fn softplus_grad<F: Float>(x: F) -> F {
     g
 }
 
-/// The four inner tensors a fused kernel reads.
-pub(crate) type Inputs<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
+/// The `N` inner tensors a fused kernel reads.
+pub(crate) type Inputs<R, const N: usize = 4> = [CubeTensor<R>; N];
 
 /// The burn backend a fused kernel runs on.
 type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
@@ -86,15 +94,20 @@ pub(crate) fn sum_over_rows<
     primitive(Tensor::<Cube<R, F, I, BT>, D>::from_primitive(TensorPrimitive::Float(t)).sum_dim(0))
 }
 
-/// A fused kernel's backward pass: the gradients of its four inputs from the packed
+/// A fused kernel's backward pass: the gradients of its `N` inputs from the packed
 /// output's gradient and the state its forward recorded.
-pub(crate) trait FusedBackward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>:
-    'static
+pub(crate) trait FusedBackward<
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+    const N: usize = 4,
+>: 'static
 {
     /// What the backward pass reads.
     type State: Clone + Send + core::fmt::Debug + 'static;
-    /// `[∂L/∂input; 4]`, in the inputs' order and shapes.
-    fn gradients(state: Self::State, grad: CubeTensor<R>) -> [CubeTensor<R>; 4];
+    /// `[∂L/∂input; N]`, in the inputs' order and shapes.
+    fn gradients(state: Self::State, grad: CubeTensor<R>) -> [CubeTensor<R>; N];
 }
 
 /// The autodiff graph node of a fused kernel `K`.
@@ -106,17 +119,17 @@ impl<K> core::fmt::Debug for Node<K> {
     }
 }
 
-impl<R, F, I, BT, K> Backward<Cube<R, F, I, BT>, 4> for Node<K>
+impl<R, F, I, BT, K, const N: usize> Backward<Cube<R, F, I, BT>, N> for Node<K>
 where
     R: CubeRuntime,
     F: FloatElement,
     I: IntElement,
     BT: BoolElement,
-    K: FusedBackward<R, F, I, BT>,
+    K: FusedBackward<R, F, I, BT, N>,
 {
     type State = K::State;
 
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<Cube<R, F, I, BT>>(&ops.node);
         for (parent, g) in ops.parents.into_iter().zip(K::gradients(ops.state, grad)) {
             if let Some(node) = parent {
@@ -128,35 +141,23 @@ where
 
 /// An autodiff tensor's primitive on a fused backend.
 type AutodiffPrimitive<R, F, I, BT> = FloatTensor<Autodiff<Cube<R, F, I, BT>>>;
-/// The four autodiff tensors a fused kernel reads.
-type AutodiffInputs<R, F, I, BT> = (
-    AutodiffPrimitive<R, F, I, BT>,
-    AutodiffPrimitive<R, F, I, BT>,
-    AutodiffPrimitive<R, F, I, BT>,
-    AutodiffPrimitive<R, F, I, BT>,
-);
 
 /// Runs `forward` on the inner tensors of `inputs` and, when any input is tracked, records
 /// one graph node whose backward is `K` with the state `state` builds from the inputs.
-pub(crate) fn record<R, F, I, BT, K>(
-    (a, b, c, d): AutodiffInputs<R, F, I, BT>,
-    state: impl FnOnce(Inputs<R>) -> K::State,
-    forward: impl FnOnce(Inputs<R>) -> CubeTensor<R>,
+pub(crate) fn record<R, F, I, BT, K, const N: usize>(
+    inputs: [AutodiffPrimitive<R, F, I, BT>; N],
+    state: impl FnOnce(Inputs<R, N>) -> K::State,
+    forward: impl FnOnce(Inputs<R, N>) -> CubeTensor<R>,
 ) -> Tensor<Autodiff<Cube<R, F, I, BT>>, 2>
 where
     R: CubeRuntime,
     F: FloatElement,
     I: IntElement,
     BT: BoolElement,
-    K: FusedBackward<R, F, I, BT>,
+    K: FusedBackward<R, F, I, BT, N>,
 {
-    let nodes = [
-        a.node.clone(),
-        b.node.clone(),
-        c.node.clone(),
-        d.node.clone(),
-    ];
-    let inputs = (a.primitive, b.primitive, c.primitive, d.primitive);
+    let nodes = inputs.each_ref().map(|t| t.node.clone());
+    let inputs = inputs.map(|t| t.primitive);
     let out = match Node::<K>(PhantomData)
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()

@@ -32,7 +32,7 @@ use cubecl::prelude::*;
 
 use crate::cube::{
     FusedBackward, Inputs, PLANAR_EPS, empty_like, launch_1d, primitive, record, softplus,
-    softplus_grad, sum_over_rows,
+    softplus_grad, sum_over_rows, unpack,
 };
 
 /// Rows per cube (one thread per row).
@@ -210,7 +210,7 @@ fn forward_inner<R: CubeRuntime>(
 /// Backward kernel: `(∂z, ∂u, ∂w, ∂b)` with the parameters' gradients summed over rows
 /// when they are shared (`m = 1 < n`).
 fn backward_inner<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-    (z, u, w, b): Inputs<R>,
+    [z, u, w, b]: Inputs<R>,
     g: CubeTensor<R>,
 ) -> [CubeTensor<R>; 4] {
     let (z, u, w, b, g) = (
@@ -291,16 +291,8 @@ pub(crate) fn forward_packed_autodiff<
     w: BurnTensor<Autodiff<CubeBackend<R, F, I, BT>>, 2>,
     b: BurnTensor<Autodiff<CubeBackend<R, F, I, BT>>, 2>,
 ) -> BurnTensor<Autodiff<CubeBackend<R, F, I, BT>>, 2> {
-    let inputs = (primitive(z), primitive(u), primitive(w), primitive(b));
-    record::<R, F, I, BT, PlanarGrad>(inputs, |s| s, |(z, u, w, b)| forward_inner(z, u, w, b))
-}
-
-/// Splits the packed `[n, d + 1]` output into `(z', ladj)` (views, no copy).
-pub(crate) fn unpack<B: Backend>(packed: BurnTensor<B, 2>) -> (BurnTensor<B, 2>, BurnTensor<B, 1>) {
-    let [n, d1] = packed.dims();
-    let d = d1 - 1;
-    let ladj = packed.clone().slice([0..n, d..d1]).reshape([n]);
-    (packed.slice([0..n, 0..d]), ladj)
+    let inputs = [primitive(z), primitive(u), primitive(w), primitive(b)];
+    record::<R, F, I, BT, PlanarGrad, 4>(inputs, |s| s, |[z, u, w, b]| forward_inner(z, u, w, b))
 }
 
 /// The fused planar step on `B`, or `None` when `B` is not one of the CubeCL backends with

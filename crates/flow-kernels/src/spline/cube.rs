@@ -412,17 +412,12 @@ fn spline_backward_kernel<F: Float>(
     }
 }
 
-fn contiguous<R: CubeRuntime>((v, w, h, d): Inputs<R>) -> Inputs<R> {
-    (
-        into_contiguous(v),
-        into_contiguous(w),
-        into_contiguous(h),
-        into_contiguous(d),
-    )
+fn contiguous<R: CubeRuntime>(inputs: Inputs<R>) -> Inputs<R> {
+    inputs.map(into_contiguous)
 }
 
 fn forward_inner<R: CubeRuntime>(inputs: Inputs<R>, spec: Spline, inverse: bool) -> CubeTensor<R> {
-    let (v, w, h, d) = contiguous(inputs);
+    let [v, w, h, d] = contiguous(inputs);
     let (n, dim) = (v.meta.shape()[0], v.meta.shape()[1]);
     let out = empty_like(&v, Shape::new([n, 2 * dim]));
     let (count, cube_dim) = launch_1d(n * dim, ENTRIES_PER_CUBE);
@@ -449,7 +444,7 @@ fn backward_inner<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElemen
     g: CubeTensor<R>,
 ) -> [CubeTensor<R>; 4] {
     let (inputs, spec, inverse) = state;
-    let (v, w, h, d) = contiguous(inputs);
+    let [v, w, h, d] = contiguous(inputs);
     let g = into_contiguous(g);
     let (n, dim) = (v.meta.shape()[0], v.meta.shape()[1]);
     let (m, nb) = (w.meta.shape()[0], w.meta.shape()[2]);
@@ -504,7 +499,7 @@ pub(crate) fn forward_packed<R: CubeRuntime, F: FloatElement, I: IntElement, BT:
     spec: Spline,
     inverse: bool,
 ) -> BurnTensor<CubeBackend<R, F, I, BT>, 2> {
-    let inputs = (primitive(v), primitive(w), primitive(h), primitive(d));
+    let inputs = [primitive(v), primitive(w), primitive(h), primitive(d)];
     BurnTensor::from_primitive(TensorPrimitive::Float(forward_inner(inputs, spec, inverse)))
 }
 
@@ -532,8 +527,8 @@ pub(crate) fn forward_packed_autodiff<
     spec: Spline,
     inverse: bool,
 ) -> BurnTensor<Autodiff<CubeBackend<R, F, I, BT>>, 2> {
-    let inputs = (primitive(v), primitive(w), primitive(h), primitive(d));
-    record::<R, F, I, BT, SplineGrad>(
+    let inputs = [primitive(v), primitive(w), primitive(h), primitive(d)];
+    record::<R, F, I, BT, SplineGrad, 4>(
         inputs,
         |inputs| (inputs, spec, inverse),
         |inputs| forward_inner(inputs, spec, inverse),

@@ -430,7 +430,8 @@ impl Kernel for SylvesterStack {
 }
 
 /// The fused Sylvester steps on `B`, or `None` when `B` is not one of this module's CPU
-/// backends or the shapes do not fit. Same contract as [`super::sylvester_stack`].
+/// backends. Same contract as [`super::sylvester_stack`], whose caller has checked the
+/// shapes.
 pub(crate) fn sylvester_stack<B: Backend>(
     z: &Tensor<B, 2>,
     theta: &Tensor<B, 2>,
@@ -438,26 +439,17 @@ pub(crate) fn sylvester_stack<B: Backend>(
     steps: usize,
     basis: Basis,
 ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
-    let ([n, d], [rows, cols]) = (z.dims(), theta.dims());
-    let m = basis.columns(d);
-    let p = basis.params_per_step(d);
-    if steps == 0 || m == 0 || m > d || rows == 0 || n % rows != 0 || cols != steps * p {
-        return None;
-    }
+    let d = z.dims()[1];
     let kernel = SylvesterStack {
         steps,
         d,
-        m,
-        p,
+        m: basis.columns(d),
+        p: basis.params_per_step(d),
         basis,
     };
-    match (basis, q) {
-        (Basis::Columns(_), Some(q)) if q.dims() == [rows, steps * d * m] => {
-            dispatch([z, theta, q], kernel)
-        }
-        (Basis::Columns(_), _) => None,
-        (_, None) => dispatch([z, theta], kernel),
-        (_, Some(_)) => None,
+    match q {
+        Some(q) => dispatch([z, theta, q], kernel),
+        None => dispatch([z, theta], kernel),
     }
 }
 

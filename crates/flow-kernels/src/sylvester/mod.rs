@@ -7,12 +7,17 @@
 //!   the permutation it is, or as the orthonormalized matrix the caller passes; one pass
 //!   backward, which recomputes the row's intermediate points. The tensor-op reference
 //!   takes about 30 operations per step on `[n, M, M]` tensors, forward and backward.
+//! - CubeCL: the `K` steps in one launch, one GPU thread per row, and one launch backward
+//!   (per-row parameter gradients, summed over the rows that share a parameter row); the
+//!   reference takes about 30 launches per step each way.
 //! - CPU, O-SNF's orthogonalization ([`orthogonalize`]): each matrix's iteration in one pass,
 //!   stopping when that matrix has converged, and one pass backward through its iterates.
 
 mod basis;
 #[cfg(feature = "cpu")]
 mod cpu;
+#[cfg(feature = "cubecl")]
+mod cube;
 #[cfg(feature = "cpu")]
 mod orthogonal;
 
@@ -33,12 +38,43 @@ pub fn sylvester_stack<B: Backend>(
     steps: usize,
     basis: Basis,
 ) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
+    if !fits(z.dims(), theta.dims(), q.map(Tensor::dims), steps, basis) {
+        return None;
+    }
+    #[cfg(feature = "cubecl")]
+    if let Some(out) = cube::sylvester_stack(z, theta, q, steps, basis) {
+        return Some(out);
+    }
     #[cfg(feature = "cpu")]
     if let Some(out) = cpu::sylvester_stack(z, theta, q, steps, basis) {
         return Some(out);
     }
     let _ = (z, theta, q, steps, basis);
     None
+}
+
+/// Whether `z: [n, d]`, `θ: [r, K·P]` and `q` fit [`sylvester_stack`]'s contract: `r`
+/// divides `n`, `1 ≤ M ≤ d`, and `q: [r, K·d·M]` given exactly for [`Basis::Columns`].
+fn fits(
+    [n, d]: [usize; 2],
+    [rows, cols]: [usize; 2],
+    q: Option<[usize; 2]>,
+    steps: usize,
+    basis: Basis,
+) -> bool {
+    let m = basis.columns(d);
+    let shapes = steps > 0
+        && m > 0
+        && m <= d
+        && rows > 0
+        && n % rows == 0
+        && cols == steps * basis.params_per_step(d);
+    shapes
+        && match (basis, q) {
+            (Basis::Columns(_), Some(q)) => q == [rows, steps * d * m],
+            (Basis::Columns(_), None) => false,
+            (_, q) => q.is_none(),
+        }
 }
 
 /// The orthonormalized `q: [n, d·m]` (row `i` a `d×m` matrix, row-major) by flow-core's
