@@ -287,6 +287,46 @@ fn step<F: Float>(
     ladj
 }
 
+/// The `K` steps of row `i` from `z`'s row, the points at `work[l.zs..]` a `stride` apart
+/// (0: in place; `d`: `z_0 … z_K` kept); returns `Σ_k ln|det J_k|`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn run<F: Float>(
+    z: &Tensor<F>,
+    theta: &Tensor<F>,
+    q: &Tensor<F>,
+    work: &mut Tensor<F>,
+    l: &Layout,
+    i: usize,
+    stride: usize,
+    #[comptime] columns: bool,
+    #[comptime] reflections: bool,
+) -> F {
+    let d = l.d;
+    let pr = i % theta.shape(0);
+    for r in 0..d {
+        work[l.zs + r] = z[i * d + r];
+    }
+    let mut ladj = F::new(0.0);
+    for k in 0..l.steps {
+        let at = pr * l.steps + k;
+        ladj += step::<F>(
+            theta,
+            q,
+            work,
+            l,
+            at * l.p,
+            at * d * l.m,
+            k,
+            l.zs + k * stride,
+            l.zs + (k + 1) * stride,
+            columns,
+            reflections,
+        );
+    }
+    ladj
+}
+
 /// Where step `k`'s reflection vectors (`vb`) and columns (`qb`) are read and their
 /// gradients (`gvb`, `gqb`) written.
 #[derive(CubeType)]
@@ -402,28 +442,7 @@ fn sylvester_forward_kernel<F: Float>(
     }
     let l = layout(i * work.shape(1), &args, 1);
     let d = l.d;
-    let pr = i % theta.shape(0);
-    for r in 0..d {
-        work[l.zs + r] = z[i * d + r];
-    }
-    let mut ladj = F::new(0.0);
-    for k in 0..l.steps {
-        let tb = (pr * l.steps + k) * l.p;
-        let qb = (pr * l.steps + k) * d * l.m;
-        ladj += step::<F>(
-            theta,
-            q,
-            work,
-            &l,
-            tb,
-            qb,
-            k,
-            l.zs,
-            l.zs,
-            columns,
-            reflections,
-        );
-    }
+    let ladj = run::<F>(z, theta, q, work, &l, i, 0, columns, reflections);
     for r in 0..d {
         out[i * (d + 1) + r] = work[l.zs + r];
     }
@@ -459,26 +478,7 @@ fn sylvester_backward_kernel<F: Float>(
     let pr = i % theta.shape(0);
     let (kp, kdm) = (steps * p, steps * d * m);
     // z_0 … z_K.
-    for r in 0..d {
-        work[l.zs + r] = z[i * d + r];
-    }
-    for k in 0..steps {
-        let tb = pr * kp + k * p;
-        let qb = pr * kdm + k * d * m;
-        step::<F>(
-            theta,
-            q,
-            work,
-            &l,
-            tb,
-            qb,
-            k,
-            l.zs + k * d,
-            l.zs + (k + 1) * d,
-            columns,
-            reflections,
-        );
-    }
+    run::<F>(z, theta, q, work, &l, i, d, columns, reflections);
     for j in 0..kp {
         gtheta[i * kp + j] = F::new(0.0);
     }
