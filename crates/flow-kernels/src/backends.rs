@@ -27,15 +27,7 @@ pub type WgpuFused = burn::backend::Wgpu<f32, i32, u32>;
 /// on it.
 #[cfg(feature = "wgpu")]
 pub fn wgpu_adapter() -> Result<String, String> {
-    use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
-    let backend = AutoGraphicsApi::backend();
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends: backend.into(),
-        // No debug messenger: the loader's complaints are what the error says in one line.
-        flags: wgpu::InstanceFlags::empty(),
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
-    let adapters = ready(instance.enumerate_adapters(backend.into()));
+    let (adapters, backend) = wgpu_adapters();
     adapters
         .first()
         .map(|a| {
@@ -49,6 +41,48 @@ pub fn wgpu_adapter() -> Result<String, String> {
                  (--backend ndarray or flex)"
             )
         })
+}
+
+/// Whether burn's wgpu `device` runs on a software adapter, a CPU such as Mesa's lavapipe.
+/// Its shader compiler (llvmpipe) silently stops a loop nest after 65,535 iterations per
+/// invocation, the iterations of the loops inside it counted together (measured here with
+/// a kernel counting its own iterations: 70,000 in one loop counted 65,535; 100,000 split
+/// 10 × 10 × 1,000 counted 65,387), so a kernel whose threads loop longer returns
+/// garbage there; such kernels ask this first and leave the work to the tensor-op
+/// references. The default device counts as software when every adapter wgpu finds is a
+/// CPU (burn picks a GPU when there is one); an explicit GPU device never does.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_software(device: &burn::backend::wgpu::WgpuDevice) -> bool {
+    use burn::backend::wgpu::WgpuDevice;
+    static ONLY_SOFTWARE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    match device {
+        WgpuDevice::Cpu => true,
+        WgpuDevice::DiscreteGpu(_)
+        | WgpuDevice::IntegratedGpu(_)
+        | WgpuDevice::VirtualGpu(_)
+        | WgpuDevice::Existing(_) => false,
+        _ => *ONLY_SOFTWARE.get_or_init(|| {
+            let (adapters, _) = wgpu_adapters();
+            !adapters.is_empty()
+                && adapters
+                    .iter()
+                    .all(|a| a.get_info().device_type == wgpu::DeviceType::Cpu)
+        }),
+    }
+}
+
+/// The adapters of the graphics API burn's wgpu backend uses, and that API.
+#[cfg(feature = "wgpu")]
+fn wgpu_adapters() -> (Vec<wgpu::Adapter>, wgpu::Backend) {
+    use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
+    let backend = AutoGraphicsApi::backend();
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backend.into(),
+        // No debug messenger: the loader's complaints are what an error says in one line.
+        flags: wgpu::InstanceFlags::empty(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    (ready(instance.enumerate_adapters(backend.into())), backend)
 }
 
 /// The environment variable that makes a missing wgpu adapter fail the tests instead of

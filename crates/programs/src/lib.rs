@@ -92,7 +92,7 @@ pub fn device() -> burn::tensor::Device<Inner> {
 #[cfg(feature = "cuda")]
 pub use flow_kernels::backends::{CudaFused, CudaInner};
 #[cfg(feature = "wgpu")]
-pub use flow_kernels::backends::{WgpuFused, WgpuInner};
+pub use flow_kernels::backends::{WgpuFused, WgpuInner, wgpu_software};
 pub mod adamax;
 pub mod choice;
 pub mod devices;

@@ -77,6 +77,53 @@ fn sylvester_outputs<B: AutodiffBackend>(
     vec![host(y), host(l), grad(&z), grad(&theta)]
 }
 
+/// Loss weights `(g_y, g_l)` and the f64 values and gradients they give.
+type WeightsAndTruth = ((Tensor<Train, 2>, Tensor<Train, 1>), Vec<Vec<f64>>);
+
+/// Random loss weights `(g_y, g_l)` for `inputs` and the f64 truth of
+/// [`sylvester_outputs`] for them (the reference on the CPU in f64).
+fn weights_and_truth(
+    inputs: &[Tensor<Train, 2>; 2],
+    steps: usize,
+    q: SylvesterQ,
+) -> WeightsAndTruth {
+    let (device, cpu) = (inputs[0].device(), Default::default());
+    let [n, d] = inputs[0].dims();
+    let weights = (
+        Tensor::<Train, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &device),
+        Tensor::<Train, 1>::random([n], Distribution::Normal(0.0, 1.0), &device),
+    );
+    let truth = sylvester_outputs::<Ad64>(
+        false,
+        &inputs.clone().map(|t| moved(&t, &cpu)),
+        steps,
+        q,
+        (moved(&weights.0, &cpu), moved(&weights.1, &cpu)),
+    );
+    (weights, truth)
+}
+
+/// `flow_core::sylvester_stack` and the reference agree on the training backend, in values
+/// and in the gradients of `z` and `θ`.
+fn assert_training_agrees(
+    case: &str,
+    inputs: &[Tensor<Train, 2>; 2],
+    steps: usize,
+    q: SylvesterQ,
+    (weights, truth): WeightsAndTruth,
+) {
+    let fused = sylvester_outputs(true, inputs, steps, q, weights.clone());
+    let reference = sylvester_outputs(false, inputs, steps, q, weights);
+    assert_agree_within(
+        case,
+        &SYLVESTER_OUTPUTS,
+        &fused,
+        &reference,
+        &truth,
+        SYLVESTER_SLACK,
+    );
+}
+
 /// The fused Sylvester steps agree with the tensor-op reference for each kind of `Q`, with
 /// parameters per row or tiled (3 samples of each parameter row, whose gradients sum), in
 /// values (inference and training backends) and in the gradients of `z` and `θ` (for O-SNF
@@ -88,7 +135,6 @@ fn sylvester_stack_matches_reference() {
     };
     let device = Default::default();
     <Train as Backend>::seed(&device, fresh_seed());
-    let cpu = Default::default();
     let (n, d, steps) = (18, 5, 3);
     // Per-row and tiled parameters between them (lavapipe runs the reference slowly).
     let cases = [
@@ -121,17 +167,7 @@ fn sylvester_stack_matches_reference() {
                 .is_some(),
             "{case}: no fused kernel taken"
         );
-        let weights = (
-            Tensor::<Train, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &device),
-            Tensor::<Train, 1>::random([n], Distribution::Normal(0.0, 1.0), &device),
-        );
-        let truth = sylvester_outputs::<Ad64>(
-            false,
-            &inputs.clone().map(|t| moved(&t, &cpu)),
-            steps,
-            q,
-            (moved(&weights.0, &cpu), moved(&weights.1, &cpu)),
-        );
+        let (weights, truth) = weights_and_truth(&inputs, steps, q);
         // Inference backend: values only.
         let [z, theta] = inputs.clone().map(|t| moved::<_, Inner, 2>(&t, &device));
         let (y, l) = sylvester_stack(z.clone(), theta.clone(), steps, q);
@@ -143,18 +179,41 @@ fn sylvester_stack_matches_reference() {
             &[host(y_ref), host(l_ref)],
             &truth,
         );
-        // Training backend: values and gradients.
-        let fused = sylvester_outputs(true, &inputs, steps, q, weights.clone());
-        let reference = sylvester_outputs(false, &inputs, steps, q, weights);
-        assert_agree_within(
-            &case,
-            &SYLVESTER_OUTPUTS,
-            &fused,
-            &reference,
-            &truth,
-            SYLVESTER_SLACK,
-        );
+        assert_training_agrees(&case, &inputs, steps, q, (weights, truth));
     }
+}
+
+/// On a software wgpu adapter (lavapipe: its loop nests stop after 65,535 iterations) a
+/// stack whose loops would run longer is left to the tensor-op reference, and
+/// `flow_core::sylvester_stack` stays right: T-SNF on `d = 32` with `K = 16` steps, which
+/// the kernel computes wrongly there (its gradients off by O(1)). On a GPU the kernel takes
+/// it, and agrees.
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+#[test]
+fn a_stack_too_long_for_a_software_adapter_runs_the_reference() {
+    let Some(_gpu) = gpu_test_device() else {
+        return;
+    };
+    let device = Default::default();
+    <Train as Backend>::seed(&device, fresh_seed());
+    let (n, d, steps, q) = (4, 32, 16, SylvesterQ::Triangular);
+    let inputs = sylvester_inputs::<Train>((n, d, steps, n), q, &device);
+    let [z, theta] = &inputs;
+    let taken = flow_kernels::sylvester::sylvester_stack(
+        z,
+        theta,
+        None,
+        steps,
+        flow_kernels::sylvester::Basis::Alternating,
+    )
+    .is_some();
+    assert_eq!(
+        taken,
+        !flow_kernels::backends::wgpu_software(&device),
+        "the kernel is taken exactly on a GPU"
+    );
+    let truth = weights_and_truth(&inputs, steps, q);
+    assert_training_agrees("T-SNF, d = 32, K = 16", &inputs, steps, q, truth);
 }
 
 /// The amortized Sylvester flows on the fused backend pass the shared property checks:

@@ -27,6 +27,13 @@ use kernels::{
     ROWS_PER_CUBE, StackArgsLaunch, sylvester_backward_kernel, sylvester_forward_kernel, work_width,
 };
 
+/// The most [`Stack::loop_ticks`] a software wgpu adapter gets the kernels for
+/// ([`crate::backends::wgpu_software`]: its loop nests stop after 65,535 iterations);
+/// beyond it the tensor-op reference runs there. Measured on lavapipe with T-SNF against
+/// the reference: `d = 24, K = 16` (33,792) and `d = 32, K = 8` (26,624) right,
+/// `d = 32, K = 16` (53,248) wrong; the budget stays below all three.
+const SOFTWARE_LOOP_BUDGET: usize = 24_576;
+
 /// What the kernels need besides the tensors.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stack {
@@ -50,6 +57,15 @@ impl Stack {
             matches!(self.basis, Basis::Columns(_)),
             matches!(self.basis, Basis::Reflections(_)),
         )
+    }
+
+    /// The size of a thread's loop nest on `d` features (the backward's, the larger: per
+    /// step, the recomputed step, the gradients through `R` and `R̃`, two passes through
+    /// `Q`, and the loops over `d` and `M`), compared with [`SOFTWARE_LOOP_BUDGET`].
+    fn loop_ticks(self, d: usize) -> usize {
+        let (m, _, h) = self.sizes(d);
+        let columns = usize::from(matches!(self.basis, Basis::Columns(_)));
+        self.steps * (2 * m * m + 6 * d * m * columns + 8 * (h + 1) * d + 16 * (d + m))
     }
 
     fn args<R: CubeRuntime>(self, d: usize) -> StackArgsLaunch<R> {
@@ -233,7 +249,15 @@ pub(crate) fn sylvester_stack<B: Backend>(
     let inputs = [z, theta, q];
     #[cfg(feature = "wgpu")]
     {
-        use crate::backends::WgpuInner;
+        use crate::backends::{WgpuInner, wgpu_software};
+        use burn::backend::wgpu::WgpuDevice;
+        let on_wgpu = is::<B, WgpuInner>() || is::<B, Autodiff<WgpuInner>>();
+        if on_wgpu
+            && same_type::<_, WgpuDevice>(z.device()).is_some_and(|d| wgpu_software(&d))
+            && stack.loop_ticks(z.dims()[1]) > SOFTWARE_LOOP_BUDGET
+        {
+            return None;
+        }
         if is::<B, WgpuInner>() {
             return on::<B, WgpuInner>(inputs, stack, forward_packed);
         } else if is::<B, Autodiff<WgpuInner>>() {

@@ -9,7 +9,9 @@
 //!   takes about 30 operations per step on `[n, M, M]` tensors, forward and backward.
 //! - CubeCL: the `K` steps in one launch, one GPU thread per row, and one launch backward
 //!   (per-row parameter gradients, summed over the rows that share a parameter row); the
-//!   reference takes about 30 launches per step each way.
+//!   reference takes about 30 launches per step each way. On a software wgpu adapter
+//!   (lavapipe), whose shader loops stop after 65,535 iterations, only stacks within a loop
+//!   budget ([`crate::backends::wgpu_software`]); the reference runs the rest.
 //! - CPU, O-SNF's orthogonalization ([`orthogonalize`]): each matrix's iteration in one pass,
 //!   stopping when that matrix has converged, and one pass backward through its iterates.
 
