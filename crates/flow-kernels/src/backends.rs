@@ -50,7 +50,8 @@ pub fn wgpu_adapter() -> Result<String, String> {
 /// 10 × 10 × 1,000 counted 65,387), so a kernel whose threads loop longer returns
 /// garbage there; such kernels ask this first and leave the work to the tensor-op
 /// references. The default device counts as software when every adapter wgpu finds is a
-/// CPU (burn picks a GPU when there is one); an explicit GPU device never does.
+/// CPU (burn picks a GPU when there is one); an explicit GPU device, or a wgpu device the
+/// caller created (`Existing`), never does.
 #[cfg(feature = "wgpu")]
 pub fn wgpu_software(device: &burn::backend::wgpu::WgpuDevice) -> bool {
     use burn::backend::wgpu::WgpuDevice;

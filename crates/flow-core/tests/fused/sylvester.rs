@@ -124,10 +124,27 @@ fn assert_training_agrees(
     );
 }
 
+/// Whether `flow_kernels` takes `steps` steps of kind `q` on `inputs` (for O-SNF with
+/// orthonormal columns whose values do not matter here).
+fn kernel_taken(inputs: &[Tensor<Train, 2>; 2], steps: usize, q: SylvesterQ) -> bool {
+    use flow_kernels::sylvester::{Basis, sylvester_stack as kernel};
+    let [z, theta] = inputs;
+    let (rows, d) = (theta.dims()[0], z.dims()[1]);
+    let (basis, columns) = match q {
+        SylvesterQ::Triangular => (Basis::Alternating, None),
+        SylvesterQ::Householder { reflections } => (Basis::Reflections(reflections), None),
+        SylvesterQ::Orthogonal { columns } => (
+            Basis::Columns(columns),
+            Some(Tensor::zeros([rows, steps * d * columns], &z.device())),
+        ),
+    };
+    kernel(z, theta, columns.as_ref(), steps, basis).is_some()
+}
+
 /// The fused Sylvester steps agree with the tensor-op reference for each kind of `Q`, with
 /// parameters per row or tiled (3 samples of each parameter row, whose gradients sum), in
 /// values (inference and training backends) and in the gradients of `z` and `θ` (for O-SNF
-/// through the orthogonalization, which both run as tensor operations here).
+/// through the orthogonalization, which both run as tensor operations on CubeCL).
 #[test]
 fn sylvester_stack_matches_reference() {
     let Some(_gpu) = gpu_test_device() else {
@@ -146,25 +163,8 @@ fn sylvester_stack_matches_reference() {
     for (q, rows) in cases {
         let case = format!("{q:?}, {rows} parameter rows");
         let inputs = sylvester_inputs::<Train>((n, d, steps, rows), q, &device);
-        // The kernel is taken on both backends (O-SNF's needs the orthonormal columns,
-        // whose values do not matter here).
-        let columns = match q {
-            SylvesterQ::Orthogonal { columns } => {
-                Some(Tensor::zeros([rows, steps * d * columns], &device))
-            }
-            _ => None,
-        };
-        let basis = match q {
-            SylvesterQ::Triangular => flow_kernels::sylvester::Basis::Alternating,
-            SylvesterQ::Householder { reflections } => {
-                flow_kernels::sylvester::Basis::Reflections(reflections)
-            }
-            SylvesterQ::Orthogonal { columns } => flow_kernels::sylvester::Basis::Columns(columns),
-        };
-        let [z, theta] = &inputs;
         assert!(
-            flow_kernels::sylvester::sylvester_stack(z, theta, columns.as_ref(), steps, basis)
-                .is_some(),
+            kernel_taken(&inputs, steps, q),
             "{case}: no fused kernel taken"
         );
         let (weights, truth) = weights_and_truth(&inputs, steps, q);
@@ -198,15 +198,7 @@ fn a_stack_too_long_for_a_software_adapter_runs_the_reference() {
     <Train as Backend>::seed(&device, fresh_seed());
     let (n, d, steps, q) = (4, 32, 16, SylvesterQ::Triangular);
     let inputs = sylvester_inputs::<Train>((n, d, steps, n), q, &device);
-    let [z, theta] = &inputs;
-    let taken = flow_kernels::sylvester::sylvester_stack(
-        z,
-        theta,
-        None,
-        steps,
-        flow_kernels::sylvester::Basis::Alternating,
-    )
-    .is_some();
+    let taken = kernel_taken(&inputs, steps, q);
     assert_eq!(
         taken,
         !flow_kernels::backends::wgpu_software(&device),

@@ -31,7 +31,8 @@ use kernels::{
 /// ([`crate::backends::wgpu_software`]: its loop nests stop after 65,535 iterations);
 /// beyond it the tensor-op reference runs there. Measured on lavapipe with T-SNF against
 /// the reference: `d = 24, K = 16` (33,792) and `d = 32, K = 8` (26,624) right,
-/// `d = 32, K = 16` (53,248) wrong; the budget stays below all three.
+/// `d = 32, K = 16` (53,248) wrong. The budget sits below all three: `loop_ticks` is an
+/// estimate, and H-SNF's and O-SNF's weights in it were not measured.
 const SOFTWARE_LOOP_BUDGET: usize = 24_576;
 
 /// What the kernels need besides the tensors.
