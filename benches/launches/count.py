@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Count our kernel launches per training step and per log_prob
-batch for the four peer benchmarks' models (the Rust ports, `benches/ports.rs`), on wgpu,
+batch for the four peer benchmarks' models (the Rust ports, `benches/ports/`), on wgpu,
 for each backend variant, and write them beside PyTorch eager's operator counts
 (benches/launches/torch-ops.json, from torch_ops.py).
 
