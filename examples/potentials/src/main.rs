@@ -15,172 +15,31 @@
 #[cfg(not(any(feature = "ndarray", feature = "flex", feature = "wgpu")))]
 compile_error!("enable a backend feature: `ndarray` (default), `flex` or `wgpu`");
 
+mod cli;
+mod grid;
+mod report;
 mod targets;
 
-use std::{fmt::Write as _, path::PathBuf, time::Instant};
+use std::time::Instant;
 
 use burn::{
     module::{AutodiffModule, Module},
     optim::{AdamConfig, GradientsParams, Optimizer},
-    tensor::{Tensor, TensorData, backend::Backend},
+    tensor::backend::Backend,
 };
 use clap::Parser;
 use flow_core::{
     CouplingConfig, DiagNormal, DiagNormalConfig, Elementwise, Flow, Permutation, PlanarConfig,
-    RadialConfig, TrainableTransform, Transform, ops::logsumexp,
+    RadialConfig, TrainableTransform, Transform,
 };
 use tracing::info;
 
-use flow_plots::{Panel, Window};
+use cli::{Args, BaseKind, Spec};
+use flow_plots::Window;
 use flow_programs::{self as backend, Inner, Train};
+use grid::{chunks, host, log_normalizer};
+use report::{Outcome, write_reports};
 use targets::Target;
-
-/// A flow family and its length K.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Spec {
-    Planar(usize),
-    Radial(usize),
-    /// K affine coupling layers, each followed by a reversal of the two coordinates.
-    RealNvp(usize),
-}
-
-impl Spec {
-    fn family(self) -> &'static str {
-        match self {
-            Spec::Planar(_) => "planar",
-            Spec::Radial(_) => "radial",
-            Spec::RealNvp(_) => "realnvp",
-        }
-    }
-    fn k(self) -> usize {
-        match self {
-            Spec::Planar(k) | Spec::Radial(k) | Spec::RealNvp(k) => k,
-        }
-    }
-}
-
-fn parse_spec(s: &str) -> Result<Spec, String> {
-    let (family, k) = s
-        .split_once(':')
-        .ok_or_else(|| format!("flow spec `{s}` must look like planar:32"))?;
-    let k: usize = k
-        .parse()
-        .map_err(|_| format!("flow spec `{s}`: K must be a whole number"))?;
-    if k == 0 {
-        return Err(format!(
-            "flow spec `{s}`: K = 0 is the identity flow; use K ≥ 1"
-        ));
-    }
-    match family {
-        "planar" => Ok(Spec::Planar(k)),
-        "radial" => Ok(Spec::Radial(k)),
-        "realnvp" => Ok(Spec::RealNvp(k)),
-        other => Err(format!("unknown flow `{other}` (planar, radial, realnvp)")),
-    }
-}
-
-fn parse_target(s: &str) -> Result<Target, String> {
-    s.trim()
-        .parse()
-        .ok()
-        .and_then(Target::from_number)
-        .ok_or_else(|| format!("unknown target `{s}`: use 1, 2, 3 or 4"))
-}
-
-fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) | Err(_) => Err(format!("`{s}` must be a whole number ≥ 1")),
-        Ok(v) => Ok(v),
-    }
-}
-
-fn non_negative(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}` must be a finite number ≥ 0")),
-    }
-}
-
-fn learning_rate(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("learning rate `{s}` must be a finite number > 0")),
-    }
-}
-
-/// The initial density q₀ of the flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum BaseKind {
-    /// Fixed N(0, I), as in Rezende & Mohamed (2015).
-    Standard,
-    /// Diagonal normal with learned mean and scale.
-    Diagonal,
-}
-
-/// Fit flows to Rezende & Mohamed's four potentials and report KL / free energy.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// Targets to fit (comma-separated, from 1..4).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4", value_parser = parse_target)]
-    targets: Vec<Target>,
-    /// Flows to fit, as family:K (planar, radial, realnvp).
-    #[arg(long, value_delimiter = ',', default_value = "planar:2,planar:8,planar:32,radial:32,realnvp:8", value_parser = parse_spec)]
-    flows: Vec<Spec>,
-    /// Soft wall at |z1| = L for U2–U4, which otherwise have infinite mass along z1 (0 = no
-    /// wall: their free energy then has no lower bound and q spreads into a flat band).
-    #[arg(long, default_value_t = 4.0, value_parser = non_negative)]
-    confine: f64,
-    /// Initial density q₀: fixed N(0, I) (the paper's) or a learned diagonal normal.
-    #[arg(long, value_enum, default_value = "standard")]
-    base: BaseKind,
-    /// Adam steps per fit.
-    #[arg(long, default_value_t = 20_000, value_parser = positive)]
-    steps: usize,
-    /// Samples per step.
-    #[arg(long, default_value_t = 256, value_parser = positive)]
-    batch: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3, value_parser = learning_rate)]
-    lr: f64,
-    /// Samples for the final KL / free-energy estimate.
-    #[arg(long, default_value_t = 100_000, value_parser = positive)]
-    eval_samples: usize,
-    /// Samples histogrammed for each flow's density panel.
-    #[arg(long, default_value_t = 1_000_000, value_parser = positive)]
-    plot_samples: usize,
-    /// Pixels per side of each density panel.
-    #[arg(long, default_value_t = 160, value_parser = positive)]
-    resolution: usize,
-    /// Seed of the backend's random generator and of the initial parameters.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Where the table, JSONL and PNG go.
-    #[arg(long, default_value = "runs/potentials")]
-    out_dir: PathBuf,
-    /// Log the training loss every this many steps.
-    #[arg(long, default_value_t = 2_000, value_parser = positive)]
-    log_every: usize,
-}
-
-impl Args {
-    /// The wall position for U2–U4, if any.
-    fn wall(&self) -> Option<f64> {
-        (self.confine > 0.0).then_some(self.confine)
-    }
-}
-
-/// What one fit produced.
-struct Outcome {
-    target: Target,
-    spec: Spec,
-    /// `E_q[ln q + U]` in nats, with the target's own `U` (no wall).
-    free_energy: f64,
-    /// `KL(q‖p)` in nats against the density trained on, when it is normalizable.
-    kl: Option<f64>,
-    seconds: f64,
-    histogram: Vec<f64>,
-}
 
 type Base<B> = DiagNormal<B>;
 
@@ -244,19 +103,6 @@ where
     })
 }
 
-const CHUNK: usize = 20_000;
-
-fn chunks(total: usize) -> impl Iterator<Item = usize> {
-    (0..total.div_ceil(CHUNK)).map(move |i| CHUNK.min(total - i * CHUNK))
-}
-
-fn host(t: Tensor<Inner, 1>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .into_vec()
-        .expect("float data")
-}
-
 /// Monte Carlo `E_q[ln q(z) + U(z)]` over `args.eval_samples` samples, for the target's
 /// own `U` and for the energy trained on (with the wall), from the same samples.
 fn free_energies<T: Transform<Inner>>(
@@ -306,41 +152,6 @@ fn histogram<T: Transform<Inner>>(
         .histogram(&z, &mut counts);
     }
     Ok(counts)
-}
-
-/// `−U` on the cells of a `res × res` grid over `[lo, hi]²`, computed in chunks.
-fn neg_energy_grid(target: Target, lo: f64, hi: f64, res: usize) -> Vec<f64> {
-    let device = backend::device();
-    let total = res * res;
-    let mut out = Vec::with_capacity(total);
-    let mut start = 0;
-    for m in chunks(total) {
-        let pts = Window { lo, hi, res }.centres(start..start + m);
-        let z = Tensor::<Inner, 2>::from_data(TensorData::new(pts, [m, 2]), &device);
-        out.extend(host(target.energy(z).neg()));
-        start += m;
-    }
-    out
-}
-
-/// `ln Z = ln ∫ exp(−U)` by the midpoint rule on a 2001² grid over `[−8, 8]²` (holds the
-/// mass of `U₁`: its ring has radius 2 and width 0.4). The log-sum-exp runs on the device
-/// per chunk; chunks are combined in f64.
-fn log_normalizer(target: Target, wall: Option<f64>) -> f64 {
-    let device = backend::device();
-    let (lo, hi, res) = (-8.0, 8.0, 2001usize);
-    let cell = ((hi - lo) / res as f64).powi(2);
-    let mut partial = Vec::new();
-    let mut start = 0;
-    for m in chunks(res * res) {
-        let pts = Window { lo, hi, res }.centres(start..start + m);
-        let z = Tensor::<Inner, 2>::from_data(TensorData::new(pts, [m, 2]), &device);
-        let neg_u = target.confined_energy(z, wall).neg().reshape([1, m]);
-        partial.extend(host(logsumexp(neg_u, 1).reshape([1])));
-        start += m;
-    }
-    let max = partial.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    max + partial.iter().map(|p| (p - max).exp()).sum::<f64>().ln() + cell.ln()
 }
 
 fn run_spec(
@@ -399,110 +210,6 @@ fn run_spec(
             )
         }
     }
-}
-
-fn spec_label(spec: Spec) -> String {
-    format!("{} K={}", spec.family(), spec.k())
-}
-
-fn write_reports(
-    args: &Args,
-    outcomes: &[Outcome],
-    log_zs: &[(Target, f64)],
-) -> Result<(), String> {
-    std::fs::create_dir_all(&args.out_dir)
-        .map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
-    let mut md = String::new();
-    let wall = match args.wall() {
-        Some(l) => format!(
-            "U2–U4 do not decay along z1: exp(−U) has infinite mass and the free energy E_q[ln q + U] \
-             has no lower bound (q lowers it without limit by spreading along z1 into a flat band). They \
-             are trained with a soft wall ½((|z1| − {l})₊/0.2)² added to U, which leaves U unchanged in \
-             the box |z1| ≤ {l} and makes it a proper density: KL is against that density. The free \
-             energy column always uses the target's own U (for U2–U4 it ranks how far q spread, not fit)."
-        ),
-        None => "U2–U4 do not decay along z1: exp(−U) has infinite mass, so only the free energy \
-                 E_q[ln q + U] is reported; it has no lower bound (q lowers it by spreading along z1)."
-            .to_string(),
-    };
-    let _ = writeln!(
-        md,
-        "# Rezende & Mohamed (2015) potentials: variational inference results\n\n\
-         Backend `{}`; base q0 {:?}; {} Adam steps (lr {}), batch {}, annealing β_t = min(1, 0.01 + t/10⁴), \
-         seed {}; metrics from {} fresh samples. KL(q‖p) is absolute, in nats: E_q[ln q + U] + ln Z with \
-         ln Z by the midpoint rule on a 2001² grid over [−8, 8]².\n\n{wall}\n",
-        backend::NAME,
-        args.base,
-        args.steps,
-        args.lr,
-        args.batch,
-        args.seed,
-        args.eval_samples
-    );
-    for (t, lz) in log_zs {
-        let _ = writeln!(md, "ln Z(U{}, as trained) = {lz:.5}\n", t.number());
-    }
-    let _ = writeln!(
-        md,
-        "| target | flow | K | KL(q‖p) (nats) | free energy E_q[ln q + U] (nats) | train time (s) |\n\
-         |---|---|---|---|---|---|"
-    );
-    let mut jsonl = String::new();
-    for o in outcomes {
-        let kl = o.kl.map_or("–".to_string(), |v| format!("{v:.4}"));
-        let _ = writeln!(
-            md,
-            "| U{} | {} | {} | {kl} | {:.4} | {:.1} |",
-            o.target.number(),
-            o.spec.family(),
-            o.spec.k(),
-            o.free_energy,
-            o.seconds
-        );
-        let _ = writeln!(
-            jsonl,
-            "{{\"target\":{},\"flow\":\"{}\",\"k\":{},\"free_energy\":{},\"kl\":{},\"wall\":{},\"steps\":{},\"seconds\":{:.2},\"backend\":\"{}\"}}",
-            o.target.number(),
-            o.spec.family(),
-            o.spec.k(),
-            o.free_energy,
-            o.kl.map_or("null".into(), |v| v.to_string()),
-            args.wall().map_or("null".into(), |v| v.to_string()),
-            args.steps,
-            o.seconds,
-            backend::NAME
-        );
-    }
-    let write = |name: &str, text: &str| {
-        let path = args.out_dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
-    };
-    write("results.md", &md)?;
-    write("results.jsonl", &jsonl)?;
-
-    let res = args.resolution;
-    let rows: Vec<(String, Vec<Panel>)> = args
-        .targets
-        .iter()
-        .map(|&t| {
-            let mut panels = vec![Panel {
-                values: neg_energy_grid(t, -4.0, 4.0, res)
-                    .into_iter()
-                    .map(f64::exp)
-                    .collect(),
-                title: "exp(-U)".into(),
-            }];
-            panels.extend(outcomes.iter().filter(|o| o.target == t).map(|o| Panel {
-                values: o.histogram.clone(),
-                title: spec_label(o.spec),
-            }));
-            (format!("U{}", t.number()), panels)
-        })
-        .collect();
-    flow_plots::write_grid(&args.out_dir.join("potentials.png"), res, &rows)?;
-    info!(dir = %args.out_dir.display(), "wrote results.md, results.jsonl, potentials.png");
-    print!("{md}");
-    Ok(())
 }
 
 /// mimalloc: glibc's malloc returns large tensor buffers to the kernel on every free,
@@ -577,6 +284,8 @@ fn run(args: &Args) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use burn::tensor::{Tensor, TensorData};
+
     use super::*;
 
     /// `U(z)` from the tensor code against a plain f64 transcription of Table 1.
@@ -658,29 +367,6 @@ mod tests {
         };
         let lz = log_normalizer(Target::U1, None);
         assert!((lz - 1.877_501_6).abs() < 1e-4, "ln Z = {lz}");
-    }
-
-    #[test]
-    fn bad_arguments_are_rejected() {
-        let parse = |extra: &[&str]| {
-            Args::try_parse_from(std::iter::once("potentials").chain(extra.iter().copied()))
-        };
-        assert!(parse(&[]).is_ok());
-        for bad in [
-            &["--flows", "planar:0"][..],
-            &["--flows", "planar"],
-            &["--flows", "iaf:4"],
-            &["--targets", "5"],
-            &["--lr", "-0.1"],
-            &["--lr", "nan"],
-            &["--steps", "0"],
-            &["--batch", "0"],
-            &["--confine", "-1"],
-            &["--base", "uniform"],
-        ] {
-            let err = parse(bad).expect_err(&format!("{bad:?} must be rejected"));
-            assert!(!err.to_string().is_empty());
-        }
     }
 
     /// A short run end to end: it writes the table, the JSONL and the PNG, and its KL
