@@ -3,10 +3,11 @@
 //!
 //! - CPU (feature `cpu`): `burn::backend::Flex` (feature `flex`) and `burn::backend::NdArray`
 //!   (feature `ndarray`), and `Autodiff` of either;
-//! - CubeCL (feature `cubecl`): burn's unfused [`WgpuInner`] (feature `wgpu`) and
-//!   [`CudaInner`] (feature `cuda`), and `Autodiff` of either. burn's fusion-wrapped
-//!   [`WgpuFused`] / [`CudaFused`] take the references (their own fuser merges element-wise
-//!   chains into fewer kernels).
+//! - CubeCL (feature `cubecl`): burn's unfused `WgpuInner` (feature `wgpu`) and
+//!   `CudaInner` (feature `cuda`), and `Autodiff` of either. burn's fusion-wrapped
+//!   `WgpuFused` / `CudaFused` take the references (their own fuser merges element-wise
+//!   chains into fewer kernels). The aliases exist only with their feature, hence plain
+//!   names here: each is documented below when its feature is on.
 
 use burn::tensor::backend::Backend;
 

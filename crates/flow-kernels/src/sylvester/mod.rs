@@ -11,7 +11,7 @@
 //!   (per-row parameter gradients, summed over the rows that share a parameter row); the
 //!   reference takes about 30 launches per step each way. On a software wgpu adapter
 //!   (lavapipe), whose shader loops stop after 65,535 iterations, only stacks within a loop
-//!   budget ([`crate::backends::wgpu_software`]); the reference runs the rest.
+//!   budget (`backends::wgpu_software`, feature `wgpu`); the reference runs the rest.
 //! - CPU, O-SNF's orthogonalization ([`orthogonalize`]): each matrix's iteration in one pass,
 //!   stopping when that matrix has converged, and one pass backward through its iterates.
 
