@@ -17,7 +17,8 @@ Posteriors (K steps; parameters from the encoder unless said):
   (320 units, ELU, two masked hidden layers, the encoder's features projected to 320 and
   added after the first), the gated update z' = s z + (1 - s) m, s = sigmoid(. + 1),
   orders reversed on every second step; `--iaf-style train-vae` swaps in train-vae's MADE
-  design (see `IafStep`) to tell the design from the implementation.
+  design (see `IafStep`) to tell the design from the implementation, and `--iaf-change`
+  makes one of the differences at a time.
 - sylvester-t / -h / -o (van den Berg et al. 2018): z + Q R tanh(R~ Q^T z + b), R and R~
   upper triangular from one full matrix per step plus tanh diagonals; Q the identity and
   the reversal alternating (T), a product of H Householder reflections (H), or M columns
@@ -152,29 +153,41 @@ class IafStep(nn.Module):
     context maps starting at zero.
     """
 
-    def __init__(self, d, hidden, style, context=256):
+    def __init__(self, d, hidden, style, context=256, change=None):
         super().__init__()
-        self.style = style
+        self.style, self.change = style, change
         din = torch.arange(1, d + 1)
         dh = torch.arange(hidden) % max(d - 1, 1) + 1
         self.l1 = MaskedLinear(d, hidden, dh[:, None] >= din[None, :])
-        if style == "paper":
+        if style == "paper" and change != "one-layer":
             self.l2 = MaskedLinear(hidden, hidden, dh[:, None] >= dh[None, :])
         out_mask = din[:, None] > dh[None, :]
         self.mean = MaskedLinear(hidden, d, out_mask)
         self.gate = MaskedLinear(hidden, d, out_mask)
-        if style == "train-vae":
+        if style == "train-vae" or change == "context":
             self.ctx_hidden = nn.Linear(context, hidden, bias=False)
             self.ctx_out = nn.Linear(context, 2 * d, bias=False)
+        if style == "train-vae":
             for layer in (self.mean, self.gate, self.ctx_hidden, self.ctx_out):
                 nn.init.zeros_(layer.weight)
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
+        if change == "zero-init":
+            for layer in (self.mean, self.gate):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, z, ctx):
-        if self.style == "paper":
-            h = F.elu(self.l1(z)) + ctx
+        if self.change == "context":
+            h = F.elu(self.l1(z) + self.ctx_hidden(ctx))
             h = F.elu(self.l2(h))
+            cm, cs = self.ctx_out(ctx).chunk(2, dim=1)
+            m, s = self.mean(h) + cm, self.gate(h) + cs
+        elif self.style == "paper":
+            act = F.relu if self.change == "relu" else F.elu
+            h = act(self.l1(z)) + ctx
+            if self.change != "one-layer":
+                h = act(self.l2(h))
             m, s = self.mean(h), self.gate(h)
         else:
             h = F.relu(self.l1(z) + self.ctx_hidden(ctx))
@@ -186,7 +199,8 @@ class IafStep(nn.Module):
 
 
 class Vae(nn.Module):
-    def __init__(self, flow, k, d=32, m=16, hh=8, iaf_hidden=320, iaf_style="paper"):
+    def __init__(self, flow, k, d=32, m=16, hh=8, iaf_hidden=320, iaf_style="paper",
+                 iaf_change=None):
         super().__init__()
         self.flow, self.k, self.d = flow, k, d
         self.step = {"planar": Planar(), "sylvester-t": Sylvester("t", d, m, hh),
@@ -200,8 +214,10 @@ class Vae(nn.Module):
         if flow == "iaf":
             # The paper's code projects the features once for every step; train-vae's
             # steps read the features themselves.
-            self.ctx = nn.Linear(256, iaf_hidden) if iaf_style == "paper" else nn.Identity()
-            self.iaf = nn.ModuleList(IafStep(d, iaf_hidden, iaf_style) for _ in range(k))
+            paper_ctx = iaf_style == "paper" and iaf_change != "context"
+            self.ctx = nn.Linear(256, iaf_hidden) if paper_ctx else nn.Identity()
+            self.iaf = nn.ModuleList(IafStep(d, iaf_hidden, iaf_style, change=iaf_change)
+                                     for _ in range(k))
 
     def posterior(self, x, samples=1):
         """z_K and ln q(z_K|x), `samples` per image (image-major rows)."""
@@ -258,6 +274,10 @@ def main():
     p.add_argument("--n-flows", type=int, default=None)
     p.add_argument("--iaf-style", default="paper", choices=["paper", "train-vae"],
                    help="the IAF step's MADE: the Sylvester paper's code or train-vae's design")
+    p.add_argument("--iaf-change", default=None, choices=["relu", "one-layer", "zero-init", "context"],
+                   help="one change to the paper's IAF, towards train-vae's design: ReLU for "
+                        "ELU, one masked hidden layer for two, the outputs starting at zero, "
+                        "or the features fed to each step's hidden pre-activation and outputs")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--warmup-epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=128)
@@ -277,7 +297,9 @@ def main():
     g = torch.Generator().manual_seed(args.val_seed)
     xva = torch.bernoulli(torch.from_numpy(xva_u8.astype(np.float32) / 255.0), generator=g)
 
-    model = Vae(args.flow, k, iaf_style=args.iaf_style)
+    if args.iaf_change and (args.flow != "iaf" or args.iaf_style != "paper"):
+        p.error("--iaf-change applies to --flow iaf with --iaf-style paper")
+    model = Vae(args.flow, k, iaf_style=args.iaf_style, iaf_change=args.iaf_change)
     params = sum(t.numel() for t in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps = xtr.shape[0] // args.batch
@@ -312,7 +334,8 @@ def main():
     t0 = time.time()
     neg_elbo, nll = evaluate(model, xva, args.iw_samples)
     print(json.dumps({
-        "flow": args.flow, "k": k, "iaf_style": args.iaf_style if args.flow == "iaf" else None, "seed": args.seed, "epochs": args.epochs,
+        "flow": args.flow, "k": k, "iaf_style": args.iaf_style if args.flow == "iaf" else None,
+        "iaf_change": args.iaf_change, "seed": args.seed, "epochs": args.epochs,
         "warmup_epochs": args.warmup_epochs, "params": params, "best_epoch": best_epoch,
         "valid_neg_elbo_one_sample": best, "neg_elbo": neg_elbo, "nll": nll,
         "iw_samples": args.iw_samples, "eval_s": time.time() - t0,

@@ -20,6 +20,8 @@ def main(torch_path, ours_path):
     peer = {}
     for line in open(torch_path):
         r = json.loads(line)
+        if r.get("iaf_change"):
+            continue  # the IAF ablations, read in the docs one by one
         kind = r["flow"] + ("/train-vae" if r.get("iaf_style") == "train-vae" else "")
         peer.setdefault(kind, {})[r["seed"]] = r
     med = statistics.median
