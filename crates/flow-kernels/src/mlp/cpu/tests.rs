@@ -8,6 +8,7 @@ use burn::{
 
 use super::*;
 use crate::host::check::{assert_agree, values_of};
+use crate::mlp::sparse;
 
 use burn::tensor::backend::AutodiffBackend;
 
