@@ -1,6 +1,6 @@
 //! The command line: one subcommand per peer benchmark, checked before anything runs.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use flow_programs::Choice;
 
 /// The peer benchmarks, ported.
@@ -51,22 +51,8 @@ pub enum Bench {
         /// Training steps.
         #[arg(long, default_value_t = 2000)]
         steps: usize,
-        /// Steps before the timed window.
-        #[arg(long, default_value_t = 20)]
-        warmup_steps: usize,
-        #[arg(long, default_value_t = 512)]
-        batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
-        #[arg(long, default_value_t = 10_000)]
-        test_n: usize,
-        #[arg(long, default_value_t = 4321)]
-        test_seed: u64,
-        /// `log_prob` passes over the test set, untimed and without sampling, instead of
-        /// the peers' timed throughput loops (0): a run whose work is fixed, as the launch
-        /// counts of benches/launches need.
-        #[arg(long, default_value_t = 0)]
-        logprob_passes: usize,
+        #[command(flatten)]
+        run: DensityRun,
     },
     /// c. MAF (5 MADE layers) on dequantized logit-space MNIST.
     MafMnist {
@@ -106,22 +92,8 @@ pub enum Bench {
         /// Training steps.
         #[arg(long, default_value_t = 1000)]
         steps: usize,
-        /// Steps before the timed window.
-        #[arg(long, default_value_t = 20)]
-        warmup_steps: usize,
-        #[arg(long, default_value_t = 512)]
-        batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
-        #[arg(long, default_value_t = 10_000)]
-        test_n: usize,
-        #[arg(long, default_value_t = 4321)]
-        test_seed: u64,
-        /// `log_prob` passes over the test set, untimed and without sampling, instead of
-        /// the peers' timed throughput loops (0): a run whose work is fixed, as the launch
-        /// counts of benches/launches need.
-        #[arg(long, default_value_t = 0)]
-        logprob_passes: usize,
+        #[command(flatten)]
+        run: DensityRun,
     },
 }
 
@@ -167,21 +139,10 @@ impl Bench {
                     format!("--batch ({batch}) must be at most --train-images ({train_images})")
                 })
             }),
-            Bench::RealnvpMoons {
-                steps,
-                warmup_steps,
-                batch,
-                test_n,
-                ..
+            Bench::RealnvpMoons { steps, run } | Bench::NsfMog { steps, run } => {
+                positive(&[("--batch", run.batch), ("--test-n", run.test_n)])
+                    .or_else(|| window(steps, run.warmup_steps))
             }
-            | Bench::NsfMog {
-                steps,
-                warmup_steps,
-                batch,
-                test_n,
-                ..
-            } => positive(&[("--batch", batch), ("--test-n", test_n)])
-                .or_else(|| window(steps, warmup_steps)),
             Bench::MafMnist {
                 steps,
                 warmup_steps,
@@ -204,4 +165,25 @@ impl Bench {
             }
         }
     }
+}
+
+/// The flags the two density benchmarks share, with the same defaults (the peers').
+#[derive(Args, Debug, Clone, Copy)]
+pub struct DensityRun {
+    /// Steps before the timed window.
+    #[arg(long, default_value_t = 20)]
+    pub warmup_steps: usize,
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 10_000)]
+    pub test_n: usize,
+    #[arg(long, default_value_t = 4321)]
+    pub test_seed: u64,
+    /// `log_prob` passes over the test set, untimed and without sampling, instead of
+    /// the peers' timed throughput loops (0): a run whose work is fixed, as the launch
+    /// counts of benches/launches need.
+    #[arg(long, default_value_t = 0)]
+    pub logprob_passes: usize,
 }

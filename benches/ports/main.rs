@@ -87,11 +87,6 @@ impl Program for Ports {
 
     fn run<B: Backend>(self, _name: &'static str) -> Value {
         let Ports { bench, seed } = self;
-        let toy = match bench {
-            Bench::RealnvpMoons { .. } => Some(("realnvp-moons", Toy::PeerMoons)),
-            Bench::NsfMog { .. } => Some(("nsf-mog", Toy::Mog8)),
-            _ => None,
-        };
         // The benchmark runs on one of the pool's threads, so that the serial tensor ops
         // and the parallel kernels share the `--threads` threads: a main thread outside the
         // pool would hand every parallel region to a (possibly sleeping) worker and wait. On
@@ -115,33 +110,11 @@ impl Program for Ports {
                 val_seed,
                 seed,
             ),
-            Bench::RealnvpMoons {
-                steps,
-                warmup_steps,
-                batch,
-                lr,
-                test_n,
-                test_seed,
-                logprob_passes,
+            Bench::RealnvpMoons { steps, run } => {
+                toys::density_bench::<B>("realnvp-moons", Toy::PeerMoons, steps, run, seed)
             }
-            | Bench::NsfMog {
-                steps,
-                warmup_steps,
-                batch,
-                lr,
-                test_n,
-                test_seed,
-                logprob_passes,
-            } => {
-                let (name, toy) = toy.expect("a density benchmark");
-                toys::density_bench::<B>(
-                    name,
-                    toy,
-                    (steps, warmup_steps, batch),
-                    lr,
-                    (test_n, test_seed, logprob_passes),
-                    seed,
-                )
+            Bench::NsfMog { steps, run } => {
+                toys::density_bench::<B>("nsf-mog", Toy::Mog8, steps, run, seed)
             }
             Bench::MafMnist {
                 steps,

@@ -12,6 +12,7 @@ use rand::{SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use tracing::info;
 
+use crate::cli::DensityRun;
 use crate::common::{flow_params, host, mean, sync, table, throughput, train};
 
 /// The density benchmarks' shared second half: test log-likelihood, then `log_prob` and
@@ -45,21 +46,29 @@ pub fn evaluate_density<B: Backend, T: Invertible<B>>(
     (test_ll, log_prob, sample)
 }
 
+/// Trains `toy`'s model (`Toy::Mog8`: the spline couplings; otherwise RealNVP) for
+/// `steps`, then evaluates it as the peers do.
 pub fn density_bench<B: Backend>(
     name: &str,
     toy: Toy,
-    run: (usize, usize, usize),
-    lr: f64,
-    test: (usize, u64, usize),
+    steps: usize,
+    run: DensityRun,
     seed: u64,
 ) -> Value {
-    let (steps, warmup, batch) = run;
+    let DensityRun {
+        warmup_steps: warmup,
+        batch,
+        lr,
+        test_n,
+        test_seed,
+        logprob_passes,
+    } = run;
     let mut rng = StdRng::seed_from_u64(seed);
     // Fresh batches for every step, drawn before the timed loop (as the peers).
     let batches: Vec<Tensor<Autodiff<B>, 2>> = (0..steps)
         .map(|_| table(&toy.sample(batch, &mut rng)))
         .collect();
-    let test_table = toy.sample(test.0, &mut StdRng::seed_from_u64(test.1));
+    let test_table = toy.sample(test_n, &mut StdRng::seed_from_u64(test_seed));
     <Autodiff<B> as Backend>::seed(&Default::default(), seed);
     let device = Default::default();
     let model = if toy == Toy::Mog8 {
@@ -76,7 +85,8 @@ pub fn density_bench<B: Backend>(
             .mean()
             .neg()
     });
-    let (test_ll, log_prob, sample) = evaluate_density(&model.valid(), table(&test_table), test.2);
+    let (test_ll, log_prob, sample) =
+        evaluate_density(&model.valid(), table(&test_table), logprob_passes);
     info!(steps_per_s, test_ll, log_prob, sample, "done");
     let mut out = json!({
         "bench": name, "params": params, "params_per_layer": layers,
@@ -84,7 +94,7 @@ pub fn density_bench<B: Backend>(
         "train_steps_per_s": steps_per_s, "train_samples_per_s": steps_per_s * batch as f64,
         "train_wall_s": wall,
         "final_train_loss_avg100": mean(&losses[losses.len().saturating_sub(100)..]),
-        "test_ll": test_ll, "test_n": test.0,
+        "test_ll": test_ll, "test_n": test_n,
         "logprob_samples_per_s": log_prob, "sample_samples_per_s": sample,
     });
     if let Some(true_ll) = toy.exact_log_prob(&test_table) {
