@@ -5,9 +5,67 @@
 //! Panels are `res × res` images of non-negative values, row-major, with the second
 //! coordinate growing upward from row 0 at the bottom and the first growing to the right.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plotters::{prelude::*, style::colors::colormaps::ViridisRGB};
+
+/// Why a figure could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// The font compiled into this crate did not load (a build defect, not an input one).
+    #[error("the embedded font is invalid")]
+    Font,
+    /// A panel's values do not fill the `res × res` grid.
+    #[error("panel {title:?} has {got} values; a {res}×{res} grid needs {}", res * res)]
+    PanelSize {
+        /// The panel's title.
+        title: String,
+        /// Cells per side asked for.
+        res: usize,
+        /// Values the panel holds.
+        got: usize,
+    },
+    /// The rows of a grid hold different numbers of panels.
+    #[error("row {row:?} has {got} panels; the first row has {expected}")]
+    RaggedRows {
+        /// The label of the offending row.
+        row: String,
+        /// Panels in the first row.
+        expected: usize,
+        /// Panels in this row.
+        got: usize,
+    },
+    /// A chart's abscissae do not span an interval, or a curve's length differs from theirs.
+    #[error("chart {title:?}: {reason}")]
+    Chart {
+        /// The chart's title.
+        title: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Drawing or writing the PNG failed (an I/O error from the file, most often).
+    #[error("{}: {message}", path.display())]
+    Draw {
+        /// The PNG being written.
+        path: PathBuf,
+        /// Plotters' description of the failure.
+        message: String,
+    },
+}
+
+fn register_font() -> Result<(), PlotError> {
+    // Registering twice is harmless; the font is needed only for titles.
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| PlotError::Font)
+}
+
+/// A drawing failure on `path`, from whatever plotters' backend reported.
+fn draw_error(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> PlotError + '_ {
+    move |e| PlotError::Draw {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
 
 static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");
 
@@ -72,12 +130,28 @@ fn robust_max(values: &[f64]) -> f64 {
 }
 
 /// Writes `rows` of (label, panels) as one PNG (viridis colours); every panel is
-/// `res × res` and every row has the same number of panels.
-pub fn write_grid(path: &Path, res: usize, rows: &[(String, Vec<Panel>)]) -> Result<(), String> {
-    // Registering twice is harmless; the font is needed only for titles.
-    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-        .map_err(|_| "embedded font is invalid".to_string())?;
+/// `res × res` and every row has the same number of panels (checked: [`PlotError`]
+/// otherwise, before anything is written).
+pub fn write_grid(path: &Path, res: usize, rows: &[(String, Vec<Panel>)]) -> Result<(), PlotError> {
     let cols = rows.first().map_or(0, |r| r.1.len());
+    for (label, panels) in rows {
+        if panels.len() != cols {
+            return Err(PlotError::RaggedRows {
+                row: label.clone(),
+                expected: cols,
+                got: panels.len(),
+            });
+        }
+        if let Some(p) = panels.iter().find(|p| p.values.len() != res * res) {
+            return Err(PlotError::PanelSize {
+                title: p.title.clone(),
+                res,
+                got: p.values.len(),
+            });
+        }
+    }
+    register_font()?;
+    let err = draw_error(path);
     let label_w = if rows.iter().any(|r| !r.0.is_empty()) {
         70u32
     } else {
@@ -88,7 +162,7 @@ pub fn write_grid(path: &Path, res: usize, rows: &[(String, Vec<Panel>)]) -> Res
     let width = label_w + cols as u32 * cell;
     let height = title_h + rows.len() as u32 * (cell + title_h);
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    root.fill(&WHITE).map_err(|e| err(&e))?;
     let title_style = ("sans-serif", 15).into_font().color(&BLACK);
     let label_style = ("sans-serif", 20).into_font().color(&BLACK);
     for (r, (label, panels)) in rows.iter().enumerate() {
@@ -98,7 +172,7 @@ pub fn write_grid(path: &Path, res: usize, rows: &[(String, Vec<Panel>)]) -> Res
             &label_style,
             (8, (top + title_h + res as u32 / 2) as i32),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| err(&e))?;
         for (c, panel) in panels.iter().enumerate() {
             let left = label_w + c as u32 * cell;
             root.draw_text(
@@ -106,7 +180,7 @@ pub fn write_grid(path: &Path, res: usize, rows: &[(String, Vec<Panel>)]) -> Res
                 &title_style,
                 (left as i32 + 4, top as i32 + 4),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| err(&e))?;
             let max = robust_max(&panel.values);
             for i in 0..res {
                 for j in 0..res {
@@ -115,12 +189,12 @@ pub fn write_grid(path: &Path, res: usize, rows: &[(String, Vec<Panel>)]) -> Res
                     // Row i counts from the bottom; image y grows downward.
                     let x = (left + j as u32) as i32;
                     let y = (top + title_h + (res - 1 - i) as u32) as i32;
-                    root.draw_pixel((x, y), &color).map_err(|e| e.to_string())?;
+                    root.draw_pixel((x, y), &color).map_err(|e| err(&e))?;
                 }
             }
         }
     }
-    root.present().map_err(|e| e.to_string())?;
+    root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
@@ -136,11 +210,36 @@ pub struct Curves {
 }
 
 /// Writes `charts` side by side as one PNG, each `size × size` pixels, with a legend.
-/// Non-finite values are left out of their curve.
-pub fn write_curves(path: &Path, size: u32, charts: &[Curves]) -> Result<(), String> {
-    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-        .map_err(|_| "embedded font is invalid".to_string())?;
-    let err = |e: &dyn std::fmt::Display| e.to_string();
+/// Non-finite values are left out of their curve; a chart whose `x` spans no interval, or
+/// whose curves are not as long as `x`, is a [`PlotError::Chart`].
+pub fn write_curves(path: &Path, size: u32, charts: &[Curves]) -> Result<(), PlotError> {
+    for chart in charts {
+        let x_lo = chart.x.iter().copied().fold(f64::INFINITY, f64::min);
+        let x_hi = chart.x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let reason = if x_lo.partial_cmp(&x_hi) != Some(std::cmp::Ordering::Less) {
+            Some("its x values span no interval".to_string())
+        } else {
+            chart
+                .series
+                .iter()
+                .find(|(_, y)| y.len() != chart.x.len())
+                .map(|(label, y)| {
+                    format!(
+                        "curve {label:?} has {} values for {} x",
+                        y.len(),
+                        chart.x.len()
+                    )
+                })
+        };
+        if let Some(reason) = reason {
+            return Err(PlotError::Chart {
+                title: chart.title.clone(),
+                reason,
+            });
+        }
+    }
+    register_font()?;
+    let err = draw_error(path);
     let root =
         BitMapBackend::new(path, (size * charts.len().max(1) as u32, size)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -159,9 +258,6 @@ pub fn write_curves(path: &Path, size: u32, charts: &[Curves]) -> Result<(), Str
             .flat_map(|(_, y)| y.iter().filter(finite))
             .copied()
             .fold(0.0, f64::max);
-        if x_lo.partial_cmp(&x_hi) != Some(std::cmp::Ordering::Less) {
-            return Err(format!("chart {:?} has no x range", chart.title));
-        }
         let mut c = ChartBuilder::on(area)
             .caption(&chart.title, ("sans-serif", 16))
             .margin(8)
@@ -221,5 +317,80 @@ mod tests {
         assert_eq!(&centres[18..20], &[-2.5, -2.5]);
         w.histogram(&[10.0, 0.0, 0.0, -4.5], &mut counts);
         assert_eq!(counts.iter().sum::<f64>(), 64.0);
+    }
+
+    fn panel(title: &str, n: usize) -> Panel {
+        Panel {
+            values: (0..n).map(|i| i as f64).collect(),
+            title: title.into(),
+        }
+    }
+
+    #[test]
+    fn bad_grids_and_charts_are_typed_errors() {
+        let path = std::env::temp_dir().join("flow-plots-never-written.png");
+        let ragged = [
+            ("a".to_string(), vec![panel("p", 16), panel("q", 16)]),
+            ("b".to_string(), vec![panel("r", 16)]),
+        ];
+        assert!(matches!(
+            write_grid(&path, 4, &ragged),
+            Err(PlotError::RaggedRows {
+                expected: 2,
+                got: 1,
+                ..
+            })
+        ));
+        let short = [("a".to_string(), vec![panel("p", 15)])];
+        assert!(matches!(
+            write_grid(&path, 4, &short),
+            Err(PlotError::PanelSize {
+                res: 4,
+                got: 15,
+                ..
+            })
+        ));
+        let flat = Curves {
+            title: "flat".into(),
+            x: vec![1.0, 1.0],
+            series: vec![],
+        };
+        assert!(matches!(
+            write_curves(&path, 100, &[flat]),
+            Err(PlotError::Chart { .. })
+        ));
+        let uneven = Curves {
+            title: "uneven".into(),
+            x: vec![0.0, 1.0, 2.0],
+            series: vec![("y".into(), vec![1.0, 2.0])],
+        };
+        let e = write_curves(&path, 100, &[uneven]).unwrap_err();
+        assert!(e.to_string().contains("2 values for 3 x"), "{e}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn figures_are_written_and_unwritable_paths_say_where() {
+        let dir = std::env::temp_dir().join(format!("flow-plots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let grid = dir.join("grid.png");
+        write_grid(&grid, 4, &[("row".to_string(), vec![panel("p", 16)])]).unwrap();
+        let curves = Curves {
+            title: "loss".into(),
+            x: vec![0.0, 1.0, 2.0],
+            series: vec![("train".into(), vec![3.0, f64::NAN, 1.0])],
+        };
+        let chart = dir.join("curves.png");
+        write_curves(&chart, 120, std::slice::from_ref(&curves)).unwrap();
+        for png in [&grid, &chart] {
+            let bytes = std::fs::read(png).unwrap();
+            assert_eq!(&bytes[1..4], b"PNG", "{}", png.display());
+        }
+        let missing = dir.join("no-such-dir").join("curves.png");
+        match write_curves(&missing, 120, &[curves]) {
+            Err(PlotError::Draw { path, .. }) => assert_eq!(path, missing),
+            other => panic!("expected a drawing error, got {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -38,7 +38,7 @@ fn window_of(values: &[f64], res: usize) -> Window {
 
 fn save_grid(path: &Path, res: usize, panels: Vec<Panel>) -> Result<()> {
     let tmp = path.with_extension("tmp.png");
-    flow_plots::write_grid(&tmp, res, &[(String::new(), panels)]).map_err(other)?;
+    flow_plots::write_grid(&tmp, res, &[(String::new(), panels)])?;
     std::fs::rename(&tmp, path).map_err(|e| other(format!("{}: {e}", path.display())))
 }
 
@@ -169,6 +169,6 @@ pub fn conditional<B: Backend>(
     }
     let path = dir.join("conditional-curves.png");
     let tmp = path.with_extension("tmp.png");
-    flow_plots::write_curves(&tmp, 260, &charts).map_err(other)?;
+    flow_plots::write_curves(&tmp, 260, &charts)?;
     std::fs::rename(&tmp, &path).map_err(|e| other(format!("{}: {e}", path.display())))
 }

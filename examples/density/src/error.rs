@@ -2,13 +2,15 @@
 
 use density::data::DataError;
 
-/// Errors of the program: data, flow, model files.
+/// Errors of the program: data, flow, figures, model files.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
     Flow(#[from] flow_core::FlowError),
+    #[error(transparent)]
+    Plot(#[from] flow_plots::PlotError),
     #[error("{0}")]
     Other(String),
 }

@@ -4,10 +4,12 @@ use std::fmt::Write as _;
 
 use flow_plots::Panel;
 use flow_programs as backend;
+use serde::Serialize;
 use tracing::info;
 
 use crate::{
     cli::{Args, Spec},
+    error::{Error, Result},
     grid::neg_energy_grid,
     targets::Target,
 };
@@ -24,17 +26,29 @@ pub struct Outcome {
     pub histogram: Vec<f64>,
 }
 
+/// One line of `results.jsonl`.
+#[derive(Serialize)]
+struct Line<'a> {
+    target: u8,
+    flow: &'a str,
+    k: usize,
+    free_energy: f64,
+    kl: Option<f64>,
+    wall: Option<f64>,
+    steps: usize,
+    seconds: f64,
+    backend: &'a str,
+}
+
 fn spec_label(spec: Spec) -> String {
     format!("{} K={}", spec.family(), spec.k())
 }
 
-pub fn write_reports(
-    args: &Args,
-    outcomes: &[Outcome],
-    log_zs: &[(Target, f64)],
-) -> Result<(), String> {
-    std::fs::create_dir_all(&args.out_dir)
-        .map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
+pub fn write_reports(args: &Args, outcomes: &[Outcome], log_zs: &[(Target, f64)]) -> Result<()> {
+    std::fs::create_dir_all(&args.out_dir).map_err(|source| Error::Io {
+        path: args.out_dir.clone(),
+        source,
+    })?;
     let mut md = String::new();
     let wall = match args.wall() {
         Some(l) => format!(
@@ -82,23 +96,26 @@ pub fn write_reports(
             o.free_energy,
             o.seconds
         );
+        let line = Line {
+            target: o.target.number(),
+            flow: o.spec.family(),
+            k: o.spec.k(),
+            free_energy: o.free_energy,
+            kl: o.kl,
+            wall: args.wall(),
+            steps: args.steps,
+            seconds: (o.seconds * 100.0).round() / 100.0,
+            backend: backend::NAME,
+        };
         let _ = writeln!(
             jsonl,
-            "{{\"target\":{},\"flow\":\"{}\",\"k\":{},\"free_energy\":{},\"kl\":{},\"wall\":{},\"steps\":{},\"seconds\":{:.2},\"backend\":\"{}\"}}",
-            o.target.number(),
-            o.spec.family(),
-            o.spec.k(),
-            o.free_energy,
-            o.kl.map_or("null".into(), |v| v.to_string()),
-            args.wall().map_or("null".into(), |v| v.to_string()),
-            args.steps,
-            o.seconds,
-            backend::NAME
+            "{}",
+            serde_json::to_string(&line).expect("plain numbers and strings serialize")
         );
     }
     let write = |name: &str, text: &str| {
         let path = args.out_dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+        std::fs::write(&path, text).map_err(|source| Error::Io { path, source })
     };
     write("results.md", &md)?;
     write("results.jsonl", &jsonl)?;
