@@ -11,6 +11,7 @@
 //!   the protocols that ask for Adamax;
 //! - [`interrupt`]: Ctrl-C as a request to stop after the current step;
 //! - [`Devices`]: the `--devices` flag (several GPUs training together);
+//! - [`args`]: the parsers of the programs' numeric flags (positive, a learning rate, …);
 //! - [`files::write_atomic`]: every file the programs write, atomically, with a
 //!   fault-injection hook (a full disk) for their tests.
 //!
@@ -94,6 +95,7 @@ pub use flow_kernels::backends::{CudaFused, CudaInner};
 #[cfg(feature = "wgpu")]
 pub use flow_kernels::backends::{WgpuFused, WgpuInner, wgpu_software};
 pub mod adamax;
+pub mod args;
 pub mod choice;
 pub mod devices;
 pub mod files;

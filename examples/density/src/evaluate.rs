@@ -114,7 +114,7 @@ pub struct SampleArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Samples to draw (per context row, for a conditional model).
-    #[arg(long, default_value_t = 1000, value_parser = crate::args::positive)]
+    #[arg(long, default_value_t = 1000, value_parser = flow_programs::args::positive)]
     pub n: usize,
     /// A conditional model's contexts: a .csv or .npy file with one row per context and
     /// the model's context columns (in their order in the training data).

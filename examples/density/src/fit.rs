@@ -10,10 +10,10 @@ use burn::{
     tensor::{Tensor, backend::Backend},
 };
 use density::data::Toy;
+use flow_programs::args::{fraction, learning_rate, non_negative, positive};
 use tracing::info;
 
 use crate::{
-    args::{fraction, learning_rate, non_negative, positive},
     dataset::{Batches, Dataset, Plan, Source, parse_source},
     error::{Result, other},
     evaluate::{batch, host, mean_log_prob},
@@ -46,7 +46,7 @@ pub struct FitArgs {
     pub no_whiten: bool,
     /// Dropout probability on the conditioners' hidden activations in training, in
     /// `[0, 1)` (default: 0.2 for a table, 0 for toys and MNIST, which are sampled afresh).
-    #[arg(long, value_parser = crate::args::dropout)]
+    #[arg(long, value_parser = flow_programs::args::dropout)]
     pub dropout: Option<f64>,
     /// Training steps (one mini-batch each).
     #[arg(long, default_value_t = 5000, value_parser = positive)]

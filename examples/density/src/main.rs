@@ -17,7 +17,6 @@
 #[cfg(not(any(feature = "ndarray", feature = "flex", feature = "wgpu")))]
 compile_error!("enable a backend feature: `ndarray` (default), `flex` or `wgpu`");
 
-mod args;
 mod dataset;
 mod draw;
 mod error;

@@ -97,13 +97,13 @@ pub struct FlowArgs {
     #[arg(long = "flow", value_enum, default_value_t = Family::Nsf)]
     pub family: Family,
     /// Number of coupling or autoregressive layers.
-    #[arg(long, default_value_t = 4, value_parser = crate::args::positive)]
+    #[arg(long, default_value_t = 4, value_parser = flow_programs::args::positive)]
     pub layers: usize,
     /// Width of the conditioners' hidden layers.
-    #[arg(long, default_value_t = 128, value_parser = crate::args::positive)]
+    #[arg(long, default_value_t = 128, value_parser = flow_programs::args::positive)]
     pub hidden: usize,
     /// Hidden layers per conditioner.
-    #[arg(long, default_value_t = 2, value_parser = crate::args::positive)]
+    #[arg(long, default_value_t = 2, value_parser = flow_programs::args::positive)]
     pub n_hidden: usize,
     /// Spline bins.
     #[arg(long, default_value_t = 8)]

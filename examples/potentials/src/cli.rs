@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use flow_programs::args::{learning_rate, non_negative, positive};
 
 use crate::targets::Target;
 
@@ -56,27 +57,6 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
         .ok()
         .and_then(Target::from_number)
         .ok_or_else(|| format!("unknown target `{s}`: use 1, 2, 3 or 4"))
-}
-
-pub fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) | Err(_) => Err(format!("`{s}` must be a whole number ≥ 1")),
-        Ok(v) => Ok(v),
-    }
-}
-
-pub fn non_negative(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}` must be a finite number ≥ 0")),
-    }
-}
-
-pub fn learning_rate(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("learning rate `{s}` must be a finite number > 0")),
-    }
 }
 
 /// The initial density q₀ of the flow.
