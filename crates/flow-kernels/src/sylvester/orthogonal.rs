@@ -90,7 +90,8 @@ fn a_s(a: &[E], s: &[E], m: usize, c: &mut [E], add: bool) {
     }
 }
 
-/// `s = (3I − g)/2` in place, returning `max |g − I|` (read before the update).
+/// `s = (3I − g)/2` in place, returning `max |g − I|` (read before the update), NaN when
+/// any entry is NaN (`f64::max` would drop it, and a NaN matrix would count as converged).
 #[inline(always)]
 fn step_matrix(g: &mut [E], m: usize) -> f64 {
     let mut off: E = 0.0;
@@ -98,7 +99,10 @@ fn step_matrix(g: &mut [E], m: usize) -> f64 {
         for j in 0..m {
             let eye = if i == j { 1.0 } else { 0.0 };
             let v = g[i * m + j];
-            off = off.max((v - eye).abs());
+            let r = (v - eye).abs();
+            if r > off || r.is_nan() {
+                off = r;
+            }
             g[i * m + j] = (3.0 * eye - v) / 2.0;
         }
     }
@@ -140,7 +144,8 @@ impl Orthogonalize {
             }
             a_s(a, s, m, &mut next[..dm], false);
         }
-        (self.max_iterations, norm, false)
+        // The last iterate may be within the tolerance with no iteration left past it.
+        (self.max_iterations, norm, within)
     }
 
     /// Values of work space per task: the iterates and their `S`, then `H` and two

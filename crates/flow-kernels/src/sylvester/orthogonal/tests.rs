@@ -60,3 +60,62 @@ fn a_rank_deficient_matrix_is_counted() {
     assert_eq!(unconverged, 1);
     assert!(values_of(out).iter().all(|v| v.is_finite()));
 }
+
+/// A NaN matrix is not converged (a NaN residual must not pass the tolerance test), and the
+/// matrices beside it are unaffected.
+#[test]
+fn a_nan_matrix_is_counted() {
+    let device = Default::default();
+    let (d, m) = (3, 2);
+    let q = Tensor::<B, 2>::from_data(
+        TensorData::new(
+            vec![
+                1f32,
+                0.0,
+                0.0,
+                1.0,
+                0.5,
+                0.5,
+                f32::NAN,
+                0.0,
+                0.0,
+                1.0,
+                0.5,
+                0.5,
+            ],
+            [2, d * m],
+        ),
+        &device,
+    );
+    let (out, unconverged) = orthogonalize(&q, d, m, 1e-5, 100).unwrap();
+    assert_eq!(unconverged, 1);
+    assert!(values_of(out)[..d * m].iter().all(|v| v.is_finite()));
+}
+
+/// The count says whether the matrix returned is within the tolerance, also when the last
+/// allowed iteration is the first within it.
+#[test]
+fn the_count_matches_the_returned_matrix() {
+    let device = Default::default();
+    let (d, m, tol) = (3, 2, 1e-5);
+    let q = Tensor::<B, 2>::from_data(
+        TensorData::new(vec![1f32, 0.2, 0.1, 1.0, 0.3, 0.4], [1, d * m]),
+        &device,
+    );
+    // max |QᵀQ − I| of the returned d×m matrix, on the host.
+    let residual = |q: &[f64]| {
+        let mut worst = 0f64;
+        for i in 0..m {
+            for j in 0..m {
+                let dot: f64 = (0..d).map(|r| q[r * m + i] * q[r * m + j]).sum();
+                worst = worst.max((dot - if i == j { 1.0 } else { 0.0 }).abs());
+            }
+        }
+        worst
+    };
+    for max in 1..=12 {
+        let (out, unconverged) = orthogonalize(&q, d, m, tol, max).unwrap();
+        let r = residual(&values_of(out));
+        assert_eq!(unconverged == 0, r <= tol, "max {max}: residual {r:e}");
+    }
+}
