@@ -10,3 +10,4 @@ mod common;
 
 mod finite_differences;
 mod spline;
+mod sylvester_dense;
