@@ -5,7 +5,8 @@
 //! context, the encoder's last hidden layer `h(x)`:
 //!
 //! - step `k` ([`IafUpdate::Gated`], the default; the IAF paper's numerically stable
-//!   update): `z_k = σ ⊙ z_{k−1} + (1 − σ) ⊙ m`, `σ = sigmoid(s + β)`, with `(m_j, s_j)`
+//!   update): `z_k = σ ⊙ z_{k−1} + (1 − σ) ⊙ m`, `σ = sigmoid(s + β)` (the logit `s + β`
+//!   soft-clamped to ±8, so that `ln σ` stays finite in f32), with `(m_j, s_j)`
 //!   depending only on the features before `j` in the step's order (and on `h`), so
 //!   `ln|det J_k| = Σ_j ln σ_j`; the forget-gate bias `β` (`--iaf-forget-bias`, default 1
 //!   as in the Sylvester paper's code) starts every step close to keeping `z`
