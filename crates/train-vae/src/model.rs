@@ -486,15 +486,23 @@ impl<B: Backend> Vae<B> {
     /// `(mean_s ln w_s, −ln (1/S) Σ_s w_s)`, where
     /// `ln w_s = ln p(x|z_s) + ln p(z_s) − ln q_K(z_s|x)`. The first is the ELBO, the
     /// second the IW-NLL estimate (Burda et al. 2016), both `[n]` on the device.
+    ///
+    /// # Panics
+    /// When `samples` is 0 (the program's `--iw-samples` and config files reject 0 before
+    /// this is reached).
     pub fn importance_weighted(
         &self,
         x: Tensor<B, 2>,
         samples: usize,
         rows: usize,
     ) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        assert!(
+            samples >= 1,
+            "importance_weighted: samples must be at least 1"
+        );
         let [n, _] = x.dims();
         let h = self.encode(x.clone());
-        let per_pass = (rows / n.max(1)).clamp(1, samples.max(1));
+        let per_pass = (rows / n.max(1)).clamp(1, samples);
         let mut sum: Option<Tensor<B, 1>> = None;
         let mut lse: Option<Tensor<B, 1>> = None;
         let mut done = 0;
@@ -523,7 +531,7 @@ impl<B: Backend> Vae<B> {
             });
             done += s;
         }
-        let s = samples.max(1) as f64;
+        let s = samples as f64;
         let elbo = sum.expect("samples ≥ 1").div_scalar(s);
         let nll = lse.expect("samples ≥ 1").sub_scalar(s.ln()).neg();
         (elbo, nll)
