@@ -33,6 +33,13 @@ vae-peer:
     cargo build --release -p train-vae
     benches/vae_peer.sh
 
+# Environment as in the script's header: EPOCHS (100), SEEDS ("0 1 2"), S (5000), JOBS
+# (2 on 2 cores: one thread per run), KINDS, OUT, TABLE. Hours on 2 cores (flex build).
+# The VAE-posterior family at equal budget over seeds: one markdown table of medians.
+vae-family:
+    CARGO_TARGET_DIR=target/flex cargo build --release -p train-vae --features flex
+    BIN=target/flex/release/train-vae benches/vae_family.sh
+
 # Layer families at the peer benchmarks' sizes (criterion; FEATURE: ndarray, flex, wgpu, cuda).
 bench-layers FEATURE="ndarray":
     cargo bench -p flow-benches --features flow-core/{{FEATURE}} --bench layers
