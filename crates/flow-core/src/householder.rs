@@ -11,7 +11,12 @@
 //! `U diag(σ²) Uᵀ` at no cost in the log-density.
 //!
 //! A vector with `‖v‖² < 10⁻³⁰` (where `2/‖v‖²` would overflow in f32) reflects nothing: the
-//! step is the identity, so the map stays exactly orthogonal for every `v`.
+//! step is the identity, so the map stays exactly orthogonal for every `v`. The gradient
+//! of the tensor-op path goes through `d(1/‖v‖²) = −1/‖v‖⁴`, which overflows f32 below
+//! `‖v‖² ≈ 2·10⁻¹⁹` (every component of `v` under ~10⁻⁹·⁵): a training step there gets an
+//! infinite gradient, and the programs report the divergence and keep their last good
+//! checkpoint. The fused Sylvester kernels compute the scale in f64 (CPU) or in an order
+//! whose intermediates stay finite (CubeCL).
 
 use burn::{
     config::Config,
