@@ -213,9 +213,15 @@ pub struct Curves {
 /// Non-finite values are left out of their curve; a chart whose `x` spans no interval, or
 /// whose curves are not as long as `x`, is a [`PlotError::Chart`].
 pub fn write_curves(path: &Path, size: u32, charts: &[Curves]) -> Result<(), PlotError> {
+    let x_range = |chart: &Curves| {
+        let lo = chart.x.iter().copied().fold(f64::INFINITY, f64::min);
+        (
+            lo,
+            chart.x.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        )
+    };
     for chart in charts {
-        let x_lo = chart.x.iter().copied().fold(f64::INFINITY, f64::min);
-        let x_hi = chart.x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (x_lo, x_hi) = x_range(chart);
         let reason = if x_lo.partial_cmp(&x_hi) != Some(std::cmp::Ordering::Less) {
             Some("its x values span no interval".to_string())
         } else {
@@ -250,8 +256,7 @@ pub fn write_curves(path: &Path, size: u32, charts: &[Curves]) -> Result<(), Plo
         .zip(charts)
     {
         let finite = |v: &&f64| v.is_finite();
-        let x_lo = chart.x.iter().copied().fold(f64::INFINITY, f64::min);
-        let x_hi = chart.x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (x_lo, x_hi) = x_range(chart);
         let y_hi = chart
             .series
             .iter()
