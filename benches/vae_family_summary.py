@@ -9,6 +9,7 @@ with its kind and seed (the raw numbers behind the medians).
 import json
 import statistics
 import sys
+import tomllib
 from pathlib import Path
 
 
@@ -37,16 +38,30 @@ def literature_order(med: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
+def training_setup(runs: list[Path]) -> str:
+    """The optimizer, learning rate, batch and architecture the runs were trained with, from
+    their config.toml, or a note that they differ."""
+    seen = set()
+    for run in runs:
+        c = tomllib.loads((run / "config.toml").read_text())
+        arch = {"mlp": "MLP"}.get(c["model"]["arch"], c["model"]["arch"])
+        seen.add(f"{arch} architecture, latent {c['model']['latent']}, batch {c['batch_size']}, "
+                 f"{c['optimizer'].capitalize()} {c['lr']:g}")
+    return "; ".join(sorted(seen)) if len(seen) == 1 else "mixed settings: " + " / ".join(sorted(seen))
+
+
 def main() -> None:
     runs, table, protocol = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     by_kind: dict[str, list[dict]] = {}
     order: list[str] = []
     raw: list[str] = []
+    run_dirs: list[Path] = []
     for summary in sorted(runs.glob("*/summary.json")):
         kind_file = summary.parent / "kind"
         if not kind_file.exists():
             continue
         kind = kind_file.read_text().strip()
+        run_dirs.append(summary.parent)
         s = json.loads(summary.read_text())
         seed = summary.parent.name.rsplit("-", 1)[-1]
         raw.append(json.dumps({**s, "kind": kind, "seed": int(seed) if seed.isdigit() else seed}))
@@ -95,7 +110,7 @@ def main() -> None:
             f"# train-vae: the VAE-posterior family at equal budget",
             "",
             f"Protocol: {protocol}; backend {backend}; embedded digits (9,000 train / 1,000 "
-            "validation), MLP architecture, batch 128, Adam 1e-3, best-validation checkpoint. "
+            f"validation), {training_setup(run_dirs)}, best-validation checkpoint. "
             f"Written by `benches/vae_family.sh` from `{runs}`.",
             "",
             *lines,
