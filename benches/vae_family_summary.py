@@ -39,15 +39,17 @@ def literature_order(med: dict[str, dict[str, float]]) -> list[str]:
 
 
 def training_setup(runs: list[Path]) -> str:
-    """The optimizer, learning rate, batch and architecture the runs were trained with, from
-    their config.toml, or a note that they differ."""
+    """The architecture, latent size, batch, optimizer and learning rate the runs were trained
+    with, from their config.toml, or every combination when they differ."""
     seen = set()
     for run in runs:
         c = tomllib.loads((run / "config.toml").read_text())
         arch = {"mlp": "MLP"}.get(c["model"]["arch"], c["model"]["arch"])
         seen.add(f"{arch} architecture, latent {c['model']['latent']}, batch {c['batch_size']}, "
                  f"{c['optimizer'].capitalize()} {c['lr']:g}")
-    return "; ".join(sorted(seen)) if len(seen) == 1 else "mixed settings: " + " / ".join(sorted(seen))
+    if len(seen) == 1:
+        return seen.pop()
+    return "mixed settings: " + " / ".join(sorted(seen))
 
 
 def main() -> None:
